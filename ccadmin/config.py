@@ -1,0 +1,146 @@
+"""Settings from the environment, shared by every process (standard library only).
+
+The API imports this module on its hot path, so it must stay free of Flask,
+SQLAlchemy and anything else heavy.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_INSTANCE = PROJECT_ROOT / "instance"
+# The local/dev secret: accepted only while the database is the embedded SQLite
+# default, so a real deployment cannot start with a guessable session key.
+DEV_SECRET_KEY = "ccadmin-local-dev-only"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def parse_bool(name: str, raw: str | None, default: bool) -> bool:
+    """Strict boolean parsing: a typo is an error, not a silent False."""
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be one of 1/0/true/false/yes/no/on/off, got {raw!r}")
+
+
+def parse_int(name: str, raw: str | None, default: int, minimum: int = 0) -> int:
+    """Integer settings with a floor, so `API_THREADS=0` fails at start-up."""
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def normalize_database_url(url: str) -> str:
+    """Heroku-style `postgres://` URLs are rejected by SQLAlchemy 2; rewrite them."""
+    if url.startswith("postgres://"):
+        return "postgresql://" + url[len("postgres://") :]
+    return url
+
+
+def parse_api_keys(raw: str | None) -> tuple[str, ...]:
+    """`CCADMIN_API_KEYS` is a comma-separated list; two entries allow rotation."""
+    if not raw:
+        return ()
+    return tuple(key.strip() for key in raw.split(",") if key.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a process needs to know about its environment."""
+
+    instance_path: Path
+    database_url: str
+    redis_url: str | None
+    secret_key: str
+    api_keys: tuple[str, ...]
+    admin_email: str | None
+    admin_password: str | None
+    admin_port: int
+    api_port: int
+    # One waitress thread serves one request at a time; each holds one Redis
+    # connection while it does. More threads overlap Redis round trips but
+    # cost GIL hand-offs; the CPU, not Redis, is the limit (see docs/scaling.md).
+    api_threads: int
+    # Connections waitress keeps open at once. The caller opens thousands in a
+    # spike; past this number new connections wait in the kernel backlog.
+    api_connection_limit: int
+    # Forked waitress processes sharing one listening socket; one per core.
+    api_processes: int
+    # Seconds any Redis call may take on the API side before it counts as down.
+    # The caller gives up after 2 s, so this must stay far below that.
+    api_redis_timeout: float
+
+    @property
+    def embedded_redis(self) -> bool:
+        """True when no `REDIS_URL` is set and the project runs its own Redis."""
+        return self.redis_url is None
+
+    @property
+    def redis_socket_path(self) -> Path:
+        return self.instance_path / "redis.sock"
+
+    @property
+    def effective_redis_url(self) -> str:
+        """The URL every client should use, embedded or not."""
+        if self.redis_url:
+            return self.redis_url
+        return f"unix://{self.redis_socket_path}"
+
+
+def load(environ: dict[str, str] | os._Environ | None = None) -> Settings:
+    """Read and validate settings; raises ConfigError with the variable's name."""
+    env = os.environ if environ is None else environ
+    instance_path = Path(env.get("CCADMIN_INSTANCE_PATH") or DEFAULT_INSTANCE)
+    database_url = normalize_database_url(
+        env.get("DATABASE_URL") or f"sqlite:///{instance_path / 'ccadmin.db'}"
+    )
+    local_default = "DATABASE_URL" not in env or database_url.startswith("sqlite")
+    secret_key = env.get("SECRET_KEY") or ""
+    if not secret_key:
+        if not local_default:
+            raise ConfigError(
+                "SECRET_KEY is required when DATABASE_URL points at a real database; "
+                "set it to a long random string (python -c 'import secrets; "
+                "print(secrets.token_urlsafe(48))')"
+            )
+        secret_key = DEV_SECRET_KEY
+    cores = os.cpu_count() or 1
+    return Settings(
+        instance_path=instance_path,
+        database_url=database_url,
+        redis_url=env.get("REDIS_URL") or None,
+        secret_key=secret_key,
+        api_keys=parse_api_keys(env.get("CCADMIN_API_KEYS")),
+        admin_email=env.get("CCADMIN_ADMIN_EMAIL") or None,
+        admin_password=env.get("CCADMIN_ADMIN_PASSWORD") or None,
+        admin_port=parse_int("ADMIN_PORT", env.get("ADMIN_PORT"), 5000, 1),
+        api_port=parse_int("API_PORT", env.get("API_PORT") or env.get("PORT"), 8000, 1),
+        api_threads=parse_int("API_THREADS", env.get("API_THREADS"), 8, 1),
+        api_connection_limit=parse_int(
+            "API_CONNECTION_LIMIT", env.get("API_CONNECTION_LIMIT"), 20000, 1
+        ),
+        api_processes=parse_int("API_PROCESSES", env.get("API_PROCESSES"), cores, 1),
+        api_redis_timeout=parse_int(
+            "API_REDIS_TIMEOUT_MS", env.get("API_REDIS_TIMEOUT_MS"), 250, 10
+        )
+        / 1000.0,
+    )

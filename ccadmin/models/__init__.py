@@ -1,0 +1,10 @@
+"""Database models, one module per aggregate."""
+
+from ccadmin.models.api_keys import ApiKey
+from ccadmin.models.audit import AuditEvent
+from ccadmin.models.campaign import Campaign
+from ccadmin.models.content import ContentEntry
+from ccadmin.models.outbox import OutboxEvent
+from ccadmin.models.users import AdminUser
+
+__all__ = ["AdminUser", "ApiKey", "AuditEvent", "Campaign", "ContentEntry", "OutboxEvent"]
