@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from flask import Flask
+from sqlalchemy import event
 
 from ccadmin import config
 from ccadmin.extensions import csrf, db, login_manager, migrate
@@ -60,10 +61,22 @@ def register_extensions(app: Flask) -> None:
     )
 
     db.init_app(app)
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        with app.app_context():
+            event.listen(db.engine, "connect", _sqlite_pragmas)
     migrate.init_app(app, db, directory=str(config.PROJECT_ROOT / "migrations"))
     csrf.init_app(app)
     login_manager.init_app(app)
     publishing.init_app(app)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # WAL lets the worker read while the admin writes; the embedded default
+    # runs web, worker and CLI against one file.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
 
 
 def register_blueprints(app: Flask) -> None:

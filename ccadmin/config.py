@@ -88,6 +88,9 @@ class Settings:
     # Seconds any Redis call may take on the API side before it counts as down.
     # The caller gives up after 2 s, so this must stay far below that.
     api_redis_timeout: float
+    # Interface the API listens on: all of them by default (what a platform
+    # router needs); 127.0.0.1 keeps a local API private to the machine.
+    api_host: str = "0.0.0.0"
 
     @property
     def embedded_redis(self) -> bool:
@@ -143,4 +146,5 @@ def load(environ: dict[str, str] | os._Environ | None = None) -> Settings:
             "API_REDIS_TIMEOUT_MS", env.get("API_REDIS_TIMEOUT_MS"), 250, 10
         )
         / 1000.0,
+        api_host=env.get("API_HOST") or "0.0.0.0",
     )

@@ -1,0 +1,94 @@
+"""The API's process model and probes: /metrics, forked processes, signals."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from pathlib import Path
+
+import api_support
+from api_support import ENV_KEY, call, mark_ready, metric_value, publish_campaign, publish_entry
+from support import free_port, wait_until
+
+store = api_support.store
+start_api = api_support.start_api
+
+AUTH = {"X-API-Key": ENV_KEY}
+
+
+def test_metrics_count_the_requests_made(store, start_api):
+    publish_campaign(store, "promo", default_fields={"message": "Hi"}, serve_at_data=True)
+    publish_entry(store, "promo", "1", 1, {"message": "Hello"})
+    mark_ready(store)
+    port = start_api()
+
+    served = call(port, "/data?user_id=1", headers=AUTH)
+    call(port, "/data?user_id=1", headers={**AUTH, "If-None-Match": served.header("ETag")})
+    call(port, "/data?user_id=2", headers=AUTH)
+    call(port, "/data?user_id=1", headers={"X-API-Key": "wrong"})
+    call(port, "/v1/unknown?user_id=1", headers=AUTH)
+
+    answer = call(port, "/metrics")
+    assert answer.status == 200
+    assert answer.header("Content-Type").startswith("text/plain; version=0.0.4")
+    text = answer.body.decode()
+    expected = {
+        'ccadmin_api_requests_total{campaign="promo",status="200"}': 2,
+        'ccadmin_api_requests_total{campaign="promo",status="304"}': 1,
+        'ccadmin_api_requests_total{campaign="promo",status="401"}': 1,
+        'ccadmin_api_requests_total{campaign="-",status="404"}': 1,
+        'ccadmin_api_fallbacks_total{campaign="promo"}': 1,
+        'ccadmin_api_not_modified_total{campaign="promo"}': 1,
+        'ccadmin_api_auth_failures_total{campaign="promo"}': 1,
+    }
+    for sample, value in expected.items():
+        assert metric_value(text, sample) == value, sample
+
+
+def _children(pid: int) -> set[int]:
+    listing = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return {int(child) for child in listing.split()}
+
+
+def _answering_pid(port: int) -> int:
+    text = call(port, "/metrics").body.decode()
+    return int(re.search(r'ccadmin_api_info\{pid="(\d+)"\}', text).group(1))
+
+
+def test_several_processes_share_one_port(store, spawn):
+    publish_campaign(store, "promo", public=True, serve_at_data=True)
+    body = publish_entry(store, "promo", "1", 1, {"message": "Hello"})
+    mark_ready(store)
+    port = free_port()
+    parent = spawn(
+        ["-m", "ccadmin.api"],
+        env={"API_PORT": str(port), "API_PROCESSES": "2", "API_HOST": "127.0.0.1"},
+        ready_url=f"http://127.0.0.1:{port}/healthz",
+    )
+    children = wait_until(lambda: len(_children(parent.pid)) == 2 and _children(parent.pid))
+    assert parent.pid not in children
+
+    # Fresh connections land on either process; both answer.
+    seen: set[int] = set()
+
+    def both_answered() -> bool:
+        seen.add(_answering_pid(port))
+        assert call(port, "/data?user_id=1").body == body
+        return seen == children
+
+    wait_until(both_answered, timeout=20, interval=0)
+
+    # A child that dies is replaced; the port keeps answering.
+    victim = next(iter(children))
+    os.kill(victim, signal.SIGKILL)
+    replaced = wait_until(
+        lambda: (now := _children(parent.pid)) and len(now) == 2 and victim not in now and now
+    )
+    assert call(port, "/data?user_id=1").body == body
+
+    # SIGTERM to the parent alone stops every child, then the parent.
+    os.kill(parent.pid, signal.SIGTERM)
+    assert parent.wait(timeout=15) == 0
+    for child in replaced:
+        assert not Path(f"/proc/{child}").exists()
