@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Callable
+from urllib.parse import urlencode
 
 PASSWORD = "correct horse battery staple"
 
@@ -26,3 +28,21 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+_CSRF_INPUT = re.compile(r'<input[^>]*name="csrf_token"[^>]*value="([^"]+)"')
+
+
+def csrf_token(client, url: str) -> str:
+    """The CSRF token from a page's form, as a browser would submit it."""
+    page = client.get(url)
+    match = _CSRF_INPUT.search(page.get_data(as_text=True))
+    assert match, f"no CSRF token on {url} (status {page.status_code})"
+    return match.group(1)
+
+
+def login(client, email: str, password: str = PASSWORD, next_url: str | None = None):
+    """Log in through the real form (CSRF on); returns the response, unfollowed."""
+    url = "/login" + (f"?{urlencode({'next': next_url})}" if next_url else "")
+    token = csrf_token(client, url)
+    return client.post(url, data={"email": email, "password": password, "csrf_token": token})

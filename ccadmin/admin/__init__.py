@@ -1,0 +1,36 @@
+"""The Flask-Admin interface, built per app: every view sits behind admin/base.py."""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask_admin import Admin
+from flask_admin.theme import Bootstrap4Theme
+
+from ccadmin.admin.api_keys import ApiKeyView
+from ccadmin.admin.audit import AuditView
+from ccadmin.admin.base import HomeView
+from ccadmin.admin.campaigns import CampaignView
+from ccadmin.admin.content import ContentView
+from ccadmin.admin.users import UserView
+from ccadmin.extensions import db
+from ccadmin.models import AdminUser, ApiKey, AuditEvent, Campaign, ContentEntry
+
+
+def init_app(app: Flask) -> Admin:
+    """Create the Admin and its views for this app.
+
+    Built here, never at import time: a module-level Admin keeps views bound to
+    the first app and breaks the next create_app() (flask-admin issue 910).
+    """
+    admin = Admin(
+        app,
+        name="ccadmin",
+        index_view=HomeView(name="Home", url="/admin", template="admin/home.html"),
+        theme=Bootstrap4Theme(base_template="admin/ccadmin_base.html", fluid=True),
+    )
+    admin.add_view(ContentView(ContentEntry, db, name="Content", endpoint="content"))
+    admin.add_view(CampaignView(Campaign, db, name="Campaigns", endpoint="campaigns"))
+    admin.add_view(AuditView(AuditEvent, db, name="Audit log", endpoint="audit"))
+    admin.add_view(UserView(AdminUser, db, name="Users", endpoint="users"))
+    admin.add_view(ApiKeyView(ApiKey, db, name="API keys", endpoint="api_keys"))
+    return admin

@@ -1,0 +1,131 @@
+"""The one access-controlled base every admin view derives from.
+
+Every endpoint a view exposes goes through `_handle_view`: not logged in means
+the login page (or 401 for a write), logged in without the role means 403
+before the view runs. Reads need `read_role`; anything else, including every
+POST (create, edit, delete, bulk actions, inline edit), needs `write_role`.
+Unknown endpoints count as writes, so a new route is closed until declared.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from flask import abort, flash, has_request_context, request
+from flask_admin import AdminIndexView
+from flask_admin.contrib.sqla import ModelView
+from flask_admin.model import typefmt
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from sqlalchemy.exc import IntegrityError
+
+from ccadmin.extensions import login_manager
+from ccadmin.models.users import ROLE_ADMIN, ROLE_VIEWER
+
+log = logging.getLogger(__name__)
+
+READ_ENDPOINTS = frozenset({"index", "index_view", "details_view", "export", "ajax_lookup"})
+SAVE_FAILED = "Nothing was saved: an unexpected error occurred. Please try again."
+CONFLICT = "Nothing was saved: this conflicts with a record that already exists."
+
+
+class AdminForm(FlaskForm):
+    """Flask-WTF form base: its CSRF token is the one the global CSRFProtect checks."""
+
+
+def format_time(view: Any, value: datetime, name: str) -> str:
+    """Times to the second, in UTC (what every stored time is)."""
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def actor() -> str:
+    """Who is acting, for audit rows and `updated_by`."""
+    return current_user.email
+
+
+class AccessControlled:
+    """Login for every endpoint; `read_role` to read, `write_role` for anything else."""
+
+    read_role: str = ROLE_VIEWER
+    # None: the view is read-only for everyone.
+    write_role: str | None = ROLE_ADMIN
+    extra_read_endpoints: frozenset[str] = frozenset()
+
+    def is_accessible(self) -> bool:
+        """Shown in the menu and readable by this user."""
+        return bool(current_user.is_authenticated and current_user.has_role(self.read_role))
+
+    def required_role(self, endpoint: str) -> str | None:
+        """The role an endpoint needs for the current request (None: nobody)."""
+        readable = READ_ENDPOINTS | self.extra_read_endpoints
+        if request.method in ("GET", "HEAD") and endpoint in readable:
+            return self.read_role
+        return self.write_role
+
+    def user_can_write(self) -> bool:
+        """True when the logged-in user holds `write_role` (for showing buttons)."""
+        if not has_request_context() or not current_user.is_authenticated:
+            return False
+        return self.write_role is not None and current_user.has_role(self.write_role)
+
+    def _handle_view(self, name: str, **kwargs: Any) -> Any:
+        if not current_user.is_authenticated:
+            return login_manager.unauthorized()
+        role = self.required_role(name)
+        if role is None or not current_user.has_role(role):
+            abort(403)
+        return None
+
+
+class HomeView(AccessControlled, AdminIndexView):
+    """The admin's landing page."""
+
+
+class ProtectedModelView(AccessControlled, ModelView):
+    """A SQLAlchemy model view behind the role checks, with no COUNT(*) per page."""
+
+    form_base_class = AdminForm
+    # What the view offers at all; the user's role decides the rest.
+    allow_create = True
+    allow_edit = True
+    allow_delete = True
+    can_export = False
+    can_set_page_size = False
+    # Inline list editing is off; ajax/update/ answers 404 (after the role check).
+    column_editable_list: Any = ()
+    # Without a total there is no COUNT(*) over a table that can hold millions
+    # of rows; the list shows "previous / next" instead of page numbers.
+    simple_list_pager = True
+    page_size = 50
+    column_type_formatters = {**typefmt.BASE_FORMATTERS, datetime: format_time}
+    column_type_formatters_detail = {**typefmt.DETAIL_FORMATTERS, datetime: format_time}
+
+    @property
+    def can_create(self) -> bool:  # type: ignore[override]
+        return self.allow_create and self.user_can_write()
+
+    @property
+    def can_edit(self) -> bool:  # type: ignore[override]
+        return self.allow_edit and self.user_can_write()
+
+    @property
+    def can_delete(self) -> bool:  # type: ignore[override]
+        return self.allow_delete and self.user_can_write()
+
+    def is_action_allowed(self, name: str) -> bool:
+        """Bulk actions are writes."""
+        return self.user_can_write() and super().is_action_allowed(name)
+
+    def handle_view_exception(self, exc: Exception) -> bool:
+        """Flash a plain message; the details (SQL, tracebacks) go to the log only."""
+        if isinstance(exc, IntegrityError):
+            log.warning("integrity error in %s: %s", self.endpoint, exc)
+            flash(CONFLICT, "error")
+            return True
+        if super().handle_view_exception(exc):
+            return True
+        log.exception("admin view %s failed", self.endpoint)
+        flash(SAVE_FAILED, "error")
+        return True

@@ -1,0 +1,369 @@
+"""Per-user content: the list with its live (published) version, and the entry forms.
+
+The form's inputs follow the chosen campaign's schema, so each field gets its
+own length check and message. Deleting keeps the row as a tombstone version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+from flask import current_app, g, request
+from flask_admin.contrib.sqla.filters import IntEqualFilter
+from flask_admin.helpers import get_form_data
+from markupsafe import Markup
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Query
+from wtforms import SelectChoice, SelectField, StringField, TextAreaField
+from wtforms.validators import ValidationError
+
+from ccadmin import keys, publishing
+from ccadmin.admin.base import AdminForm, ProtectedModelView, actor
+from ccadmin.content_schema import REQUIRED_FIELD, user_id_error, validate_fields
+from ccadmin.extensions import db
+from ccadmin.models import Campaign, ContentEntry
+from ccadmin.models.content import USER_ID_MAX_LENGTH
+from ccadmin.models.users import ROLE_EDITOR
+from ccadmin.redis_client import get_redis
+
+log = logging.getLogger(__name__)
+
+# Form inputs for schema fields are prefixed so no schema name can collide
+# with the form's own inputs (campaign_id, user_id, csrf_token).
+FIELD_PREFIX = "field_"
+MESSAGE_PREVIEW = 60
+# A saved change not live after this long is waiting on the sweeper, not in flight.
+PUBLISHING_WINDOW = timedelta(seconds=30)
+STATUS_LIVE = "live"
+STATUS_PUBLISHING = "publishing"
+STATUS_PENDING = "pending"
+STATUS_UNKNOWN = "unknown"
+_STATUS_BADGES = {
+    STATUS_LIVE: "badge-success",
+    STATUS_PUBLISHING: "badge-info",
+    STATUS_PENDING: "badge-warning",
+    STATUS_UNKNOWN: "badge-secondary",
+}
+
+
+class CampaignOptions:
+    """Filter choices read at every render (Flask-Admin keeps the object, not a copy)."""
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        rows = db.session.execute(select(Campaign.id, Campaign.slug).order_by(Campaign.slug))
+        return iter([(campaign_id, slug) for campaign_id, slug in rows])
+
+
+class EntryForm(AdminForm):
+    """Base of the per-campaign entry forms built by ContentView."""
+
+    campaign: Campaign | None = None
+    # The tombstone a create revives, when the user had content before.
+    tombstone: ContentEntry | None = None
+    clean_fields: dict[str, str]
+
+    def validate(self, extra_validators: Any = None) -> bool:
+        """Field checks, then the campaign's schema, then (on create) duplicates."""
+        valid = super().validate(extra_validators)
+        if self.campaign is None:
+            if "campaign_id" in self:
+                self.campaign_id.errors.append("Create a campaign first.")
+            return False
+        values = {name: self[FIELD_PREFIX + name].data for name in self.campaign.field_names}
+        self.clean_fields, errors = validate_fields(self.campaign.field_schema, values)
+        for name, message in errors.items():
+            self[FIELD_PREFIX + name].errors.append(message)
+        valid = valid and not errors
+        if "user_id" in self and not self.user_id.errors:
+            valid = self._check_user_is_new() and valid
+        return valid
+
+    def _check_user_is_new(self) -> bool:
+        existing = db.session.scalars(
+            select(ContentEntry).where(
+                ContentEntry.campaign_id == self.campaign.id,
+                ContentEntry.user_id == self.user_id.data,
+            )
+        ).first()
+        if existing is not None and not existing.deleted:
+            self.user_id.errors.append(
+                f"User {self.user_id.data!r} already has content in this campaign; "
+                "edit that entry instead."
+            )
+            return False
+        self.tombstone = existing
+        return True
+
+
+def _strip(value: str | None) -> str | None:
+    return value.strip() if isinstance(value, str) else value
+
+
+def _validate_user_id(form: EntryForm, field: StringField) -> None:
+    error = user_id_error(field.data)
+    if error:
+        raise ValidationError(error)
+
+
+def entry_form_class(campaign: Campaign | None, creating: bool) -> type[EntryForm]:
+    """A form with one input per field of the campaign's schema."""
+    attrs: dict[str, Any] = {}
+    if creating:
+        attrs["campaign_id"] = SelectField(
+            "Campaign",
+            coerce=int,
+            description="The inputs below follow the campaign you choose.",
+        )
+        attrs["user_id"] = StringField(
+            "User id",
+            filters=[_strip],
+            validators=[_validate_user_id],
+            description=f"Exactly as the caller sends it (1-{USER_ID_MAX_LENGTH} characters).",
+        )
+    else:
+        attrs["campaign_display"] = StringField("Campaign", render_kw={"readonly": True})
+        attrs["user_id_display"] = StringField("User id", render_kw={"readonly": True})
+    for field in campaign.field_schema if campaign else []:
+        required = "Required. " if field["name"] == REQUIRED_FIELD else ""
+        attrs[FIELD_PREFIX + field["name"]] = TextAreaField(
+            field["name"],
+            description=f"{required}At most {field['max_length']} characters.",
+            render_kw={"rows": 3 if field["max_length"] > 200 else 2},
+        )
+    return type("CampaignEntryForm", (EntryForm,), attrs)
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every stored time is UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def publish_status(entry: ContentEntry, live_version: int | None, redis_up: bool) -> str:
+    """live / publishing / pending (or unknown when Redis cannot be asked)."""
+    if not redis_up:
+        return STATUS_UNKNOWN
+    if live_version is not None and live_version >= entry.version:
+        return STATUS_LIVE
+    if datetime.now(UTC) - _aware(entry.updated_at) < PUBLISHING_WINDOW:
+        return STATUS_PUBLISHING
+    return STATUS_PENDING
+
+
+def fetch_live_versions(entries: list[ContentEntry]) -> dict[int, int | None] | None:
+    """Versions Redis serves for these entries, one pipelined round trip; None if down."""
+    if not entries:
+        return {}
+    try:
+        client = get_redis(current_app.config["CCADMIN_SETTINGS"])
+        pipe = client.pipeline(transaction=False)
+        for entry in entries:
+            pipe.hget(keys.entry_key(entry.campaign.slug, entry.user_id), keys.ENTRY_VERSION_FIELD)
+        replies = pipe.execute()
+    except (redis.RedisError, OSError) as error:
+        log.warning("live versions unavailable: %s", error)
+        return None
+    return {
+        entry.id: None if reply is None else int(reply)
+        for entry, reply in zip(entries, replies, strict=True)
+    }
+
+
+def _live_versions(view: ContentView) -> dict[int, int | None] | None:
+    if "ccadmin_live_versions" not in g:
+        g.ccadmin_live_versions = fetch_live_versions(g.get("ccadmin_listed_entries", []))
+    return g.ccadmin_live_versions
+
+
+def _format_message(view: Any, context: Any, model: ContentEntry, name: str) -> str:
+    message = str((model.fields or {}).get(REQUIRED_FIELD, ""))
+    if len(message) > MESSAGE_PREVIEW:
+        return message[: MESSAGE_PREVIEW - 1] + "…"
+    return message
+
+
+def _format_live_version(view: Any, context: Any, model: ContentEntry, name: str) -> str:
+    live = _live_versions(view)
+    if live is None:
+        return "unknown"
+    version = live.get(model.id)
+    return "—" if version is None else str(version)
+
+
+def _format_status(view: Any, context: Any, model: ContentEntry, name: str) -> Markup:
+    live = _live_versions(view)
+    status = publish_status(model, (live or {}).get(model.id), live is not None)
+    # Only fixed strings go into this markup; nothing user-supplied.
+    return Markup('<span class="badge {}">{}</span>').format(_STATUS_BADGES[status], status)
+
+
+class ContentView(ProtectedModelView):
+    """Everyone logged in reads; editors and admins create, edit and delete."""
+
+    write_role = ROLE_EDITOR
+    can_view_details = True
+    can_export = True
+    export_max_rows = 100_000
+    create_template = "admin/content/create.html"
+    column_list = (
+        "user_id",
+        "campaign",
+        "message",
+        "version",
+        "live_version",
+        "status",
+        "updated_at",
+        "updated_by",
+    )
+    column_details_list = ("user_id", "campaign", "fields", "version", "updated_at", "updated_by")
+    column_export_list = ("campaign", "user_id", "fields", "version", "updated_at", "updated_by")
+    column_labels = {"user_id": "User id", "live_version": "Live version"}
+    column_formatters = {
+        "campaign": lambda view, context, model, name: model.campaign.slug,
+        "message": _format_message,
+        "live_version": _format_live_version,
+        "status": _format_status,
+        "fields": lambda view, context, model, name: json.dumps(
+            model.fields, ensure_ascii=False, indent=2
+        ),
+    }
+    column_formatters_export = {
+        "campaign": column_formatters["campaign"],
+        "fields": lambda view, context, model, name: json.dumps(model.fields, ensure_ascii=False),
+    }
+    column_searchable_list = ("user_id",)
+    column_sortable_list = ("user_id",)
+    column_default_sort = ("id", True)
+    column_filters = (
+        IntEqualFilter(ContentEntry.campaign_id, "Campaign", options=CampaignOptions()),
+    )
+
+    def search_placeholder(self) -> str:
+        return "Exact user id"
+
+    def _apply_search(
+        self, query: Query, count_query: Query | None, joins: dict, count_joins: dict, search: str
+    ) -> tuple[Query, Query | None, dict, dict]:
+        # Exact match instead of ILIKE '%term%', so the user_id indexes serve it.
+        user_id = search.strip()
+        query = query.filter(ContentEntry.user_id == user_id)
+        if count_query is not None:
+            count_query = count_query.filter(ContentEntry.user_id == user_id)
+        return query, count_query, joins, count_joins
+
+    def get_query(self) -> Query:
+        """Tombstones are history, not content: hide them."""
+        return super().get_query().filter(ContentEntry.deleted.is_(False))
+
+    def get_one(self, id: Any) -> ContentEntry | None:
+        entry = super().get_one(id)
+        if entry is None or entry.deleted:
+            return None
+        return entry
+
+    def get_list(self, *args: Any, **kwargs: Any) -> tuple[int | None, list[ContentEntry]]:
+        """The page's rows, remembered so the live versions are fetched in one round trip."""
+        count, entries = super().get_list(*args, **kwargs)
+        g.ccadmin_listed_entries = list(entries)
+        g.pop("ccadmin_live_versions", None)
+        return count, entries
+
+    # Forms follow the campaign: chosen on create, fixed on edit.
+    def _chosen_campaign(self) -> Campaign | None:
+        raw = request.form.get("campaign_id") or request.args.get("campaign_id")
+        if raw and raw.isdigit():
+            campaign = db.session.get(Campaign, int(raw))
+            if campaign is not None:
+                return campaign
+        return db.session.scalars(
+            select(Campaign).order_by(Campaign.is_default.desc(), Campaign.slug)
+        ).first()
+
+    def create_form(self, obj: Any = None) -> EntryForm:
+        campaign = self._chosen_campaign()
+        form = entry_form_class(campaign, creating=True)(get_form_data(), obj=obj)
+        form.campaign = campaign
+        form.campaign_id.choices = [
+            SelectChoice(campaign_id, f"{name} ({slug})")
+            for campaign_id, slug, name in db.session.execute(
+                select(Campaign.id, Campaign.slug, Campaign.name).order_by(Campaign.slug)
+            )
+        ]
+        if campaign is not None and not form.campaign_id.raw_data:
+            form.campaign_id.data = campaign.id
+        return form
+
+    def edit_form(self, obj: ContentEntry | None = None) -> EntryForm:
+        campaign = obj.campaign if obj is not None else None
+        prefill = {
+            FIELD_PREFIX + name: value for name, value in ((obj and obj.fields) or {}).items()
+        }
+        form = entry_form_class(campaign, creating=False)(get_form_data(), **prefill)
+        form.campaign = campaign
+        if obj is not None:
+            form.campaign_display.data = str(campaign)
+            form.user_id_display.data = obj.user_id
+        return form
+
+    def create_model(self, form: EntryForm) -> ContentEntry | bool:
+        """Insert the entry at version 1, or revive the user's tombstone at its next version."""
+        tombstone = form.tombstone
+        try:
+            if tombstone is not None:
+                before = publishing.entry_snapshot(tombstone)
+                tombstone.fields = form.clean_fields
+                entry = tombstone
+            else:
+                before = None
+                entry = ContentEntry(
+                    campaign_id=form.campaign.id,
+                    user_id=form.user_id.data,
+                    fields=form.clean_fields,
+                )
+            publishing.record_content_change(entry, actor(), "create", before)
+            db.session.commit()
+        except IntegrityError:
+            # Someone created the same user between our check and this insert.
+            db.session.rollback()
+            form.user_id.errors.append(
+                f"User {form.user_id.data!r} already has content in this campaign."
+            )
+            return False
+        except Exception as error:
+            db.session.rollback()
+            self.handle_view_exception(error)
+            return False
+        return entry
+
+    def update_model(self, form: EntryForm, model: ContentEntry) -> bool:
+        """Save new field values as the next version."""
+        before = publishing.entry_snapshot(model)
+        try:
+            model.fields = form.clean_fields
+            publishing.record_content_change(model, actor(), "update", before)
+            db.session.commit()
+        except Exception as error:
+            db.session.rollback()
+            self.handle_view_exception(error)
+            return False
+        return True
+
+    def delete_model(self, model: ContentEntry) -> bool:
+        """Keep the row as a tombstone version, so no older publish can bring it back."""
+        before = publishing.entry_snapshot(model)
+        try:
+            publishing.record_content_change(model, actor(), "delete", before)
+            db.session.commit()
+        except Exception as error:
+            db.session.rollback()
+            self.handle_view_exception(error)
+            return False
+        return True

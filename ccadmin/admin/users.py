@@ -1,0 +1,157 @@
+"""Admin users: who may log in and with which role (admins only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import flash
+from flask_login import current_user
+from sqlalchemy import func, select
+from wtforms import BooleanField, EmailField, PasswordField, SelectChoice, SelectField
+from wtforms.validators import DataRequired, Length, Optional, ValidationError
+
+from ccadmin import publishing
+from ccadmin.admin.base import AdminForm, ProtectedModelView, actor
+from ccadmin.extensions import db
+from ccadmin.models import AdminUser
+from ccadmin.models.users import ROLE_ADMIN, ROLES
+
+PASSWORD_MIN_LENGTH = 12
+
+
+def user_snapshot(user: AdminUser) -> dict[str, Any]:
+    """What the audit log keeps of a user (never the password hash)."""
+    return {"email": user.email, "role": user.role, "active": bool(user.active)}
+
+
+def _normalize_email(value: str | None) -> str | None:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+class UserForm(AdminForm):
+    """Email, role, active flag and a password that is only ever written."""
+
+    email = EmailField(
+        "Email", filters=[_normalize_email], validators=[DataRequired(), Length(max=254)]
+    )
+    role = SelectField(
+        "Role",
+        choices=[
+            SelectChoice("viewer", "viewer: reads campaigns, content and the audit log"),
+            SelectChoice("editor", "editor: also creates, edits and deletes content"),
+            SelectChoice("admin", "admin: everything, including campaigns, users and API keys"),
+        ],
+        validators=[DataRequired()],
+    )
+    active = BooleanField("Active (may log in)", default=True)
+    password = PasswordField(
+        "Password",
+        validators=[DataRequired(), Length(min=PASSWORD_MIN_LENGTH, max=1024)],
+        description=f"At least {PASSWORD_MIN_LENGTH} characters.",
+    )
+    # The user being edited, so its own email does not count as taken.
+    user: AdminUser | None = None
+
+    def validate_role(self, field: SelectField) -> None:
+        if field.data not in ROLES:
+            raise ValidationError("Unknown role.")
+
+    def validate_email(self, field: EmailField) -> None:
+        query = select(AdminUser.id).where(func.lower(AdminUser.email) == field.data)
+        if self.user is not None:
+            query = query.where(AdminUser.id != self.user.id)
+        if db.session.scalar(query) is not None:
+            raise ValidationError("Another user already has this email.")
+
+
+class UserEditForm(UserForm):
+    """On edit the password is optional: empty keeps the current one."""
+
+    password = PasswordField(
+        "New password",
+        validators=[Optional(), Length(min=PASSWORD_MIN_LENGTH, max=1024)],
+        description=f"Leave empty to keep the current password; at least {PASSWORD_MIN_LENGTH} "
+        "characters otherwise.",
+    )
+
+
+class UserView(ProtectedModelView):
+    """Admins only, not even in the menu for others."""
+
+    read_role = ROLE_ADMIN
+    write_role = ROLE_ADMIN
+    can_view_details = True
+    column_list = ("email", "role", "active", "created_at", "last_login_at")
+    column_details_list = column_list
+    column_searchable_list = ("email",)
+    column_sortable_list = ("email", "role", "created_at")
+    column_default_sort = "email"
+
+    def get_create_form(self) -> type[UserForm]:
+        return UserForm
+
+    def get_edit_form(self) -> type[UserEditForm]:
+        return UserEditForm
+
+    def edit_form(self, obj: AdminUser | None = None) -> UserEditForm:
+        form = super().edit_form(obj)
+        form.user = obj
+        return form
+
+    def create_model(self, form: UserForm) -> AdminUser | bool:
+        user = AdminUser()
+        try:
+            self._apply(form, user)
+            db.session.add(user)
+            db.session.flush()
+            publishing.record_audit(
+                actor(), "create", "admin_user", user.id, None, user_snapshot(user)
+            )
+            db.session.commit()
+        except Exception as error:
+            db.session.rollback()
+            self.handle_view_exception(error)
+            return False
+        return user
+
+    def update_model(self, form: UserEditForm, model: AdminUser) -> bool:
+        if model.id == current_user.id and (form.role.data != ROLE_ADMIN or not form.active.data):
+            flash("You cannot remove your own admin role or deactivate yourself.", "error")
+            return False
+        before = user_snapshot(model)
+        try:
+            password_changed = self._apply(form, model)
+            after = {**user_snapshot(model), "password_changed": password_changed}
+            publishing.record_audit(actor(), "update", "admin_user", model.id, before, after)
+            db.session.commit()
+        except Exception as error:
+            db.session.rollback()
+            self.handle_view_exception(error)
+            return False
+        return True
+
+    def delete_model(self, model: AdminUser) -> bool:
+        if model.id == current_user.id:
+            flash("You cannot delete yourself.", "error")
+            return False
+        try:
+            publishing.record_audit(
+                actor(), "delete", "admin_user", model.id, user_snapshot(model), None
+            )
+            db.session.delete(model)
+            db.session.commit()
+        except Exception as error:
+            db.session.rollback()
+            self.handle_view_exception(error)
+            return False
+        return True
+
+    @staticmethod
+    def _apply(form: UserForm, user: AdminUser) -> bool:
+        user.email = form.email.data
+        user.role = form.role.data
+        user.active = form.active.data
+        if form.password.data:
+            user.set_password(form.password.data)
+            return True
+        return False

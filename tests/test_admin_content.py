@@ -1,0 +1,355 @@
+"""Content entries through the admin: versions, tombstones, outbox, validation, live status."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+
+import pytest
+from sqlalchemy import event, select
+from support import csrf_token, free_port, login
+
+from ccadmin import keys
+from ccadmin.app import create_app
+from ccadmin.extensions import db
+from ccadmin.models import AuditEvent, Campaign, ContentEntry, OutboxEvent
+from ccadmin.models.outbox import KIND_CONTENT
+
+NEW = "/admin/content/new/"
+
+
+@pytest.fixture
+def campaign(app) -> Campaign:
+    campaign = Campaign(
+        slug="spring",
+        name="Spring",
+        field_schema=[{"name": "message", "max_length": 20}, {"name": "cta", "max_length": 10}],
+        is_default=True,
+    )
+    db.session.add(campaign)
+    db.session.commit()
+    return campaign
+
+
+@pytest.fixture
+def editor_client(client, make_user, campaign):
+    make_user("ed@example.com", role="editor")
+    login(client, "ed@example.com")
+    return client
+
+
+def create_entry(client, campaign_id: int, user_id: str, **fields):
+    url = f"{NEW}?campaign_id={campaign_id}"
+    data = {
+        "campaign_id": str(campaign_id),
+        "user_id": user_id,
+        "csrf_token": csrf_token(client, url),
+    }
+    data.update({f"field_{name}": value for name, value in fields.items()})
+    return client.post(url, data=data)
+
+
+def edit_entry(client, entry_id: int, **fields):
+    url = f"/admin/content/edit/?id={entry_id}"
+    data = {f"field_{name}": value for name, value in fields.items()}
+    return client.post(url, data={**data, "csrf_token": csrf_token(client, url)})
+
+
+def delete_entry(client, entry_id: int):
+    token = csrf_token(client, "/admin/content/")
+    return client.post("/admin/content/delete/", data={"id": str(entry_id), "csrf_token": token})
+
+
+def entry_for(user_id: str) -> ContentEntry | None:
+    db.session.expire_all()
+    return db.session.scalars(select(ContentEntry).where(ContentEntry.user_id == user_id)).first()
+
+
+_ROW = re.compile(r"<tr>(.*?)</tr>", re.S)
+_CELL = re.compile(r'<td class="col-(\w+)">\s*(.*?)\s*</td>', re.S)
+
+
+def list_rows(page: str) -> dict[str, dict[str, str]]:
+    """The list table's rows by user id: {column: cell HTML}."""
+    rows = {}
+    for row in _ROW.findall(page):
+        cells = dict(_CELL.findall(row))
+        if "user_id" in cells:
+            rows[cells["user_id"]] = cells
+    return rows
+
+
+def content_events(entry_id: int) -> list[OutboxEvent]:
+    return db.session.scalars(
+        select(OutboxEvent)
+        .where(OutboxEvent.kind == KIND_CONTENT, OutboxEvent.content_entry_id == entry_id)
+        .order_by(OutboxEvent.id)
+    ).all()
+
+
+def test_create_form_follows_the_campaign_schema(editor_client, campaign):
+    other = Campaign(
+        slug="summer",
+        name="Summer",
+        field_schema=[
+            {"name": "message", "max_length": 140},
+            {"name": "image_url", "max_length": 300},
+        ],
+    )
+    db.session.add(other)
+    db.session.commit()
+    page = editor_client.get(NEW).get_data(as_text=True)
+    # The default campaign is chosen first.
+    assert 'name="field_cta"' in page and 'name="field_image_url"' not in page
+    page = editor_client.get(f"{NEW}?campaign_id={other.id}").get_data(as_text=True)
+    assert 'name="field_image_url"' in page and 'name="field_cta"' not in page
+    assert "At most 300 characters." in page
+
+
+def test_create_entry(editor_client, campaign):
+    response = create_entry(editor_client, campaign.id, "42", message="Hello 42", cta="Buy")
+    assert response.status_code == 302, response.get_data(as_text=True)
+
+    entry = entry_for("42")
+    assert entry.fields == {"message": "Hello 42", "cta": "Buy"}
+    assert entry.version == 1 and not entry.deleted
+    assert entry.updated_by == "ed@example.com"
+    (outbox_event,) = content_events(entry.id)
+    assert outbox_event.version == 1 and outbox_event.campaign_id == campaign.id
+    assert entry.last_event_id == outbox_event.id
+    audit = db.session.scalars(select(AuditEvent)).one()
+    assert (audit.action, audit.target_type, audit.actor) == (
+        "create",
+        "content_entry",
+        "ed@example.com",
+    )
+    assert audit.after["fields"] == {"message": "Hello 42", "cta": "Buy"}
+
+
+def test_edit_then_delete_keeps_a_hidden_tombstone(editor_client, campaign):
+    create_entry(editor_client, campaign.id, "42", message="Hello")
+    entry_id = entry_for("42").id
+
+    page = editor_client.get(f"/admin/content/edit/?id={entry_id}").get_data(as_text=True)
+    assert "\nHello</textarea>" in page
+
+    assert edit_entry(editor_client, entry_id, message="Hello again").status_code == 302
+    entry = entry_for("42")
+    assert entry.version == 2 and entry.fields == {"message": "Hello again"}
+    assert [e.version for e in content_events(entry_id)] == [1, 2]
+
+    assert delete_entry(editor_client, entry_id).status_code == 302
+    entry = entry_for("42")
+    assert entry is not None and entry.deleted and entry.version == 3
+    assert [e.version for e in content_events(entry_id)] == [1, 2, 3]
+    assert entry.last_event_id == content_events(entry_id)[-1].id
+    actions = db.session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)).all()
+    assert actions == ["create", "update", "delete"]
+
+    listing = editor_client.get("/admin/content/?search=42").get_data(as_text=True)
+    assert "Hello again" not in listing
+    assert editor_client.get(f"/admin/content/edit/?id={entry_id}").status_code == 302
+
+
+def test_create_after_delete_revives_the_row(editor_client, campaign):
+    create_entry(editor_client, campaign.id, "42", message="First")
+    entry_id = entry_for("42").id
+    delete_entry(editor_client, entry_id)
+
+    response = create_entry(editor_client, campaign.id, "42", message="Second life")
+    assert response.status_code == 302
+    entry = entry_for("42")
+    assert entry.id == entry_id
+    assert entry.version == 3 and not entry.deleted
+    assert entry.fields == {"message": "Second life"}
+    assert [e.version for e in content_events(entry_id)] == [1, 2, 3]
+
+
+def test_duplicate_user_is_a_form_error(editor_client, campaign):
+    create_entry(editor_client, campaign.id, "42", message="First")
+    response = create_entry(editor_client, campaign.id, "42", message="Again")
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert "already has content in this campaign" in page
+    entry = entry_for("42")
+    assert entry.version == 1 and entry.fields == {"message": "First"}
+
+
+@pytest.mark.parametrize(
+    ("user_id", "fields", "messages"),
+    [
+        (
+            "42",
+            {"message": "x" * 21, "cta": "y" * 11},
+            [
+                "Too long: 21 characters, at most 20.",
+                "Too long: 11 characters, at most 10.",
+            ],
+        ),
+        ("42", {"message": "  ", "cta": "Go"}, ["A message is required."]),
+        ("", {"message": "Hi"}, ["A user id is required."]),
+        ("x" * 129, {"message": "Hi"}, ["At most 128 characters."]),
+        ("4\x012", {"message": "Hi"}, ["Control characters are not allowed."]),
+    ],
+)
+def test_invalid_entry_shows_a_message_per_field(
+    editor_client, campaign, user_id, fields, messages
+):
+    response = create_entry(editor_client, campaign.id, user_id, **fields)
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    for message in messages:
+        assert message in page
+    assert db.session.scalars(select(ContentEntry)).all() == []
+    assert db.session.scalars(select(OutboxEvent)).all() == []
+
+
+def test_invalid_edit_changes_nothing(editor_client, campaign):
+    create_entry(editor_client, campaign.id, "42", message="Hello")
+    entry_id = entry_for("42").id
+    response = edit_entry(editor_client, entry_id, message="x" * 25)
+    assert "Too long: 25 characters, at most 20." in response.get_data(as_text=True)
+    entry = entry_for("42")
+    assert entry.version == 1 and entry.fields == {"message": "Hello"}
+
+
+def test_search_is_an_exact_user_id_match(editor_client, campaign):
+    for user_id in ("4", "42", "142"):
+        create_entry(editor_client, campaign.id, user_id, message=f"msg-{user_id}-end")
+    page = editor_client.get("/admin/content/?search=42").get_data(as_text=True)
+    assert "msg-42-end" in page
+    assert "msg-4-end" not in page and "msg-142-end" not in page
+
+
+def test_filter_by_campaign(editor_client, campaign):
+    other = Campaign(slug="summer", name="Summer")
+    db.session.add(other)
+    db.session.commit()
+    create_entry(editor_client, campaign.id, "1", message="spring-one")
+    create_entry(editor_client, other.id, "2", message="summer-two")
+    page = editor_client.get("/admin/content/").get_data(as_text=True)
+    assert "spring-one" in page and "summer-two" in page
+    assert f'[{other.id}, "summer"]' in page  # the filter's choices, read by the page script
+    page = editor_client.get(f"/admin/content/?flt0_0={other.id}").get_data(as_text=True)
+    assert "summer-two" in page and "spring-one" not in page
+
+
+def test_list_never_counts_the_table(editor_client, campaign):
+    for user_id in range(3):
+        create_entry(editor_client, campaign.id, str(user_id), message="hi")
+    statements: list[str] = []
+
+    def remember(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement.lower())
+
+    event.listen(db.engine, "before_cursor_execute", remember)
+    try:
+        for url in ("/admin/content/", "/admin/content/?page=1", "/admin/content/?search=1"):
+            assert editor_client.get(url).status_code == 200
+    finally:
+        event.remove(db.engine, "before_cursor_execute", remember)
+    assert any("from content_entry" in statement for statement in statements)
+    assert not any("count(" in statement for statement in statements)
+
+
+def test_list_pages_forward_without_a_total(editor_client, campaign):
+    entries = [
+        ContentEntry(campaign_id=campaign.id, user_id=f"u{n}", fields={"message": f"m{n}"})
+        for n in range(55)
+    ]
+    db.session.add_all(entries)
+    db.session.commit()
+    first = editor_client.get("/admin/content/").get_data(as_text=True)
+    second = editor_client.get("/admin/content/?page=1").get_data(as_text=True)
+    # Newest first: the last five inserted are on page one, the first five on page two.
+    assert "u54" in list_rows(first) and "u0" not in list_rows(first)
+    assert "u0" in list_rows(second) and "u54" not in list_rows(second)
+    assert len(list_rows(first)) == 50 and len(list_rows(second)) == 5
+
+
+def test_live_version_comes_from_redis(editor_client, campaign, redis_client):
+    create_entry(editor_client, campaign.id, "42", message="Hello")
+    entry_id = entry_for("42").id
+    edit_entry(editor_client, entry_id, message="Hello 2")
+    key = keys.entry_key("spring", "42")
+    # The hash a worker writes once version 1 is published.
+    redis_client.hset(key, mapping={keys.ENTRY_VERSION_FIELD: "1", keys.ENTRY_BODY_FIELD: b"{}"})
+
+    row = list_rows(editor_client.get("/admin/content/").get_data(as_text=True))["42"]
+    assert (row["version"], row["live_version"]) == ("2", "1")
+    assert row["status"] == '<span class="badge badge-info">publishing</span>'
+
+    redis_client.hset(key, keys.ENTRY_VERSION_FIELD, "2")
+    row = list_rows(editor_client.get("/admin/content/").get_data(as_text=True))["42"]
+    assert (row["version"], row["live_version"]) == ("2", "2")
+    assert row["status"] == '<span class="badge badge-success">live</span>'
+
+
+def test_messages_are_escaped(editor_client, campaign):
+    create_entry(editor_client, campaign.id, "<b>x</b>", message="<img src=x>")
+    page = editor_client.get("/admin/content/").get_data(as_text=True)
+    assert "<img src=x>" not in page and "<b>x</b>" not in page
+    assert "&lt;img src=x&gt;" in page
+
+
+def test_audit_details_show_the_change_escaped(editor_client, campaign):
+    create_entry(editor_client, campaign.id, "42", message="<img src=x>")
+    audit_id = db.session.scalars(select(AuditEvent.id)).one()
+    page = editor_client.get(f"/admin/audit/details/?id={audit_id}").get_data(as_text=True)
+    assert "<pre>{\n" in page
+    assert "&#34;message&#34;: &#34;&lt;img src=x&gt;&#34;" in page
+    assert "<img src=x>" not in page
+
+
+def test_export_csv(editor_client, campaign):
+    create_entry(editor_client, campaign.id, "42", message="Hello", cta="Go")
+    response = editor_client.get("/admin/content/export/csv/")
+    assert response.status_code == 200
+    lines = response.get_data(as_text=True).splitlines()
+    assert lines[0] == "Campaign,User id,Fields,Version,Updated At,Updated By"
+    assert lines[1].startswith("spring,42,")
+    assert json.loads(
+        lines[1].split(",", 2)[2].rsplit(",", 3)[0].strip('"').replace('""', '"')
+    ) == {
+        "message": "Hello",
+        "cta": "Go",
+    }
+
+
+@pytest.fixture
+def app_without_redis(app, settings):
+    """The same database, but Redis at a port nobody listens on."""
+    unreachable = dataclasses.replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    down = create_app({"TESTING": True, "CCADMIN_SETTINGS": unreachable})
+    with down.app_context():
+        yield down
+
+
+def test_save_with_redis_down_commits_and_says_publish_pending(
+    app_without_redis, campaign, make_user
+):
+    make_user("ed@example.com", role="editor")
+    client = app_without_redis.test_client()
+    login(client, "ed@example.com")
+    response = create_entry(client, campaign.id, "42", message="Hello")
+    assert response.status_code == 302
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "Publish pending" in page
+    entry = entry_for("42")
+    assert entry is not None and entry.version == 1
+    (outbox_event,) = content_events(entry.id)
+    assert outbox_event.published_at is None
+    # The list still renders, with the live version unknown.
+    row = list_rows(page)["42"]
+    assert row["live_version"] == "unknown"
+    assert "unknown" in row["status"]
+
+
+def test_create_without_any_campaign_says_what_to_do(client, make_user):
+    make_user("ed@example.com", role="editor")
+    login(client, "ed@example.com")
+    token = csrf_token(client, NEW)
+    response = client.post(NEW, data={"user_id": "42", "csrf_token": token})
+    assert response.status_code == 200
+    assert "Create a campaign first." in response.get_data(as_text=True)
