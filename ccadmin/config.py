@@ -50,9 +50,14 @@ def parse_int(name: str, raw: str | None, default: int, minimum: int = 0) -> int
 
 
 def normalize_database_url(url: str) -> str:
-    """Heroku-style `postgres://` URLs are rejected by SQLAlchemy 2; rewrite them."""
-    if url.startswith("postgres://"):
-        return "postgresql://" + url[len("postgres://") :]
+    """Heroku-style `postgres://` URLs are rejected by SQLAlchemy 2; rewrite them.
+
+    A URL naming no driver gets psycopg2, the one installed (SQLAlchemy 2.1
+    would pick psycopg 3); one that names a driver is kept as given.
+    """
+    for scheme in ("postgres://", "postgresql://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg2://" + url[len(scheme) :]
     return url
 
 

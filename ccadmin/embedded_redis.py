@@ -71,7 +71,8 @@ def ensure_running(instance_path: Path, timeout: float = 10.0) -> Path:
                 "--unixsocketperm", "700",
                 "--dir", str(instance_path),
                 "--dbfilename", "redis.rdb",
-                "--save", "60 1",
+                # Separate words: "60 1" as one argument leaves saving off.
+                "--save", "60", "1",
                 "--daemonize", "yes",
                 "--pidfile", str(instance_path / "redis.pid"),
                 "--logfile", str(instance_path / "redis.log"),

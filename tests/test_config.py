@@ -1,0 +1,208 @@
+"""Settings come from the environment only, and a bad value stops the process early."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ccadmin import config
+from ccadmin.config import ConfigError
+
+
+def test_defaults_are_the_local_embedded_setup():
+    settings = config.load(environ={})
+
+    assert settings.instance_path == config.DEFAULT_INSTANCE
+    assert settings.database_url == f"sqlite:///{config.DEFAULT_INSTANCE / 'ccadmin.db'}"
+    assert settings.redis_url is None
+    assert settings.embedded_redis
+    assert settings.effective_redis_url == f"unix://{config.DEFAULT_INSTANCE / 'redis.sock'}"
+    assert settings.secret_key == config.DEV_SECRET_KEY
+    assert settings.api_keys == ()
+    assert settings.admin_email is None
+    assert settings.admin_password is None
+    assert settings.admin_port == 5000
+    assert settings.api_port == 8000
+    assert settings.api_threads == 8
+    assert settings.api_processes >= 1
+    assert settings.api_redis_timeout == 0.25
+
+
+def test_instance_path_moves_the_sqlite_file_and_the_redis_socket(tmp_path):
+    settings = config.load(environ={"CCADMIN_INSTANCE_PATH": str(tmp_path)})
+
+    assert settings.instance_path == Path(tmp_path)
+    assert settings.database_url == f"sqlite:///{tmp_path / 'ccadmin.db'}"
+    assert settings.redis_socket_path == tmp_path / "redis.sock"
+
+
+def test_heroku_style_postgres_url_is_rewritten():
+    settings = config.load(
+        environ={"DATABASE_URL": "postgres://u:p@db.example:5432/cc", "SECRET_KEY": "s" * 40}
+    )
+
+    assert settings.database_url == "postgresql+psycopg2://u:p@db.example:5432/cc"
+
+
+def test_postgresql_url_without_a_driver_gets_the_installed_one():
+    settings = config.load(
+        environ={"DATABASE_URL": "postgresql://u@127.0.0.1/cc", "SECRET_KEY": "s" * 40}
+    )
+
+    assert settings.database_url == "postgresql+psycopg2://u@127.0.0.1/cc"
+
+
+def test_postgresql_url_naming_a_driver_is_kept_as_given():
+    url = "postgresql+psycopg://u@127.0.0.1/cc"
+    settings = config.load(environ={"DATABASE_URL": url, "SECRET_KEY": "s" * 40})
+
+    assert settings.database_url == url
+
+
+def test_normalized_postgresql_url_loads_an_installed_driver():
+    import sqlalchemy
+
+    url = config.normalize_database_url("postgres://postgres@127.0.0.1:5432/postgres")
+    engine = sqlalchemy.create_engine(url)
+
+    assert engine.dialect.driver == "psycopg2"
+    engine.dispose()
+
+
+def test_missing_secret_key_with_a_real_database_is_an_error_naming_it():
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        config.load(environ={"DATABASE_URL": "postgresql://postgres@127.0.0.1/cc"})
+
+
+def test_empty_secret_key_counts_as_missing():
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        config.load(environ={"DATABASE_URL": "postgres://postgres@127.0.0.1/cc", "SECRET_KEY": ""})
+
+
+def test_explicit_sqlite_database_keeps_the_local_secret():
+    settings = config.load(environ={"DATABASE_URL": "sqlite:////tmp/cc.db"})
+
+    assert settings.secret_key == config.DEV_SECRET_KEY
+
+
+def test_secret_key_from_the_environment_wins():
+    settings = config.load(environ={"SECRET_KEY": "a-long-random-value"})
+
+    assert settings.secret_key == "a-long-random-value"
+
+
+def test_redis_url_turns_the_embedded_redis_off():
+    settings = config.load(environ={"REDIS_URL": "redis://127.0.0.1:6379/3"})
+
+    assert not settings.embedded_redis
+    assert settings.effective_redis_url == "redis://127.0.0.1:6379/3"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["ADMIN_PORT", "API_PORT", "API_THREADS", "API_CONNECTION_LIMIT", "API_PROCESSES"],
+)
+def test_integer_settings_reject_text_naming_the_variable(name):
+    with pytest.raises(ConfigError, match=name):
+        config.load(environ={name: "eight"})
+
+
+@pytest.mark.parametrize("name", ["API_THREADS", "API_PROCESSES", "ADMIN_PORT"])
+def test_integer_settings_reject_zero_naming_the_variable(name):
+    with pytest.raises(ConfigError, match=name):
+        config.load(environ={name: "0"})
+
+
+def test_redis_timeout_below_its_floor_is_rejected():
+    with pytest.raises(ConfigError, match="API_REDIS_TIMEOUT_MS"):
+        config.load(environ={"API_REDIS_TIMEOUT_MS": "1"})
+
+
+def test_integer_settings_are_read():
+    settings = config.load(
+        environ={
+            "ADMIN_PORT": "5050",
+            "API_PORT": "8080",
+            "API_THREADS": "16",
+            "API_CONNECTION_LIMIT": "5000",
+            "API_PROCESSES": "3",
+            "API_REDIS_TIMEOUT_MS": "100",
+        }
+    )
+
+    assert settings.admin_port == 5050
+    assert settings.api_port == 8080
+    assert settings.api_threads == 16
+    assert settings.api_connection_limit == 5000
+    assert settings.api_processes == 3
+    assert settings.api_redis_timeout == 0.1
+
+
+def test_api_listens_on_every_interface_unless_told():
+    assert config.load(environ={}).api_host == "0.0.0.0"
+    assert config.load(environ={"API_HOST": "127.0.0.1"}).api_host == "127.0.0.1"
+
+
+def test_port_is_used_when_api_port_is_unset():
+    assert config.load(environ={"PORT": "9123"}).api_port == 9123
+
+
+def test_api_port_wins_over_port():
+    assert config.load(environ={"PORT": "9123", "API_PORT": "8123"}).api_port == 8123
+
+
+def test_bad_port_is_reported_as_api_port():
+    with pytest.raises(ConfigError, match="API_PORT"):
+        config.load(environ={"PORT": "web"})
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (None, ()),
+        ("", ()),
+        ("one", ("one",)),
+        ("one,two", ("one", "two")),
+        (" one , two ,", ("one", "two")),
+        (",,", ()),
+    ],
+)
+def test_api_keys_are_a_comma_separated_list(raw, expected):
+    environ = {} if raw is None else {"CCADMIN_API_KEYS": raw}
+
+    assert config.load(environ=environ).api_keys == expected
+
+
+def test_first_admin_settings_are_read():
+    settings = config.load(
+        environ={"CCADMIN_ADMIN_EMAIL": "ops@example.com", "CCADMIN_ADMIN_PASSWORD": "pw"}
+    )
+
+    assert settings.admin_email == "ops@example.com"
+    assert settings.admin_password == "pw"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("1", True), ("TRUE", True), (" yes ", True), ("on", True), ("0", False), ("off", False)],
+)
+def test_booleans_are_parsed_strictly(raw, expected):
+    assert config.parse_bool("SOME_FLAG", raw, default=not expected) is expected
+
+
+def test_unset_boolean_takes_the_default():
+    assert config.parse_bool("SOME_FLAG", None, default=True) is True
+
+
+@pytest.mark.parametrize("raw", ["ture", "2", "enabled"])
+def test_bad_booleans_are_rejected_naming_the_variable(raw):
+    with pytest.raises(ConfigError, match="SOME_FLAG"):
+        config.parse_bool("SOME_FLAG", raw, default=False)
+
+
+def test_settings_are_immutable():
+    settings = config.load(environ={})
+
+    with pytest.raises(AttributeError):
+        settings.admin_port = 1  # type: ignore[misc]
