@@ -32,6 +32,15 @@ CONFIG_VERSION = f"{PREFIX}:config_version"
 READY = f"{PREFIX}:ready"
 REBUILD_LOCK = f"{PREFIX}:rebuild_lock"
 SWEEPER_LOCK = f"{PREFIX}:sweeper_lock"
+# Values replaced as a whole (DEFAULT_CAMPAIGN, API_KEYS) are compared by the
+# snapshot number a writer takes from SNAPSHOT_SEQUENCE before it reads the
+# database; CONFIG_SNAPSHOTS holds, per key, the number its value was built
+# from, so a writer that read the database earlier never overwrites a later one.
+SNAPSHOT_SEQUENCE = f"{PREFIX}:snapshot_sequence"
+CONFIG_SNAPSHOTS = f"{PREFIX}:config_snapshots"
+# Held (with a TTL) by the worker that runs the periodic reconcile; its expiry
+# is the schedule, so the cluster reconciles once per interval.
+RECONCILE_LOCK = f"{PREFIX}:reconcile_lock"
 # Hash of publishing counters: STAT_STALE_WRITES counts compare-and-set no-ops.
 STATS = f"{PREFIX}:stats"
 STAT_STALE_WRITES = "stale_writes"

@@ -79,8 +79,10 @@ def _after_commit(session: Session) -> None:
         )
 
 
-def _after_rollback(session: Session) -> None:
-    session.info.pop(_PENDING, None)
+def _after_rollback(session: Session, previous_transaction: Any) -> None:
+    # Only the outermost rollback discards the events; a savepoint's does not.
+    if previous_transaction.parent is None:
+        session.info.pop(_PENDING, None)
 
 
 def _new_event(**values: Any) -> OutboxEvent:

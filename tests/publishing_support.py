@@ -1,0 +1,67 @@
+"""Changes made the way the admin makes them: models plus publishing.record_*, committed."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from ccadmin import keys, publishing
+from ccadmin.extensions import db
+from ccadmin.models import Campaign, ContentEntry, OutboxEvent
+
+ACTOR = "editor@example.com"
+
+
+def make_campaign(slug: str = "spring", is_default: bool = True, **values) -> Campaign:
+    """A committed campaign with its outbox event."""
+    campaign = Campaign(
+        slug=slug,
+        name=slug.title(),
+        default_fields={"message": "Hello"},
+        is_default=is_default,
+        **values,
+    )
+    db.session.add(campaign)
+    db.session.flush()
+    publishing.record_campaign_change(campaign.id)
+    db.session.commit()
+    return campaign
+
+
+def save_entry(campaign: Campaign, user_id: str, message: str) -> OutboxEvent:
+    """Create or edit one entry and commit; returns its outbox event."""
+    entry = db.session.execute(
+        select(ContentEntry).where(
+            ContentEntry.campaign_id == campaign.id, ContentEntry.user_id == user_id
+        )
+    ).scalar()
+    before = None if entry is None else publishing.entry_snapshot(entry)
+    if entry is None:
+        entry = ContentEntry(campaign_id=campaign.id, user_id=user_id)
+    entry.fields = {"message": message}
+    outbox_event = publishing.record_content_change(
+        entry, ACTOR, "create" if before is None else "update", before
+    )
+    db.session.commit()
+    return outbox_event
+
+
+def delete_entry(campaign: Campaign, user_id: str) -> OutboxEvent:
+    """Soft-delete one entry (a tombstone version) and commit."""
+    entry = db.session.execute(
+        select(ContentEntry).where(
+            ContentEntry.campaign_id == campaign.id, ContentEntry.user_id == user_id
+        )
+    ).scalar_one()
+    outbox_event = publishing.record_content_change(
+        entry, ACTOR, "delete", publishing.entry_snapshot(entry)
+    )
+    db.session.commit()
+    return outbox_event
+
+
+def stored_entry(redis_client, slug: str, user_id: str) -> tuple[int, bytes] | None:
+    """(version, body) Redis holds for one user, or None."""
+    version, body = redis_client.hmget(
+        keys.entry_key(slug, user_id), keys.ENTRY_VERSION_FIELD, keys.ENTRY_BODY_FIELD
+    )
+    return None if version is None else (int(version), body)

@@ -1,0 +1,143 @@
+"""Operator commands through Flask's CLI runner, against the real database and Redis."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from publishing_support import make_campaign, save_entry, stored_entry
+from sqlalchemy import select
+from support import PASSWORD, free_port
+
+from ccadmin import keys, publishing
+from ccadmin.extensions import db
+from ccadmin.models import AdminUser, ApiKey, OutboxEvent
+from ccadmin.models.api_keys import hash_secret
+from workers import store
+
+
+def invoke(app, *args: str, **kwargs):
+    return app.test_cli_runner().invoke(args=list(args), **kwargs)
+
+
+def test_create_user_creates_then_updates(app):
+    result = invoke(
+        app, "create-user", "Ops@Example.com", "--role", "editor", "--password", PASSWORD
+    )
+    assert result.exit_code == 0, result.output
+    user = db.session.execute(select(AdminUser)).scalar_one()
+    assert (user.email, user.role) == ("ops@example.com", "editor")
+    assert user.check_password(PASSWORD)
+    assert PASSWORD not in user.password_hash
+
+    result = invoke(
+        app,
+        "create-user",
+        "ops@example.com",
+        "--role",
+        "admin",
+        env={"CCADMIN_ADMIN_PASSWORD": "another long password"},
+    )
+    assert result.exit_code == 0, result.output
+    db.session.expire_all()
+    user = db.session.execute(select(AdminUser)).scalar_one()
+    assert user.role == "admin"
+    assert user.check_password("another long password")
+
+
+def test_create_user_prompts_and_refuses_short_passwords(app):
+    result = invoke(app, "create-user", "a@example.com", "--role", "viewer", "--password", "short")
+    assert result.exit_code != 0
+    assert "at least 12 characters" in result.output
+    result = invoke(
+        app, "create-user", "a@example.com", "--role", "viewer", input=f"{PASSWORD}\n{PASSWORD}\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert db.session.execute(select(AdminUser.role)).scalar_one() == "viewer"
+    assert invoke(app, "create-user", "b@example.com", "--role", "root").exit_code != 0
+
+
+def test_create_api_key_prints_the_secret_once_and_stores_its_hash(app):
+    make_campaign("spring")
+    result = invoke(app, "create-api-key", "braze", "--campaign", "spring")
+    assert result.exit_code == 0, result.output
+    secret = result.output.strip().splitlines()[-1]
+    assert secret.startswith("cc_")
+    assert result.output.count(secret) == 1
+    api_key = db.session.execute(select(ApiKey)).scalar_one()
+    assert api_key.secret_hash == hash_secret(secret)
+    assert secret not in (api_key.secret_hash, api_key.prefix)
+    assert api_key.campaigns == ["spring"]
+    assert db.session.execute(
+        select(OutboxEvent.id).where(OutboxEvent.kind == "api_keys")
+    ).first()
+
+
+def test_create_api_key_registers_a_known_secret(app):
+    result = invoke(app, "create-api-key", "ops", "--secret", "cc_known-secret-for-ops")
+    assert result.exit_code == 0, result.output
+    assert db.session.execute(select(ApiKey.secret_hash)).scalar_one() == hash_secret(
+        "cc_known-secret-for-ops"
+    )
+    again = invoke(app, "create-api-key", "ops2", "--secret", "cc_known-secret-for-ops")
+    assert again.exit_code != 0
+    assert invoke(app, "create-api-key", "x", "--campaign", "nope").exit_code != 0
+
+
+def test_publish_all_rebuilds_and_sets_ready(app, redis_client):
+    campaign = make_campaign()
+    save_entry(campaign, "1", "hello")
+    invoke(app, "create-api-key", "braze")
+    redis_client.flushdb()
+    result = invoke(app, "publish", "--all")
+    assert result.exit_code == 0, result.output
+    assert "1 entries" in result.output
+    assert json.loads(redis_client.get(keys.READY))["api_keys"] == 1
+    assert stored_entry(redis_client, "spring", "1")[0] == 1
+    assert redis_client.hlen(keys.API_KEYS) == 1
+    assert invoke(app, "publish").exit_code != 0
+
+
+def test_publish_pending_enqueues_unpublished_events(app, redis_client):
+    campaign = make_campaign()
+    settings = app.config["CCADMIN_SETTINGS"]
+    app.config["CCADMIN_SETTINGS"] = dataclasses.replace(
+        settings, redis_url=f"redis://127.0.0.1:{free_port()}/0"
+    )
+    try:
+        first = save_entry(campaign, "1", "one")
+        second = save_entry(campaign, "2", "two")
+    finally:
+        app.config["CCADMIN_SETTINGS"] = settings
+    queue = publishing.publish_queue(redis_client)
+    assert f"publish-{first.id}" not in queue.job_ids
+    result = invoke(app, "publish", "--pending")
+    assert result.exit_code == 0, result.output
+    assert {f"publish-{first.id}", f"publish-{second.id}"} <= set(queue.job_ids)
+
+
+def test_reconcile_repairs_deleted_stale_and_orphan_entries(app, redis_client):
+    assert invoke(app, "seed", "--users", "20").exit_code == 0
+    assert invoke(app, "publish", "--all").exit_code == 0
+    good = stored_entry(redis_client, "default", "3")
+    redis_client.delete(keys.entry_key("default", "5"))
+    stale_key = keys.entry_key("default", "7")
+    version, body = stored_entry(redis_client, "default", "7")
+    redis_client.hset(
+        stale_key, mapping={keys.ENTRY_VERSION_FIELD: 0, keys.ENTRY_BODY_FIELD: b"old"}
+    )
+    store.write_entry(redis_client, keys.entry_key("default", "ghost"), 1, b"{}")
+
+    result = invoke(app, "reconcile")
+    assert result.exit_code == 0, result.output
+    assert "missing: 1" in result.output
+    assert "outdated: 1" in result.output
+    assert "orphans: 1" in result.output
+    assert "repaired: 3" in result.output
+    assert stored_entry(redis_client, "default", "5")[0] == 1
+    assert stored_entry(redis_client, "default", "7") == (version, body)
+    assert stored_entry(redis_client, "default", "3") == good
+    assert not redis_client.exists(keys.entry_key("default", "ghost"))
+
+    again = invoke(app, "reconcile")
+    assert "repaired: 0" in again.output

@@ -1,0 +1,241 @@
+"""Publishing invariants (DESIGN 5) with the publish job run in this process."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+
+import pytest
+from publishing_support import ACTOR, delete_entry, make_campaign, save_entry, stored_entry
+from rq import SimpleWorker
+from rq.job import JobStatus
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from support import free_port
+
+from ccadmin import keys, payload, publishing
+from ccadmin.extensions import db
+from ccadmin.models import ApiKey, Campaign, ContentEntry, OutboxEvent
+from ccadmin.models.api_keys import hash_secret
+from ccadmin.models.types import utcnow
+from workers import store
+from workers.context import AppJob
+from workers.publish import config_json, publish_event
+from workers.sweeper import Sweeper, ensure_ready, needs_enqueue, requeue_unpublished
+
+
+def queued_job_ids(redis_client) -> list[str]:
+    return publishing.publish_queue(redis_client).job_ids
+
+
+def run_queued_jobs(redis_client) -> None:
+    """Work the publish queue until it is empty, with a real RQ worker."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        SimpleWorker([keys.PUBLISH_QUEUE], connection=redis_client, job_class=AppJob).work(
+            burst=True, logging_level=None
+        )
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    db.session.rollback()  # see what the job committed
+
+
+def test_change_and_outbox_event_commit_together(app, redis_client):
+    campaign = make_campaign()
+    outbox_event = save_entry(campaign, "42", "Hi there")
+    entry = db.session.execute(select(ContentEntry)).scalar_one()
+    assert entry.version == 1
+    assert entry.last_event_id == outbox_event.id
+    assert (outbox_event.kind, outbox_event.content_entry_id, outbox_event.version) == (
+        "content",
+        entry.id,
+        1,
+    )
+    assert f"publish-{outbox_event.id}" in queued_job_ids(redis_client)
+
+
+def test_failing_commit_leaves_no_outbox_row_no_job_and_no_redis_change(app, redis_client):
+    campaign = make_campaign()
+    save_entry(campaign, "7", "first")
+    events_before = db.session.execute(select(func.count(OutboxEvent.id))).scalar()
+    jobs_before = queued_job_ids(redis_client)
+    redis_before = sorted(redis_client.keys(keys.entry_key_pattern("*")))
+
+    entry = ContentEntry(campaign_id=campaign.id, user_id="8", fields={"message": "new"})
+    publishing.record_content_change(entry, ACTOR, "create", None)
+    # A second row for user 7 in the same transaction: the commit fails.
+    db.session.add(ContentEntry(campaign_id=campaign.id, user_id="7", fields={"message": "x"}))
+    with pytest.raises(IntegrityError):
+        db.session.commit()
+    db.session.rollback()
+
+    assert db.session.execute(select(func.count(OutboxEvent.id))).scalar() == events_before
+    assert db.session.execute(
+        select(ContentEntry.id).where(ContentEntry.user_id == "8")
+    ).first() is None
+    assert queued_job_ids(redis_client) == jobs_before
+    assert sorted(redis_client.keys(keys.entry_key_pattern("*"))) == redis_before
+
+
+def test_publish_event_writes_exactly_the_rendered_body(app, redis_client):
+    campaign = make_campaign()
+    outbox_event = save_entry(campaign, "42", "Hello, Zoë")
+    summary = publish_event(outbox_event.id)
+    assert summary["written"] == 1
+    expected = payload.render_payload("spring", "42", 1, {"message": "Hello, Zoë"})
+    assert stored_entry(redis_client, "spring", "42") == (1, expected)
+    assert json.loads(expected)["message"] == "Hello, Zoë"
+    db.session.refresh(outbox_event)
+    assert outbox_event.published_at is not None
+    assert outbox_event.attempts == 1
+
+
+def test_publish_event_twice_gives_the_same_state(app, redis_client):
+    campaign = make_campaign()
+    outbox_event = save_entry(campaign, "42", "once")
+    publish_event(outbox_event.id)
+    first = redis_client.hgetall(keys.entry_key("spring", "42"))
+    summary = publish_event(outbox_event.id)
+    assert (summary["written"], summary["stale"]) == (0, 1)
+    assert redis_client.hgetall(keys.entry_key("spring", "42")) == first
+
+
+def test_older_version_published_late_never_wins(app, redis_client):
+    campaign = make_campaign()
+    first_event = save_entry(campaign, "42", "version one")
+    second_event = save_entry(campaign, "42", "version two")
+    publish_event(second_event.id)
+    version_two = payload.render_payload("spring", "42", 2, {"message": "version two"})
+    assert stored_entry(redis_client, "spring", "42") == (2, version_two)
+
+    # The first job runs late: the entry no longer points at its event.
+    publish_event(first_event.id)
+    # A job that read version 1 before the edit and writes only now.
+    version_one = payload.render_payload("spring", "42", 1, {"message": "version one"})
+    assert not store.write_entry(redis_client, keys.entry_key("spring", "42"), 1, version_one)
+
+    assert stored_entry(redis_client, "spring", "42") == (2, version_two)
+    assert store.stats(redis_client)[keys.STAT_STALE_WRITES] >= 1
+
+
+def test_delete_publishes_a_tombstone(app, redis_client):
+    campaign = make_campaign()
+    publish_event(save_entry(campaign, "42", "soon gone").id)
+    publish_event(delete_entry(campaign, "42").id)
+    assert stored_entry(redis_client, "spring", "42") == (2, b"")
+
+
+def test_campaign_event_publishes_config_and_default_pointer(app, redis_client):
+    campaign = make_campaign()
+    outbox_event = db.session.execute(
+        select(OutboxEvent).where(OutboxEvent.kind == "campaign")
+    ).scalar_one()
+    publish_event(outbox_event.id)
+    assert redis_client.hget(keys.CAMPAIGNS, "spring").decode() == config_json(campaign)
+    assert redis_client.get(keys.DEFAULT_CAMPAIGN) == b"spring"
+    config_version = int(redis_client.get(keys.CONFIG_VERSION))
+
+    campaign.is_default = False
+    campaign.active = False
+    campaign.version += 1
+    change = publishing.record_campaign_change(campaign.id)
+    db.session.commit()
+    publish_event(change.id)
+    stored = json.loads(redis_client.hget(keys.CAMPAIGNS, "spring"))
+    assert (stored["version"], stored["active"]) == (2, False)
+    assert redis_client.get(keys.DEFAULT_CAMPAIGN) is None
+    assert int(redis_client.get(keys.CONFIG_VERSION)) > config_version
+
+
+def test_api_keys_event_publishes_the_key_set(app, redis_client):
+    keep = ApiKey(name="braze", prefix="cc_keep", secret_hash=hash_secret("cc_keep-secret"))
+    revoke = ApiKey(
+        name="old", prefix="cc_old", secret_hash=hash_secret("cc_old-secret"), campaigns=["spring"]
+    )
+    db.session.add_all([keep, revoke])
+    created = publishing.record_api_keys_change()
+    db.session.commit()
+    publish_event(created.id)
+    published = {
+        name.decode(): json.loads(value)
+        for name, value in redis_client.hgetall(keys.API_KEYS).items()
+    }
+    assert published == {
+        hash_secret("cc_keep-secret"): {"name": "braze", "campaigns": None},
+        hash_secret("cc_old-secret"): {"name": "old", "campaigns": ["spring"]},
+    }
+
+    revoke.revoked_at = utcnow()
+    revoked = publishing.record_api_keys_change()
+    db.session.commit()
+    publish_event(revoked.id)
+    assert list(redis_client.hkeys(keys.API_KEYS)) == [hash_secret("cc_keep-secret").encode()]
+
+
+def test_sweeper_publishes_an_event_whose_enqueue_failed(app, redis_client):
+    campaign = make_campaign()
+    settings = app.config["CCADMIN_SETTINGS"]
+    app.config["CCADMIN_SETTINGS"] = dataclasses.replace(
+        settings, redis_url=f"redis://127.0.0.1:{free_port()}/0"
+    )
+    try:
+        outbox_event = save_entry(campaign, "42", "queue was down")
+    finally:
+        app.config["CCADMIN_SETTINGS"] = settings
+    assert f"publish-{outbox_event.id}" not in queued_job_ids(redis_client)
+    assert stored_entry(redis_client, "spring", "42") is None
+
+    assert outbox_event.id in requeue_unpublished(redis_client, older_than=0)
+    run_queued_jobs(redis_client)
+
+    assert stored_entry(redis_client, "spring", "42")[0] == 1
+    assert db.session.get(OutboxEvent, outbox_event.id).published_at is not None
+    assert requeue_unpublished(redis_client, older_than=0) == []
+
+
+def test_sweeper_re_enqueues_a_job_its_dead_worker_had_started(app, redis_client):
+    campaign = make_campaign()
+    run_queued_jobs(redis_client)  # the campaign event
+    outbox_event = save_entry(campaign, "42", "worker died")
+    # A real worker takes the job and stops existing before it finishes.
+    worker = SimpleWorker([keys.PUBLISH_QUEUE], connection=redis_client)
+    worker.register_birth()
+    job, _queue = worker.dequeue_job_and_maintain_ttl(timeout=1)
+    worker.prepare_execution(job)
+    worker.prepare_job_execution(job)
+    assert job.get_status() == JobStatus.STARTED
+    assert not needs_enqueue(redis_client, job)
+    assert requeue_unpublished(redis_client, older_than=0) == []
+
+    redis_client.delete(worker.key)  # its heartbeat expired: the process is gone
+    assert needs_enqueue(redis_client, job)
+    assert requeue_unpublished(redis_client, older_than=0) == [outbox_event.id]
+    run_queued_jobs(redis_client)
+    assert stored_entry(redis_client, "spring", "42")[0] == 1
+    assert db.session.get(OutboxEvent, outbox_event.id).published_at is not None
+
+
+def test_missing_ready_marker_makes_the_sweeper_rebuild(app, redis_client):
+    campaign = make_campaign()
+    save_entry(campaign, "1", "one")
+    save_entry(campaign, "2", "two")
+    delete_entry(campaign, "2")
+    redis_client.flushdb()
+    assert ensure_ready(redis_client)["entries"] == 2
+    ready = json.loads(redis_client.get(keys.READY))
+    assert (ready["entries"], ready["campaigns"]) == (2, 1)
+    assert stored_entry(redis_client, "spring", "1")[0] == 1
+    assert stored_entry(redis_client, "spring", "2") == (2, b"")
+    assert redis_client.get(keys.DEFAULT_CAMPAIGN) == b"spring"
+    unpublished = db.session.execute(
+        select(func.count(OutboxEvent.id)).where(OutboxEvent.published_at.is_(None))
+    ).scalar()
+    assert unpublished == 0
+    assert ensure_ready(redis_client) is None  # ready: nothing to do
+
+    redis_client.delete(keys.READY)
+    Sweeper(app).sweep()
+    assert redis_client.exists(keys.READY)
+    assert db.session.execute(select(Campaign.slug)).scalar_one() == "spring"

@@ -1,0 +1,185 @@
+"""The sweeper: a thread in every worker process that makes sure nothing stays unpublished.
+
+Every couple of seconds one process in the cluster (the holder of
+keys.SWEEPER_LOCK) rebuilds Redis when the ready marker is gone (DESIGN 5.5),
+re-enqueues outbox events whose job was lost, failed for good or died with its
+worker (DESIGN 5.4), and every RECONCILE_INTERVAL runs reconcile (DESIGN 5.6).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from datetime import timedelta
+
+import redis
+from flask import Flask
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry
+from rq.utils import utcparse
+from rq.worker import BaseWorker
+from sqlalchemy import inspect, select
+
+from ccadmin import keys, publishing
+from ccadmin.extensions import db
+from ccadmin.models import OutboxEvent
+from ccadmin.models.types import utcnow
+from workers import store
+from workers.publish import redis_connection
+from workers.rebuild import RebuildInProgress, rebuild_all, reconcile
+
+log = logging.getLogger(__name__)
+
+SWEEP_INTERVAL = 2.0
+SWEEPER_LOCK_TTL = 10
+# An event unpublished for this long has missed its job (after-commit
+# enqueues take milliseconds; a publish job a few more).
+STALE_AFTER = 3.0
+# A worker that has not sent a heartbeat for this long is dead. Ours send
+# one per sweep; RQ's forking workers every 30 s while a job runs.
+WORKER_SILENCE = 45.0
+# A retry scheduled this far in the past has no scheduler to run it.
+OVERDUE_RETRY = 60.0
+RECONCILE_INTERVAL = 600
+SWEEP_BATCH = 1_000
+_WAITING = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.READY_TO_ENQUEUE}
+
+
+def job_id(event_id: int) -> str:
+    """The RQ job id publishing.enqueue_publish gives an event's job."""
+    return f"publish-{event_id}"
+
+
+def worker_is_dead(connection: redis.Redis, worker_name: str | None) -> bool:
+    """True when an RQ worker is gone, shut down, or silent for WORKER_SILENCE."""
+    if not worker_name:
+        return True
+    worker_key = BaseWorker.redis_worker_namespace_prefix + worker_name
+    last_heartbeat, death = connection.hmget(worker_key, "last_heartbeat", "death")
+    if death is not None or last_heartbeat is None:
+        return True
+    silence = utcnow() - utcparse(last_heartbeat.decode())
+    return silence.total_seconds() > WORKER_SILENCE
+
+
+def needs_enqueue(connection: redis.Redis, job: Job | None) -> bool:
+    """Whether an unpublished event's job can no longer be counted on to run."""
+    if job is None:
+        return True
+    status = job.get_status(refresh=False)
+    if status in _WAITING:
+        return False
+    if status == JobStatus.STARTED:
+        return worker_is_dead(connection, job.worker_name)
+    if status == JobStatus.SCHEDULED:
+        registry = ScheduledJobRegistry(job.origin, connection=connection)
+        try:
+            scheduled_at = registry.get_scheduled_time(job)
+        except NoSuchJobError:  # no longer in the registry: nothing will run it
+            return True
+        return (utcnow() - scheduled_at).total_seconds() > OVERDUE_RETRY
+    # Failed (retries exhausted), stopped, canceled, or finished without
+    # marking the event: run it again, publishing is idempotent.
+    return True
+
+
+def requeue_unpublished(connection: redis.Redis, older_than: float = STALE_AFTER) -> list[int]:
+    """Enqueue every event unpublished for `older_than` seconds whose job is lost."""
+    cutoff = utcnow() - timedelta(seconds=older_than)
+    event_ids = list(
+        db.session.execute(
+            select(OutboxEvent.id)
+            .where(OutboxEvent.published_at.is_(None), OutboxEvent.created_at <= cutoff)
+            .order_by(OutboxEvent.id)
+            .limit(SWEEP_BATCH)
+        ).scalars()
+    )
+    db.session.rollback()
+    if not event_ids:
+        return []
+    jobs = Job.fetch_many([job_id(event_id) for event_id in event_ids], connection=connection)
+    due = [
+        event_id
+        for event_id, job in zip(event_ids, jobs, strict=True)
+        if needs_enqueue(connection, job)
+    ]
+    if not due:
+        return []
+    failed = FailedJobRegistry(keys.PUBLISH_QUEUE, connection=connection)
+    for event_id in due:
+        failed.remove(job_id(event_id))
+    if not publishing.enqueue_publish(due, connection):
+        return []
+    log.info("re-enqueued %s unpublished outbox events: %s", len(due), due[:20])
+    return due
+
+
+def database_ready() -> bool:
+    """True once migrations have created the tables the worker reads."""
+    return inspect(db.engine).has_table(OutboxEvent.__tablename__)
+
+
+def ensure_ready(connection: redis.Redis) -> dict | None:
+    """Rebuild Redis from the database if the ready marker is missing."""
+    if connection.exists(keys.READY) or not database_ready():
+        return None
+    log.warning("Redis has no ready marker: starting a full rebuild")
+    try:
+        return rebuild_all()
+    except RebuildInProgress:
+        log.info("a full rebuild is already running elsewhere")
+        return None
+
+
+class Sweeper(threading.Thread):
+    """The sweeper loop, one per worker process; one process at a time does the work."""
+
+    def __init__(
+        self, app: Flask, worker: BaseWorker | None = None, interval: float = SWEEP_INTERVAL
+    ):
+        super().__init__(name="sweeper", daemon=True)
+        self.app = app
+        self.worker = worker
+        self.interval = interval
+        self.token = uuid.uuid4().hex
+        self.stopping = threading.Event()
+        self._migrated = False
+
+    def stop(self) -> None:
+        """Finish the current sweep and stop; gives the lock back."""
+        self.stopping.set()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                with self.app.app_context():
+                    self.sweep()
+            except Exception:
+                log.exception("sweep failed; retrying in %s s", self.interval)
+            self.stopping.wait(self.interval)
+        try:
+            with self.app.app_context():
+                store.release_lock(redis_connection(), keys.SWEEPER_LOCK, self.token)
+        except redis.RedisError:
+            pass
+
+    def sweep(self) -> None:
+        """One round: heartbeat, then, if this process holds the lock, the checks."""
+        connection = redis_connection()
+        # The job runs in the main thread; this says the process is alive (see
+        # worker_is_dead). Only once RQ has registered the worker: a hash
+        # written before that would make RQ refuse to start.
+        if self.worker is not None and connection.exists(self.worker.key):
+            self.worker.heartbeat()
+        if not store.take_lock(connection, keys.SWEEPER_LOCK, self.token, SWEEPER_LOCK_TTL):
+            return
+        if ensure_ready(connection) is not None:
+            # Just built from the database: the next reconcile is due in an interval.
+            connection.set(keys.RECONCILE_LOCK, self.token, ex=RECONCILE_INTERVAL)
+        requeue_unpublished(connection)
+        if connection.exists(keys.READY) and connection.set(
+            keys.RECONCILE_LOCK, self.token, nx=True, ex=RECONCILE_INTERVAL
+        ):
+            reconcile()
