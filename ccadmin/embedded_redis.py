@@ -73,6 +73,10 @@ def ensure_running(instance_path: Path, timeout: float = 10.0) -> Path:
                 "--dbfilename", "redis.rdb",
                 # Separate words: "60 1" as one argument leaves saving off.
                 "--save", "60", "1",
+                # The append-only file loses at most a second of writes on a
+                # crash, where a snapshot alone could lose a minute.
+                "--appendonly", "yes",
+                "--appendfsync", "everysec",
                 "--daemonize", "yes",
                 "--pidfile", str(instance_path / "redis.pid"),
                 "--logfile", str(instance_path / "redis.log"),
