@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 
 CSRF_INPUT = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
-EDIT_LINK = re.compile(r'/admin/contententry/edit/\?id=(\d+)')
+EDIT_LINK = re.compile(r'/admin/content/edit/\?id=(\d+)')
 
 
 def parse_args() -> argparse.Namespace:
@@ -71,7 +71,7 @@ class Admin:
 
     def entry_id(self, user_id: str) -> str:
         query = urllib.parse.urlencode({"search": user_id})
-        match = EDIT_LINK.search(self.get(f"/admin/contententry/?{query}"))
+        match = EDIT_LINK.search(self.get(f"/admin/content/?{query}"))
         if not match:
             raise SystemExit(f"no content entry for user {user_id}")
         return match.group(1)
@@ -92,7 +92,7 @@ def main() -> int:
     credentials = json.loads(Path(args.credentials).read_text())
     admin = Admin(args.admin)
     admin.login(credentials["admin_email"], credentials["admin_password"])
-    entry_path = f"/admin/contententry/edit/?id={admin.entry_id(args.user_id)}"
+    entry_path = f"/admin/content/edit/?id={admin.entry_id(args.user_id)}"
     latencies = []
     for number in range(args.edits):
         message = f"save-to-live {time.time_ns()} #{number}"
