@@ -16,6 +16,9 @@ DEFAULT_INSTANCE = PROJECT_ROOT / "instance"
 # default, so a real deployment cannot start with a guessable session key.
 DEV_SECRET_KEY = "ccadmin-local-dev-only"
 
+# HTTP servers the API can run under; the first is the default.
+API_SERVERS = ("waitress", "granian")
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -46,6 +49,16 @@ def parse_int(name: str, raw: str | None, default: int, minimum: int = 0) -> int
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def parse_choice(name: str, raw: str | None, choices: tuple[str, ...]) -> str:
+    """One of a fixed set of words (the first is the default); anything else is an error."""
+    if raw is None or raw.strip() == "":
+        return choices[0]
+    value = raw.strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
     return value
 
 
@@ -88,14 +101,31 @@ class Settings:
     # Connections waitress keeps open at once. The caller opens thousands in a
     # spike; past this number new connections wait in the kernel backlog.
     api_connection_limit: int
-    # Forked waitress processes sharing one listening socket; one per core.
+    # Forked waitress processes serving one port (a socket each); one per core.
     api_processes: int
     # Seconds any Redis call may take on the API side before it counts as down.
     # The caller gives up after 2 s, so this must stay far below that.
     api_redis_timeout: float
+    # Entries each API process keeps in memory (an LRU): a hit answers without
+    # Redis, and the same copies are served while Redis is down. An entry is a
+    # few hundred bytes, so 100,000 cost about 40 MB per process. 0 disables
+    # both the cache and the last-known copies.
+    api_cache_size: int = 100_000
+    # The HTTP server under the API: waitress (pure Python, the default) or
+    # granian (a Rust server, optional: `pip install granian`) for operators
+    # who outgrow waitress. The same WSGI app runs under either.
+    api_server: str = "waitress"
     # Interface the API listens on: all of them by default (what a platform
     # router needs); 127.0.0.1 keeps a local API private to the machine.
     api_host: str = "0.0.0.0"
+    # Live metrics recording in each API process (docs/metrics.md): in-memory
+    # counts and a latency histogram per request, flushed to Redis once a
+    # second. `API_METRICS=0` turns both off (the dashboard and `/metrics` go
+    # quiet); it exists to measure their overhead, which stays under 5%.
+    api_metrics: bool = True
+    # The endpoint's public base URL (`CCADMIN_API_URL`, e.g. https://content.example.com),
+    # used in the Braze snippets the admin generates; unset, they show a placeholder.
+    api_public_url: str | None = None
 
     @property
     def embedded_redis(self) -> bool:
@@ -152,4 +182,8 @@ def load(environ: dict[str, str] | os._Environ | None = None) -> Settings:
         )
         / 1000.0,
         api_host=env.get("API_HOST") or "0.0.0.0",
+        api_cache_size=parse_int("API_CACHE_SIZE", env.get("API_CACHE_SIZE"), 100_000, 0),
+        api_server=parse_choice("API_SERVER", env.get("API_SERVER"), API_SERVERS),
+        api_metrics=parse_bool("API_METRICS", env.get("API_METRICS"), True),
+        api_public_url=(env.get("CCADMIN_API_URL") or "").rstrip("/") or None,
     )

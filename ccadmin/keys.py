@@ -48,6 +48,58 @@ STAT_WRITES = "writes"
 
 # RQ queue the web process enqueues publish jobs on.
 PUBLISH_QUEUE = "ccadmin-publish"
+# RQ queue of bulk jobs (imports, rollbacks, scheduled changes); the worker
+# takes publish jobs first, so a queued import never delays an edit.
+IMPORT_QUEUE = "ccadmin-imports"
+
+# Entry changes, announced on a pub/sub channel so API processes can keep an
+# in-process cache correct (ccadmin/api/cache.py). Each message is a JSON
+# array [key, version, key, version, ...] of the entry writes a script
+# applied, published by the same script, so a change and its announcement are
+# one atomic step. Version 0 means "repaired or removed: drop whatever version
+# you hold". ENTRY_CHANGES_FLUSH means anything may have changed (a full
+# rebuild finished): drop everything.
+ENTRY_CHANGES_FLUSH = "*"
+
+
+def entry_changes_channel(db: int) -> str:
+    """The channel of entry changes in Redis database `db`.
+
+    Pub/sub is server-wide, not per database: naming the database keeps
+    deployments sharing one Redis server from invalidating each other.
+    """
+    return f"{PREFIX}:entry_changes:{db}"
+
+# Live metrics (docs/metrics.md). Every API process adds its counts of the
+# last second with HINCRBY into one hash per time bucket at each resolution,
+# so processes on any number of hosts sum up; the worker adds publish lag to
+# the same hashes. A bucket's key is metric_bucket_key(resolution, start),
+# `start` being the bucket's first second (Unix time) divided by the
+# resolution. Fields are METRIC_* prefixes joined with "|" to their labels.
+METRIC_RESOLUTIONS = (1, 10, 60, 3600)
+# Seconds each resolution is kept: 24 h at 1 s and 10 s, 14 days at 1 min and 1 h.
+METRIC_RETENTION = {1: 86_400, 10: 86_400, 60: 14 * 86_400, 3600: 14 * 86_400}
+METRIC_FIELD_SEPARATOR = "|"
+METRIC_REQUESTS = "r"  # r|campaign|status: requests answered
+METRIC_LATENCY = "l"  # l|campaign|bucket index: latency histogram (non-cumulative)
+METRIC_LATENCY_SUM = "t"  # t|campaign: latency sum in microseconds
+METRIC_FALLBACKS = "f"  # f|campaign: fallback bodies served
+METRIC_STALE = "s"  # s|campaign: last-known copies served
+METRIC_NOT_MODIFIED = "n"  # n|campaign: 304s
+METRIC_AUTH_FAILURES = "a"  # a|campaign: 401s and 403s
+METRIC_BYTES = "b"  # b|campaign: body bytes sent
+# x|campaign: answers slower than the caller's timeout (a connection-level
+# failure for the caller) whose status is not already a failure status.
+METRIC_TIMEOUTS = "x"
+METRIC_PROCESS = "p"  # p|host|pid: requests answered by one API process
+METRIC_PUBLISH_LAG = "g"  # g|bucket index: outbox event created -> live in Redis
+# Sorted set of API processes ("host|pid") scored by their last flush time.
+METRIC_PROCESSES = f"{PREFIX}:m:processes"
+
+
+def metric_bucket_key(resolution: int, start: int) -> str:
+    """Key of one metrics bucket: `start` is Unix seconds // resolution."""
+    return f"{PREFIX}:m:{resolution}:{start}"
 
 
 def entry_key(campaign_slug: str, user_id: str) -> str:

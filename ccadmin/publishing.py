@@ -85,11 +85,12 @@ def _after_rollback(session: Session, previous_transaction: Any) -> None:
         session.info.pop(_PENDING, None)
 
 
-def _new_event(**values: Any) -> OutboxEvent:
+def _new_event(enqueue: bool = True, **values: Any) -> OutboxEvent:
     outbox_event = OutboxEvent(**values)
     db.session.add(outbox_event)
     db.session.flush()
-    db.session.info.setdefault(_PENDING, set()).add(outbox_event.id)
+    if enqueue:
+        db.session.info.setdefault(_PENDING, set()).add(outbox_event.id)
     return outbox_event
 
 
@@ -161,9 +162,13 @@ def record_content_change(
     return outbox_event
 
 
-def record_content_batch(campaign_id: int, entry_count: int) -> OutboxEvent:
-    """One outbox event for a bulk write; the caller points entries at its id."""
-    return _new_event(kind=KIND_CONTENT, campaign_id=campaign_id, entry_count=entry_count)
+def record_content_batch(campaign_id: int, entry_count: int, enqueue: bool = True) -> OutboxEvent:
+    """One outbox event for a bulk write; the caller points entries at its id.
+
+    `enqueue=False` is for a worker job that publishes the event itself right
+    after its commit; should it not, the sweeper enqueues it as for any event.
+    """
+    return _new_event(enqueue, kind=KIND_CONTENT, campaign_id=campaign_id, entry_count=entry_count)
 
 
 def record_campaign_change(campaign_id: int) -> OutboxEvent:

@@ -12,6 +12,7 @@ import pytest
 from support import free_port
 
 from ccadmin import keys, payload
+from workers import store as worker_store
 
 ENV_KEY = "env-key-one"  # from CCADMIN_API_KEYS, set in conftest.py
 
@@ -118,21 +119,19 @@ def publish_campaign(
 
 
 def publish_entry(client, slug: str, user_id: str, version: int, fields: dict[str, Any]) -> bytes:
-    """One user's rendered body; returns the exact bytes the API must serve."""
+    """One user's rendered body, written (and announced) by the worker's own script.
+
+    Returns the exact bytes the API must serve. Writes that bypass the script
+    are not announced, so API processes holding the entry would not see them.
+    """
     body = payload.render_payload(slug, user_id, version, fields)
-    client.hset(
-        keys.entry_key(slug, user_id),
-        mapping={keys.ENTRY_VERSION_FIELD: version, keys.ENTRY_BODY_FIELD: body},
-    )
+    assert worker_store.write_entry(client, keys.entry_key(slug, user_id), version, body)
     return body
 
 
 def delete_entry(client, slug: str, user_id: str, version: int) -> None:
     """A tombstone: the entry was deleted at `version`."""
-    client.hset(
-        keys.entry_key(slug, user_id),
-        mapping={keys.ENTRY_VERSION_FIELD: version, keys.ENTRY_BODY_FIELD: b""},
-    )
+    assert worker_store.write_entry(client, keys.entry_key(slug, user_id), version, b"")
 
 
 def publish_api_key(client, secret: str, campaigns: list[str] | None = None) -> None:

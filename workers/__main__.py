@@ -50,7 +50,9 @@ def main() -> None:
     # A client of its own: RQ raises its socket timeout above the blocking
     # dequeue, which the sweeper's and the jobs' short-timeout client must keep.
     connection = redis.Redis.from_url(settings.effective_redis_url, health_check_interval=30)
-    worker = SimpleWorker([keys.PUBLISH_QUEUE], connection=connection, job_class=AppJob)
+    worker = SimpleWorker(
+        [keys.PUBLISH_QUEUE, keys.IMPORT_QUEUE], connection=connection, job_class=AppJob
+    )
     sweeper = Sweeper(app, worker)
     sweeper.start()
     try:

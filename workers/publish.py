@@ -19,6 +19,7 @@ from sqlalchemy import Row, func, select, update
 
 from ccadmin import keys, payload
 from ccadmin.extensions import db
+from ccadmin.metrics.lag import lag_seconds, record_publish_lag
 from ccadmin.models import ApiKey, Campaign, ContentEntry, OutboxEvent
 from ccadmin.models.outbox import KIND_API_KEYS, KIND_CAMPAIGN, KIND_CONTENT
 from ccadmin.models.types import utcnow
@@ -165,6 +166,9 @@ def publish_event(event_id: int) -> dict[str, Any]:
         log.warning("outbox event %s does not exist; nothing to publish", event_id)
         return {"event_id": event_id, "missing": True}
     kind, campaign_id = outbox_event.kind, outbox_event.campaign_id
+    # Lag counts from the save to the first time it is live, not a re-run.
+    first_publish = outbox_event.published_at is None
+    created_at = outbox_event.created_at
     summary: dict[str, Any] = {"event_id": event_id, "kind": kind}
     try:
         if kind == KIND_CONTENT:
@@ -181,6 +185,11 @@ def publish_event(event_id: int) -> dict[str, Any]:
         record_failure(event_id, error)
         raise
     log.info("published outbox event %s: %s", event_id, summary)
+    if first_publish:
+        try:
+            record_publish_lag(connection, lag_seconds(created_at))
+        except redis.RedisError as error:
+            log.warning("publish lag of outbox event %s not recorded: %s", event_id, error)
     return summary
 
 

@@ -98,7 +98,7 @@ def _rebuild(connection: redis.Redis, token: str) -> dict[str, Any]:
         "max_event_id": max_event_id,
         "seconds": seconds,
     }
-    connection.set(keys.READY, json.dumps(report))
+    store.mark_ready(connection, json.dumps(report))
     log.info("full rebuild done: %s", report)
     return report
 

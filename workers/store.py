@@ -23,28 +23,37 @@ from ccadmin import keys
 ENTRIES_PER_CALL = 100
 CALLS_PER_PIPELINE = 20
 
-# KEYS[1] stats, KEYS[2..n] entry keys. ARGV[1..4] the version field, body
-# field and the two counter names, then (version, body) per entry.
+# KEYS[1] stats, KEYS[2..n] entry keys. ARGV[1..5] the version field, body
+# field, the two counter names and the entry-changes channel, then (version,
+# body) per entry. The applied writes are announced on the channel (see
+# keys.ENTRY_CHANGES_FLUSH) inside the script, atomically with the writes.
 _WRITE_ENTRIES = """
-local written, stale = 0, 0
+local written, stale, changes = 0, 0, {}
 for i = 2, #KEYS do
-  local version = tonumber(ARGV[2 * i + 1])
+  local version = tonumber(ARGV[2 * i + 2])
   local current = tonumber(redis.call('HGET', KEYS[i], ARGV[1]))
   if current and current >= version then
     stale = stale + 1
   else
-    redis.call('HSET', KEYS[i], ARGV[1], ARGV[2 * i + 1], ARGV[2], ARGV[2 * i + 2])
+    redis.call('HSET', KEYS[i], ARGV[1], ARGV[2 * i + 2], ARGV[2], ARGV[2 * i + 3])
     written = written + 1
+    changes[#changes + 1] = KEYS[i]
+    changes[#changes + 1] = version
   end
 end
-if written > 0 then redis.call('HINCRBY', KEYS[1], ARGV[3], written) end
+if written > 0 then
+  redis.call('HINCRBY', KEYS[1], ARGV[3], written)
+  redis.call('PUBLISH', ARGV[5], cjson.encode(changes))
+end
 if stale > 0 then redis.call('HINCRBY', KEYS[1], ARGV[4], stale) end
 return {written, stale}
 """
 
 # KEYS[1] entry key. ARGV: version field, body field, the version observed
 # by the caller ('' = key missing), then the new version and body ('' version
-# = delete the key). Used by reconcile: it repairs only what it looked at.
+# = delete the key), then the entry-changes channel. Used by reconcile: it
+# repairs only what it looked at. A repair can lower the version, so it is
+# announced as version 0 (drop whatever is cached).
 _REPAIR_ENTRY = """
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if (current or '') ~= ARGV[3] then return 0 end
@@ -53,6 +62,7 @@ if ARGV[4] == '' then
 else
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[4], ARGV[2], ARGV[5])
 end
+redis.call('PUBLISH', ARGV[6], cjson.encode({KEYS[1], 0}))
 return 1
 """
 
@@ -167,6 +177,24 @@ def _counters() -> list[str]:
     return [keys.STAT_WRITES, keys.STAT_STALE_WRITES]
 
 
+def announced(connection: redis.Redis) -> None:
+    """Return once Redis has sent the announcements of the writes before it.
+
+    Redis sends replies and pub/sub messages of one command batch together,
+    before it reads the next command; a second round trip therefore means
+    every API process has the announcement in its socket, so a publish is
+    visible to the very next request, whichever process answers it.
+    """
+    connection.ping()
+
+
+def changes_channel(connection: redis.Redis) -> str:
+    """The entry-changes channel of the database this connection writes to."""
+    return keys.entry_changes_channel(
+        int(connection.connection_pool.connection_kwargs.get("db", 0))
+    )
+
+
 def _chunks(items: Iterable[EntryWrite], size: int) -> Iterator[list[EntryWrite]]:
     chunk: list[EntryWrite] = []
     for item in items:
@@ -182,7 +210,12 @@ def write_entries(connection: redis.Redis, entries: Iterable[EntryWrite]) -> Wri
     """Compare-and-set many entries, pipelined (not transactional) in chunks."""
     script = scripts(connection).write_entries
     counts = WriteCounts()
-    head = [keys.ENTRY_VERSION_FIELD, keys.ENTRY_BODY_FIELD, *_counters()]
+    head = [
+        keys.ENTRY_VERSION_FIELD,
+        keys.ENTRY_BODY_FIELD,
+        *_counters(),
+        changes_channel(connection),
+    ]
     for group in _chunks(entries, ENTRIES_PER_CALL * CALLS_PER_PIPELINE):
         pipeline = connection.pipeline(transaction=False)
         for start in range(0, len(group), ENTRIES_PER_CALL):
@@ -196,6 +229,8 @@ def write_entries(connection: redis.Redis, entries: Iterable[EntryWrite]) -> Wri
         for written, stale in pipeline.execute():
             counts.written += written
             counts.stale += stale
+    if counts.written:
+        announced(connection)
     return counts
 
 
@@ -232,8 +267,12 @@ def repair_entry(
         "" if observed is None else str(observed),
         "" if replacement is None else replacement.version,
         b"" if replacement is None else replacement.body,
+        changes_channel(connection),
     ]
-    return bool(scripts(connection).repair_entry(keys=[key], args=args, client=connection))
+    repaired = bool(scripts(connection).repair_entry(keys=[key], args=args, client=connection))
+    if repaired:
+        announced(connection)
+    return repaired
 
 
 def write_campaign(connection: redis.Redis, slug: str, version: int, config_json: str) -> bool:
@@ -287,6 +326,15 @@ def write_api_keys(connection: redis.Redis, snapshot: int, api_keys: dict[str, s
         client=connection,
     )
     return bool(written)
+
+
+def mark_ready(connection: redis.Redis, report_json: str) -> None:
+    """Set the ready marker after a full build and tell API caches to drop everything."""
+    pipeline = connection.pipeline(transaction=True)
+    pipeline.set(keys.READY, report_json)
+    pipeline.publish(changes_channel(connection), keys.ENTRY_CHANGES_FLUSH)
+    pipeline.execute()
+    announced(connection)
 
 
 def take_lock(connection: redis.Redis, name: str, token: str, ttl: int) -> bool:

@@ -6,6 +6,7 @@ from flask import Flask
 from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
 
+from ccadmin import dashboards
 from ccadmin.admin.api_keys import ApiKeyView
 from ccadmin.admin.audit import AuditView
 from ccadmin.admin.base import HomeView
@@ -33,4 +34,5 @@ def init_app(app: Flask) -> Admin:
     admin.add_view(AuditView(AuditEvent, db, name="Audit log", endpoint="audit"))
     admin.add_view(UserView(AdminUser, db, name="Users", endpoint="users"))
     admin.add_view(ApiKeyView(ApiKey, db, name="API keys", endpoint="api_keys"))
+    dashboards.init_app(app, admin)
     return admin

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -21,11 +22,12 @@ from ccadmin.api.counters import (
     FALLBACKS,
     NO_CAMPAIGN,
     NOT_MODIFIED,
-    REQUESTS,
     STALE,
     Counters,
+    DisabledCounters,
 )
-from ccadmin.api.store import Campaign, ConfigSnapshot, RedisUnavailable, Store
+from ccadmin.api.metrics_flush import MetricsFlusher
+from ccadmin.api.store import Campaign, ConfigSnapshot, NotReady, RedisUnavailable, Store
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,8 @@ RETRY_AFTER_UNAVAILABLE = "1"
 RETRY_AFTER_NOT_READY = "5"
 # A last-known copy may be out of date: callers should not keep it.
 STALE_CACHE_CONTROL = "private, max-age=0"
+# Set by a content request to its campaign label: only those are counted.
+CAMPAIGN_LABEL = "ccadmin.campaign"
 
 _REASONS = {
     200: "200 OK",
@@ -214,6 +218,8 @@ class ConnectedContentApp:
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
+        # Latency as this process sees it: from the WSGI call to the body's return.
+        started = time.perf_counter()
         method = environ["REQUEST_METHOD"]
         try:
             status, headers, body = self.dispatch(environ, method)
@@ -224,8 +230,11 @@ class ConnectedContentApp:
             )
         start_response(_REASONS[status], headers)
         if method == "HEAD" or status == 304:
-            return []
-        return [body]
+            body = b""
+        label = environ.get(CAMPAIGN_LABEL)
+        if label is not None:
+            self.counters.observe(label, status, len(body), time.perf_counter() - started)
+        return [body] if body else []
 
     def dispatch(self, environ: dict[str, Any], method: str) -> Response:
         """Route one request to its handler."""
@@ -250,19 +259,18 @@ class ConnectedContentApp:
 
     def content(self, environ: dict[str, Any], method: str, slug: str | None) -> Response:
         """One Connected Content request, counted by campaign and status."""
-        label = NO_CAMPAIGN
+        environ[CAMPAIGN_LABEL] = NO_CAMPAIGN
         try:
             if method not in ("GET", "HEAD", "POST"):
                 raise _method_not_allowed(CONTENT_METHODS)
             snapshot, campaign = self._campaign(slug)
-            label = campaign.slug
+            environ[CAMPAIGN_LABEL] = campaign.slug
             if not campaign.public:
                 self._authorize(environ, snapshot, campaign)
             user_id = read_user_id(environ, method)
             response = self._serve(environ, campaign, user_id)
         except HttpError as error:
             response = error_response(error)
-        self.counters.count(REQUESTS, label, str(response[0]))
         return response
 
     def _campaign(self, slug: str | None) -> tuple[ConfigSnapshot, Campaign]:
@@ -297,39 +305,44 @@ class ConnectedContentApp:
     def _serve(self, environ: dict[str, Any], campaign: Campaign, user_id: str) -> Response:
         slug = campaign.slug
         try:
-            version, body = self.store.lookup(slug, user_id)
-            if body:
-                etag = f'{campaign.etag_prefix}{(version or b"0").decode("ascii")}"'
-                self.store.stale.remember(slug, user_id, etag, body)
-                return self._ok(environ, campaign.cache_control, etag, body, slug)
-            ready = self.store.is_ready()
+            version, body = self.store.entry(slug, user_id)
         except RedisUnavailable:
-            return self._last_known(environ, slug, user_id, redis_down())
-        if not ready:
+            return self._last_known(environ, campaign, user_id, redis_down())
+        except NotReady:
             # An empty or half-built store must not turn into fallbacks or
             # 404s: the caller would ship empty messages (DESIGN 5.5).
-            return self._last_known(environ, slug, user_id, not_ready())
-        if campaign.fallback == "default":
-            body = payload.render_fallback(
-                campaign.fallback_prefix, campaign.fallback_suffix, user_id
-            )
-            etag = campaign.fallback_etag
-            self.store.stale.remember(slug, user_id, etag, body)
-            self.counters.count(FALLBACKS, slug)
+            return self._last_known(environ, campaign, user_id, not_ready())
+        if body:
+            etag = f'{campaign.etag_prefix}{version}"'
             return self._ok(environ, campaign.cache_control, etag, body, slug)
-        raise HttpError(404, "no_content", "this user has no content in this campaign")
+        return self._fallback(environ, campaign, user_id, campaign.cache_control)
+
+    def _fallback(
+        self, environ: dict[str, Any], campaign: Campaign, user_id: str, cache_control: str
+    ) -> Response:
+        if campaign.fallback != "default":
+            raise HttpError(404, "no_content", "this user has no content in this campaign")
+        body = payload.render_fallback(campaign.fallback_prefix, campaign.fallback_suffix, user_id)
+        self.counters.count(FALLBACKS, campaign.slug)
+        return self._ok(environ, cache_control, campaign.fallback_etag, body, campaign.slug)
 
     def _last_known(
-        self, environ: dict[str, Any], slug: str, user_id: str, error: HttpError
+        self, environ: dict[str, Any], campaign: Campaign, user_id: str, error: HttpError
     ) -> Response:
-        copy = self.store.stale.recall(slug, user_id)
+        copy = self.store.last_known(campaign.slug, user_id)
         if copy is None:
             raise error
-        etag, body = copy
-        self.counters.count(STALE, slug)
-        status, headers, body = self._ok(environ, STALE_CACHE_CONTROL, etag, body, slug)
-        headers.append(("X-Content-Stale", "1"))
-        return status, headers, body
+        version, body = copy
+        if body:
+            etag = f'{campaign.etag_prefix}{version}"'
+            response = self._ok(environ, STALE_CACHE_CONTROL, etag, body, campaign.slug)
+        elif campaign.fallback == "default":
+            response = self._fallback(environ, campaign, user_id, STALE_CACHE_CONTROL)
+        else:
+            raise error
+        self.counters.count(STALE, campaign.slug)
+        response[1].append(("X-Content-Stale", "1"))
+        return response
 
     def _ok(
         self, environ: dict[str, Any], cache_control: str, etag: str, body: bytes, slug: str
@@ -389,4 +402,8 @@ def create_app(settings: config.Settings | None = None) -> ConnectedContentApp:
     settings = settings or config.load()
     store = Store(settings)
     store.start_polling()
-    return ConnectedContentApp(store, Counters())
+    if not settings.api_metrics:
+        return ConnectedContentApp(store, DisabledCounters())
+    counters = Counters()
+    MetricsFlusher(counters, settings).start()
+    return ConnectedContentApp(store, counters)

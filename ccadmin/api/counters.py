@@ -1,9 +1,10 @@
-"""In-process request counters for `/metrics`, lock-free on the hot path.
+"""In-process request counters and latency histogram, lock-free on the hot path.
 
 Each serving thread increments its own dict, so a request never waits on a
-lock and no increment is lost; `/metrics` sums the per-thread dicts. The
-counts belong to one process: a scrape sees the process that answered it
-(the `pid` label on `ccadmin_api_info` says which).
+lock and no increment is lost; readers (`/metrics`, the flusher that copies
+the counts to Redis once a second) sum the per-thread dicts. The counts are
+cumulative and belong to one process: a scrape sees the process that
+answered it (the `pid` label on `ccadmin_api_info` says which).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from bisect import bisect_left
 from collections import Counter
 
 REQUESTS = "requests"
@@ -18,10 +20,28 @@ FALLBACKS = "fallbacks"
 STALE = "stale"
 NOT_MODIFIED = "not_modified"
 AUTH_FAILURES = "auth_failures"
+BYTES = "bytes"
+TIMEOUTS = "timeouts"
+LATENCY = "latency"
+LATENCY_SUM = "latency_sum"
 
 # Label for requests that name no known campaign: a slug can never start with
 # "-", and unknown input must never become a label (unbounded series).
 NO_CAMPAIGN = "-"
+
+# Upper bounds (seconds) of the latency buckets: the R10 series, ten per
+# decade (steps of 25% at most), from 1 ms to 5 s, so p50/p95/p99 are known
+# within a bucket's width and the caller's 2 s cutoff is a bucket edge.
+# Bucket i counts answers taking at most LATENCY_BOUNDS[i] and more than the
+# bound before it; index len(LATENCY_BOUNDS) counts everything slower.
+_R10 = (1.0, 1.25, 1.6, 2.0, 2.5, 3.15, 4.0, 5.0, 6.3, 8.0)
+LATENCY_BOUNDS: tuple[float, ...] = tuple(
+    round(step * decade, 6) for decade in (0.001, 0.01, 0.1, 1.0) for step in _R10
+)[:-2]
+# The caller gives up after this long: a slower answer is a failure to it.
+CALLER_TIMEOUT = 2.0
+# Statuses the caller counts as failures towards blacking out a host.
+FAILURE_STATUSES = frozenset({408, 429, 502, 503, 504, 529})
 
 _FAMILIES = (
     (REQUESTS, "ccadmin_api_requests_total", "Content requests answered, by campaign and status."),
@@ -29,43 +49,77 @@ _FAMILIES = (
     (STALE, "ccadmin_api_stale_total", "Last-known copies served while Redis was unusable."),
     (NOT_MODIFIED, "ccadmin_api_not_modified_total", "304 answers to If-None-Match."),
     (AUTH_FAILURES, "ccadmin_api_auth_failures_total", "Requests refused with 401 or 403."),
+    (BYTES, "ccadmin_api_response_bytes_total", "Response body bytes sent, by campaign."),
+    (
+        TIMEOUTS,
+        "ccadmin_api_slow_responses_total",
+        "Answers slower than the caller's 2 s timeout (statuses other than failures).",
+    ),
 )
+_HISTOGRAM = "ccadmin_api_request_duration_seconds"
+
+Key = tuple[str, ...] | tuple[str, str, int] | tuple[str, str, int, int]
+
+
+def latency_bucket(seconds: float) -> int:
+    """Index of the histogram bucket a duration falls in."""
+    return bisect_left(LATENCY_BOUNDS, seconds)
 
 
 def _escape(label_value: str) -> str:
     return label_value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def _number(value: float) -> str:
+    return repr(float(value)) if isinstance(value, float) else str(value)
+
+
 class Counters:
-    """Per-thread tallies keyed by (family, campaign[, status])."""
+    """Per-thread tallies: (family, campaign[, status[, bucket]]) -> count."""
 
     def __init__(self) -> None:
         self._local = threading.local()
-        self._tables: list[dict[tuple[str, ...], int]] = []
+        self._tables: list[dict[Key, float]] = []
         self._register_lock = threading.Lock()
         self.started_at = time.time()
 
-    def _table(self) -> dict[tuple[str, ...], int]:
+    def _table(self) -> dict[Key, float]:
         try:
             return self._local.table
         except AttributeError:
-            table: dict[tuple[str, ...], int] = {}
+            table: dict[Key, float] = {}
             with self._register_lock:
                 self._tables.append(table)
             self._local.table = table
             return table
 
-    def count(self, family: str, campaign: str, status: str = "") -> None:
-        """Add one to a counter; called from the serving thread only."""
+    def count(self, family: str, campaign: str) -> None:
+        """Add one to a per-campaign counter; called from the serving thread only."""
         table = self._table()
-        key = (family, campaign, status)
+        key = (family, campaign)
         table[key] = table.get(key, 0) + 1
 
-    def totals(self) -> Counter[tuple[str, ...]]:
+    def observe(self, campaign: str, status: int, body_bytes: int, seconds: float) -> None:
+        """Count one answered content request: status, latency, bytes."""
+        table = self._table()
+        key: Key = (REQUESTS, campaign, status)
+        table[key] = table.get(key, 0) + 1
+        key = (LATENCY, campaign, status, bisect_left(LATENCY_BOUNDS, seconds))
+        table[key] = table.get(key, 0) + 1
+        key = (LATENCY_SUM, campaign, status)
+        table[key] = table.get(key, 0.0) + seconds
+        if body_bytes:
+            key = (BYTES, campaign)
+            table[key] = table.get(key, 0) + body_bytes
+        if seconds > CALLER_TIMEOUT and status not in FAILURE_STATUSES:
+            key = (TIMEOUTS, campaign)
+            table[key] = table.get(key, 0) + 1
+
+    def totals(self) -> Counter[Key]:
         """Sum over every thread; a dict copy is atomic under the GIL."""
         with self._register_lock:
             tables = list(self._tables)
-        total: Counter[tuple[str, ...]] = Counter()
+        total: Counter[Key] = Counter()
         for table in tables:
             total.update(table.copy())
         return total
@@ -81,14 +135,47 @@ class Counters:
             "# TYPE ccadmin_api_start_time_seconds gauge",
             f"ccadmin_api_start_time_seconds {self.started_at:.3f}",
         ]
+        by_family: dict[str, list[tuple[Key, float]]] = {}
+        for key, value in totals.items():
+            by_family.setdefault(key[0], []).append((key, value))
         for family, metric, help_text in _FAMILIES:
             lines.append(f"# HELP {metric} {help_text}")
             lines.append(f"# TYPE {metric} counter")
-            for (name, campaign, status), value in sorted(totals.items()):
-                if name != family:
-                    continue
-                labels = f'campaign="{_escape(campaign)}"'
-                if status:
-                    labels += f',status="{status}"'
-                lines.append(f"{metric}{{{labels}}} {value}")
+            for key, value in sorted(by_family.get(family, ())):
+                labels = f'campaign="{_escape(key[1])}"'
+                if len(key) > 2:
+                    labels += f',status="{key[2]}"'
+                lines.append(f"{metric}{{{labels}}} {_number(value)}")
+        lines.extend(self._render_histogram(by_family))
         return ("\n".join(lines) + "\n").encode("utf-8")
+
+    def _render_histogram(self, by_family: dict[str, list[tuple[Key, float]]]) -> list[str]:
+        buckets: dict[tuple[str, int], list[float]] = {}
+        for (_, campaign, status, index), value in by_family.get(LATENCY, ()):
+            counts = buckets.setdefault((campaign, status), [0] * (len(LATENCY_BOUNDS) + 1))
+            counts[index] += value
+        sums = {(key[1], key[2]): value for key, value in by_family.get(LATENCY_SUM, ())}
+        lines = [
+            f"# HELP {_HISTOGRAM} Time from receiving a content request to returning its body.",
+            f"# TYPE {_HISTOGRAM} histogram",
+        ]
+        for (campaign, status), counts in sorted(buckets.items()):
+            labels = f'campaign="{_escape(campaign)}",status="{status}"'
+            cumulative = 0
+            for bound, count in zip((*LATENCY_BOUNDS, None), counts, strict=True):
+                cumulative += count
+                le = "+Inf" if bound is None else repr(bound)
+                lines.append(f'{_HISTOGRAM}_bucket{{{labels},le="{le}"}} {cumulative}')
+            lines.append(f"{_HISTOGRAM}_sum{{{labels}}} {sums.get((campaign, status), 0.0)!r}")
+            lines.append(f"{_HISTOGRAM}_count{{{labels}}} {cumulative}")
+        return lines
+
+
+class DisabledCounters(Counters):
+    """`API_METRICS=0`: the same interface, recording nothing."""
+
+    def count(self, family: str, campaign: str) -> None:
+        """Recording is off."""
+
+    def observe(self, campaign: str, status: int, body_bytes: int, seconds: float) -> None:
+        """Recording is off."""

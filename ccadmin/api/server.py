@@ -1,14 +1,19 @@
-"""Run the API under waitress: in-process, or N forked processes on one socket.
+"""Run the API under waitress: in-process, or N forked processes on one port.
 
 One waitress process is bound by one core (the GIL), so `API_PROCESSES`
-children share a listening socket bound once by the parent. The parent only
+children serve one port through sockets the parent binds before forking. The parent only
 supervises: it forwards SIGTERM/SIGINT, restarts a child that dies, and exits
 when the children are gone. Each child builds its own app (Redis pool, config
-poller) after the fork, since neither sockets nor threads survive one.
+poller, cache subscriber) after the fork, since neither sockets nor threads
+survive one. `API_SERVER=granian` runs the same WSGI app under granian.
+
+`serve()` takes the app factory as a "module:function" path so the benchmark
+serves its hello-world ceiling through exactly this code and these settings.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import resource
@@ -17,13 +22,13 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from waitress.server import create_server
 
 from ccadmin import embedded_redis
-from ccadmin.api.app import create_app
 from ccadmin.config import Settings
 
 log = logging.getLogger("ccadmin.api")
@@ -36,6 +41,13 @@ LISTEN_BACKLOG = 8192
 # a pause, so a child that cannot start does not spin the CPU.
 RESTART_GRACE_SECONDS = 5.0
 RESTART_PAUSE_SECONDS = 1.0
+# The Connected Content app; the benchmark passes its hello-world instead.
+API_APP = "ccadmin.api.app:create_app"
+# Connections accepted per wake-up of waitress's loop. waitress accepts one,
+# and each loop pass walks every open connection: 3,000 clients arriving at
+# once then waited seconds in the kernel queue before their first byte was
+# read. Batches drain a spike in a few passes; the bound keeps one pass short.
+ACCEPT_BATCH = 256
 
 
 def waitress_options(settings: Settings) -> dict[str, Any]:
@@ -64,6 +76,9 @@ def waitress_options(settings: Settings) -> dict[str, Any]:
         "max_request_header_size": 32 * 1024,
         # No `Server: waitress` banner: it helps nobody but a scanner.
         "ident": "",
+        # The API reads no X-Forwarded-* header, so waitress's middleware that
+        # strips them from every request is pure cost on the hot path.
+        "clear_untrusted_proxy_headers": False,
     }
 
 
@@ -73,28 +88,61 @@ def configure_logging() -> None:
         level=logging.INFO,
         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
     )
+    # waitress warns on every request queued behind busy threads: with
+    # thousands of connections and a few threads that is the normal state,
+    # and one log line per request would cost more than the request.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
-def raise_file_limit(settings: Settings) -> None:
-    """Lift the soft open-files limit so connection_limit is reachable."""
+def raise_file_limit(settings: Settings) -> int:
+    """Lift the soft open-files limit to the hard one so connection_limit is reachable.
+
+    Every connection is a file descriptor; the common soft default (1,024)
+    would refuse connections long before connection_limit. Returns the limit.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = settings.api_connection_limit + 256
-    if hard != resource.RLIM_INFINITY:
-        wanted = min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard != resource.RLIM_INFINITY and hard < settings.api_connection_limit:
+        log.warning(
+            "open-files limit %d is below API_CONNECTION_LIMIT=%d: raise the hard limit "
+            "(ulimit -Hn, LimitNOFILE=) or connections will be refused early",
+            hard,
+            settings.api_connection_limit,
+        )
+    return hard
 
 
-def bind(settings: Settings) -> socket.socket:
-    """The listening socket, bound once and shared by every child."""
+def load_app_factory(path: str) -> Callable[[Settings], Any]:
+    """The app factory named by "module:function"."""
+    module_name, _, function = path.partition(":")
+    return getattr(importlib.import_module(module_name), function)
+
+
+def bind(settings: Settings, count: int = 1) -> list[socket.socket]:
+    """Listening sockets on the API port, bound by the parent before any fork.
+
+    With several processes each gets a socket of its own on the same port
+    (SO_REUSEPORT): the kernel spreads new connections evenly across them.
+    One shared socket would let whichever process wakes first accept nearly
+    every connection while the others sit idle. The parent keeps every
+    socket open, so a restarted child takes over its predecessor's queue.
+    """
     family, kind, proto, _, address = socket.getaddrinfo(
         settings.api_host, settings.api_port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
-    listener = socket.socket(family, kind, proto)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(address)
-    listener.listen(LISTEN_BACKLOG)
-    return listener
+    listeners: list[socket.socket] = []
+    for _ in range(count):
+        listener = socket.socket(family, kind, proto)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if count > 1:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        listener.bind(address)
+        listener.listen(LISTEN_BACKLOG)
+        # Port 0 asks for any free port: the others must join the same one.
+        address = listener.getsockname()
+        listeners.append(listener)
+    return listeners
 
 
 def _redacted(url: str) -> str:
@@ -105,7 +153,7 @@ def _redacted(url: str) -> str:
     return url
 
 
-def serve_socket(listener: socket.socket, settings: Settings) -> None:
+def serve_socket(listener: socket.socket, settings: Settings, app: str = API_APP) -> None:
     """Serve until SIGTERM/SIGINT in this process (a child, or the only process)."""
     stopping = False
 
@@ -117,8 +165,26 @@ def serve_socket(listener: socket.socket, settings: Settings) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    create_app = load_app_factory(app)
     server = create_server(create_app(settings), sockets=[listener], **waitress_options(settings))
+    accept_in_batches(server)
     server.run()
+
+
+def accept_in_batches(server: Any) -> None:
+    """Make a waitress server accept up to ACCEPT_BATCH queued connections per event."""
+    accept_one = server.handle_accept
+    limit = server.adj.connection_limit
+
+    def handle_accept() -> None:
+        for _ in range(ACCEPT_BATCH):
+            before = len(server._map)
+            accept_one()
+            # Nothing new in the map: the queue is empty (or one accept failed).
+            if len(server._map) == before or len(server._map) >= limit:
+                return
+
+    server.handle_accept = handle_accept
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -131,9 +197,12 @@ def _exit_with_parent(parent_pid: int) -> None:
 class Supervisor:
     """Forks the children, restarts the ones that die, stops them all on a signal."""
 
-    def __init__(self, listener: socket.socket, settings: Settings) -> None:
-        self.listener = listener
+    def __init__(
+        self, listeners: list[socket.socket], settings: Settings, app: str = API_APP
+    ) -> None:
+        self.listeners = listeners
         self.settings = settings
+        self.app = app
         self.children: dict[int, tuple[int, float]] = {}
         self.stopping = False
         cpus = sorted(os.sched_getaffinity(0))
@@ -157,7 +226,11 @@ class Supervisor:
             threading.Thread(
                 target=_exit_with_parent, args=(parent_pid,), name="parent-watch", daemon=True
             ).start()
-            serve_socket(self.listener, self.settings)
+            listener = self.listeners[index]
+            for other in self.listeners:
+                if other is not listener:
+                    other.close()
+            serve_socket(listener, self.settings, self.app)
         except SystemExit:
             pass  # told to stop before waitress took over
         except BaseException:
@@ -201,28 +274,70 @@ class Supervisor:
                 self.spawn(index)
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, app: str = API_APP) -> None:
     """Start the API as configured; returns when it has been told to stop."""
     configure_logging()
     if settings.embedded_redis:
         embedded_redis.ensure_running(settings.instance_path)
-    raise_file_limit(settings)
-    listener = bind(settings)
-    host, port = listener.getsockname()[:2]
+    open_files = raise_file_limit(settings)
+    if settings.api_server == "granian":
+        serve_granian(settings, app)
+        return
+    listeners = bind(settings, settings.api_processes)
+    host, port = listeners[0].getsockname()[:2]
     log.info(
-        "Connected Content API on http://%s:%d (processes=%d threads=%d "
-        "connection_limit=%d redis=%s redis_timeout=%dms)",
+        "Connected Content API on http://%s:%d (waitress processes=%d threads=%d "
+        "connection_limit=%d open_files=%d cache=%d redis=%s redis_timeout=%dms)",
         host,
         port,
         settings.api_processes,
         settings.api_threads,
         settings.api_connection_limit,
+        open_files,
+        settings.api_cache_size,
         _redacted(settings.effective_redis_url),
         round(settings.api_redis_timeout * 1000),
     )
     if settings.api_processes == 1:
-        serve_socket(listener, settings)
+        serve_socket(listeners[0], settings, app)
     else:
-        Supervisor(listener, settings).run()
-    listener.close()
+        Supervisor(listeners, settings, app).run()
+    for listener in listeners:
+        listener.close()
     sys.stdout.flush()
+
+
+def serve_granian(settings: Settings, app: str = API_APP) -> None:
+    """The same WSGI app under granian (optional dependency): its workers replace ours."""
+    try:
+        from granian.constants import Interfaces
+        from granian.server import Server
+    except ImportError:
+        raise SystemExit("API_SERVER=granian needs granian: pip install granian") from None
+    log.info(
+        "Connected Content API on http://%s:%d (granian workers=%d threads=%d cache=%d redis=%s)",
+        settings.api_host,
+        settings.api_port,
+        settings.api_processes,
+        settings.api_threads,
+        settings.api_cache_size,
+        _redacted(settings.effective_redis_url),
+    )
+    Server(
+        app,
+        address=settings.api_host,
+        port=settings.api_port,
+        interface=Interfaces.WSGI,
+        # granian forks its workers itself; each calls the factory once,
+        # which reads the same environment as a waitress child.
+        factory=True,
+        workers=settings.api_processes,
+        # Python threads running the app per worker: the same trade-off as
+        # waitress's threads (Redis round trips overlap, the GIL does not).
+        blocking_threads=settings.api_threads,
+        backlog=LISTEN_BACKLOG,
+        # Requests a worker accepts at once before new ones wait in the
+        # kernel queue: the counterpart of waitress's connection_limit.
+        backpressure=settings.api_connection_limit,
+        log_access=False,
+    ).serve()

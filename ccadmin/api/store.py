@@ -1,9 +1,11 @@
-"""Redis reads for the API: the config snapshot, entry lookups, last-known copies.
+"""Redis reads for the API: the config snapshot, entry lookups through the cache.
 
 The config (campaigns, the default campaign, API keys) lives in memory as one
 immutable `ConfigSnapshot`, replaced whole by a polling thread when
-`keys.CONFIG_VERSION` moves, so a request reads it without a lock. Entry
-lookups are one `HMGET`. Every Redis call goes through a short circuit
+`keys.CONFIG_VERSION` moves, so a request reads it without a lock; the same
+poll watches the ready marker. Entry lookups are answered by the in-process
+cache (cache.py) or by one `HMGET`; a subscriber thread feeds the cache the
+worker's announcements. Every Redis call goes through a short circuit
 breaker so a Redis that is down costs one timeout per second, not one per
 request.
 """
@@ -13,9 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import select
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -26,6 +28,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ccadmin import keys
+from ccadmin.api.cache import EntryCache
 from ccadmin.config import Settings
 
 log = logging.getLogger(__name__)
@@ -40,16 +43,35 @@ FULL_RELOAD_SECONDS = 10.0
 # request probes when it ends). Short enough to recover fast, long enough
 # that a hung Redis cannot tie up every thread in timeouts.
 BREAKER_SECONDS = 0.75
-# Last-known copies kept per process for when Redis is unusable. A copy is a
-# few hundred bytes, so 100,000 of them cost tens of MB per process.
-STALE_COPIES = 100_000
 # Extra pool connections beyond the serving threads: the config poller and
 # readiness probes must not wait behind requests.
 SPARE_CONNECTIONS = 2
+# The subscriber pings its connection this often when no message arrived and
+# gives up on it when the answer takes longer than PONG_SECONDS: a silently
+# dead connection (a network partition) would otherwise lose announcements
+# while the cache keeps answering.
+PING_SECONDS = 1.0
+PONG_SECONDS = 2.0
+# Pause before subscribing again after the subscription broke.
+RESUBSCRIBE_SECONDS = 0.5
+# The subscriber's name in CLIENT LIST, so operators can tell it apart.
+SUBSCRIBER_NAME = "ccadmin-api-entry-changes"
+# The tail of the one command on the hot path, `HMGET key v b`, packed once:
+# going through redis-py's command layer (argument checks, retry wrapper,
+# pool checkout) cost more CPU than the rest of the request (docs/performance.md).
+_HMGET_HEAD = b"*4\r\n$5\r\nHMGET\r\n"
+_HMGET_FIELDS = b"".join(
+    b"$%d\r\n%s\r\n" % (len(field), field)
+    for field in (keys.ENTRY_VERSION_FIELD.encode(), keys.ENTRY_BODY_FIELD.encode())
+)
 
 
 class RedisUnavailable(Exception):
     """Redis did not answer (down, timing out, or the breaker is open)."""
+
+
+class NotReady(Exception):
+    """Redis answers but holds no complete build, and the entry is not there."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,29 +186,6 @@ def build_snapshot(
     )
 
 
-class StaleCopies:
-    """A bounded LRU of the last body served per (campaign, user id)."""
-
-    def __init__(self, capacity: int = STALE_COPIES) -> None:
-        self._capacity = capacity
-        self._copies: OrderedDict[tuple[str, str], tuple[str, bytes]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def remember(self, slug: str, user_id: str, etag: str, body: bytes) -> None:
-        """Keep (or refresh) the copy just served from Redis."""
-        key = (slug, user_id)
-        with self._lock:
-            self._copies[key] = (etag, body)
-            self._copies.move_to_end(key)
-            if len(self._copies) > self._capacity:
-                self._copies.popitem(last=False)
-
-    def recall(self, slug: str, user_id: str) -> tuple[str, bytes] | None:
-        """The last copy served for this user, or None."""
-        with self._lock:
-            return self._copies.get((slug, user_id))
-
-
 def connect(settings: Settings) -> redis.Redis:
     """A client for one process: fail fast, never retry, one connection per thread."""
     pool = redis.BlockingConnectionPool.from_url(
@@ -214,7 +213,12 @@ class Store:
         self._loaded_at = 0.0
         self._retry_at = 0.0
         self._tripped = False
-        self.stale = StaleCopies()
+        self.cache = EntryCache(settings.api_cache_size)
+        # One connection per serving thread for entry reads, outside the pool.
+        self._threads = threading.local()
+        self._channel = keys.entry_changes_channel(
+            int(self._client.connection_pool.connection_kwargs.get("db", 0))
+        )
         self._poller: threading.Thread | None = None
 
     # -- the breaker ---------------------------------------------------------
@@ -245,15 +249,63 @@ class Store:
 
     # -- reads -----------------------------------------------------------------
 
-    def lookup(self, slug: str, user_id: str) -> tuple[bytes | None, bytes | None]:
-        """(version, body) of one entry; both None when Redis has no such key."""
-        version, body = self._call(
-            self._client.hmget,
-            keys.entry_key(slug, user_id),
-            keys.ENTRY_VERSION_FIELD,
-            keys.ENTRY_BODY_FIELD,
-        )
+    def entry(self, slug: str, user_id: str) -> tuple[int, bytes]:
+        """(version, body) of one entry: from the cache, else one HMGET.
+
+        An empty body means no content (a tombstone, or no key: version 0).
+        Raises NotReady rather than report "no content" from a Redis that
+        holds no complete build, and RedisUnavailable when Redis fails.
+        """
+        key = keys.entry_key(slug, user_id)
+        cache = self.cache
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
+        ticket = cache.ticket()
+        raw_version, body = self._call(self._read_entry, key)
+        version = int(raw_version) if raw_version else 0
+        if not body:
+            # Only a ready store can say "no content"; the check comes after
+            # the read, so a marker set in between still counts.
+            if not self.is_ready():
+                raise NotReady()
+            body = b""
+        cache.fill(key, version, body, ticket)
         return version, body
+
+    def _read_entry(self, key: str) -> list[bytes | None]:
+        """One HMGET on this thread's own connection (with the pool's timeouts)."""
+        try:
+            connection = self._threads.connection
+        except AttributeError:
+            pool = self._client.connection_pool
+            connection = self._threads.connection = pool.connection_class(**pool.connection_kwargs)
+        encoded = key.encode("utf-8")
+        command = [b"%s$%d\r\n%s\r\n%s" % (_HMGET_HEAD, len(encoded), encoded, _HMGET_FIELDS)]
+        # A connection opened before a Redis restart fails on first use; one
+        # reconnect tells a dead socket from a dead Redis, which would
+        # otherwise trip the breaker for every thread after each restart.
+        reused = connection._sock is not None
+        while True:
+            try:
+                connection.send_packed_command(command, check_health=False)
+                return connection.read_response()
+            except redis.TimeoutError:
+                connection.disconnect()
+                raise
+            except redis.ConnectionError:
+                connection.disconnect()
+                if not reused:
+                    raise
+                reused = False
+            except BaseException:
+                # Whatever was half sent or half read must not reach the next request.
+                connection.disconnect()
+                raise
+
+    def last_known(self, slug: str, user_id: str) -> tuple[int, bytes] | None:
+        """The last (version, body) this process read for the entry, or None."""
+        return self.cache.last_known(keys.entry_key(slug, user_id))
 
     def is_ready(self) -> bool:
         """True when a full build from the database has completed (keys.READY)."""
@@ -291,19 +343,96 @@ class Store:
         )
 
     def refresh(self) -> None:
-        """One poll: reload when the version moved or the copy is old."""
+        """One poll: note the ready marker, reload when the version moved or the copy is old."""
         current = self._snapshot
-        version = self._call(self._client.get, keys.CONFIG_VERSION, probe=True)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.get(keys.CONFIG_VERSION)
+        pipe.exists(keys.READY)
+        try:
+            version, ready = self._call(pipe.execute, probe=True)
+        except RedisUnavailable:
+            self.cache.set_ready(False)
+            raise
+        # Losing the marker (a restart, a flush) invalidates the cache: its
+        # entries may be gone from Redis without any announcement.
+        self.cache.set_ready(bool(ready))
         stale = time.monotonic() - self._loaded_at > FULL_RELOAD_SECONDS
         if current is None or version != current.version or stale:
             self.reload(probe=True)
 
     def start_polling(self) -> None:
-        """Start the daemon thread that keeps the snapshot current."""
+        """Start the daemon threads that keep the snapshot and the cache current."""
         if self._poller is not None:
             return
         self._poller = threading.Thread(target=self._poll, name="config-poller", daemon=True)
         self._poller.start()
+        if self.cache.capacity:
+            threading.Thread(
+                target=self._subscribe_forever, name="entry-changes", daemon=True
+            ).start()
+
+    # -- entry announcements -----------------------------------------------------
+
+    def _subscribe_forever(self) -> None:
+        pool = self._client.connection_pool
+        while True:
+            # A connection of its own, outside the pool: it stays subscribed.
+            connection = pool.connection_class(**pool.connection_kwargs)
+            try:
+                self._listen(connection)
+            except (redis.RedisError, OSError, ValueError) as exc:
+                log.warning("entry announcements lost (%s); cache dropped", exc)
+            except Exception:
+                log.exception("entry announcement handling failed; cache dropped")
+            finally:
+                self.cache.detach()
+                connection.disconnect()
+            time.sleep(RESUBSCRIBE_SECONDS)
+
+    def _listen(self, connection: Any) -> None:
+        """Subscribe, then apply announcements until the connection fails."""
+        connection.connect()
+        connection.send_command("CLIENT", "SETNAME", SUBSCRIBER_NAME)
+        connection.read_response()
+        connection.send_command("SUBSCRIBE", self._channel)
+        # push_request: hand subscription replies back instead of to a handler.
+        reply = connection.read_response(push_request=True)
+        if not reply or reply[0] != b"subscribe":
+            raise redis.ConnectionError(f"unexpected reply to SUBSCRIBE: {reply!r}")
+        # The socket is redis-py's own: poll() on it lets this thread sleep
+        # without the GIL and lets request threads see unread announcements.
+        sock = connection._sock
+        watcher = select.poll()
+        watcher.register(sock, select.POLLIN)
+        self.cache.attach(sock.fileno())
+        pinged_at: float | None = None
+        heard_at = time.monotonic()
+        while True:
+            if watcher.poll(PING_SECONDS * 1000):
+                self.cache.set_busy(True)
+                try:
+                    while connection.can_read(timeout=0):
+                        self._handle(connection.read_response(push_request=True))
+                finally:
+                    self.cache.set_busy(False)
+                heard_at = time.monotonic()
+                pinged_at = None
+            now = time.monotonic()
+            if pinged_at is not None and now - pinged_at > PONG_SECONDS:
+                raise redis.TimeoutError("no answer to PING on the subscription")
+            if pinged_at is None and now - heard_at >= PING_SECONDS:
+                connection.send_command("PING")
+                pinged_at = now
+
+    def _handle(self, reply: Any) -> None:
+        if not isinstance(reply, list) or reply[0] != b"message":
+            return  # a pong, or a subscribe confirmation
+        data = reply[2]
+        if data == keys.ENTRY_CHANGES_FLUSH.encode():
+            self.cache.flush(keep_copies=False)
+            return
+        flat = json.loads(data)
+        self.cache.apply([(flat[i], int(flat[i + 1])) for i in range(0, len(flat), 2)])
 
     def _poll(self) -> None:
         while True:

@@ -1,0 +1,1 @@
+"""Load benchmarks of the Connected Content API (`make bench`) and the save-to-live timing."""

@@ -1,0 +1,183 @@
+"""Copies one API process's counts to Redis once a second (the live dashboard's source).
+
+A daemon thread wakes at each whole second, takes the difference between the
+counters' totals and what it took last time, and adds that delta with HINCRBY
+to the metrics buckets of that second at every resolution (keys.py), in ONE
+MULTI/EXEC pipeline. HINCRBY sums, so any number of processes on any number of
+hosts add up. If Redis is down the deltas wait in memory (bounded) and go out
+with the next flush that works: an outage loses nothing shorter than
+MAX_PENDING_SECONDS, and a request never waits on this thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections import Counter
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ccadmin import keys
+from ccadmin.api.counters import (
+    AUTH_FAILURES,
+    BYTES,
+    FALLBACKS,
+    LATENCY,
+    LATENCY_SUM,
+    NOT_MODIFIED,
+    REQUESTS,
+    STALE,
+    TIMEOUTS,
+    Counters,
+    Key,
+)
+from ccadmin.config import Settings
+
+log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL = 1.0
+# Flush just after the second turns, so a bucket is complete soon after it ends.
+FLUSH_OFFSET = 0.02
+# Seconds of counts kept while Redis is unreachable; older ones are dropped.
+MAX_PENDING_SECONDS = 900
+# Seconds of backlog sent per flush once Redis is back: keeps each pipeline
+# small while the backlog drains (a 15-minute outage catches up in 15 s).
+CATCH_UP_SECONDS = 60
+# The Redis client's budget per flush; it runs off the request path.
+FLUSH_TIMEOUT = 1.0
+# A process that has not flushed for this long is dropped from the alive set.
+FORGET_PROCESS_SECONDS = 3600
+
+_SEP = keys.METRIC_FIELD_SEPARATOR
+_SIMPLE_FAMILIES = {
+    FALLBACKS: keys.METRIC_FALLBACKS,
+    STALE: keys.METRIC_STALE,
+    NOT_MODIFIED: keys.METRIC_NOT_MODIFIED,
+    AUTH_FAILURES: keys.METRIC_AUTH_FAILURES,
+    BYTES: keys.METRIC_BYTES,
+    TIMEOUTS: keys.METRIC_TIMEOUTS,
+}
+
+
+def process_name(host: str | None = None, pid: int | None = None) -> str:
+    """How this process is named in the buckets: "host|pid"."""
+    return f"{host or socket.gethostname()}{_SEP}{pid or os.getpid()}"
+
+
+def bucket_fields(delta: Counter[Key], process: str) -> Counter[str]:
+    """Redis hash fields for one second's counts (see keys.METRIC_*)."""
+    fields: Counter[str] = Counter()
+    latency_sums: Counter[str] = Counter()
+    requests = 0
+    for key, value in delta.items():
+        family, campaign = key[0], key[1]
+        if family == REQUESTS:
+            fields[f"{keys.METRIC_REQUESTS}{_SEP}{campaign}{_SEP}{key[2]}"] += value
+            requests += value
+        elif family == LATENCY:
+            fields[f"{keys.METRIC_LATENCY}{_SEP}{campaign}{_SEP}{key[3]}"] += value
+        elif family == LATENCY_SUM:
+            latency_sums[campaign] += value
+        elif family in _SIMPLE_FAMILIES:
+            fields[f"{_SIMPLE_FAMILIES[family]}{_SEP}{campaign}"] += value
+    for campaign, seconds in latency_sums.items():
+        fields[f"{keys.METRIC_LATENCY_SUM}{_SEP}{campaign}"] += round(seconds * 1_000_000)
+    if requests:
+        fields[f"{keys.METRIC_PROCESS}{_SEP}{process}"] += requests
+    return Counter({field: int(value) for field, value in fields.items() if value})
+
+
+def add_to_buckets(pipe: redis.client.Pipeline, seconds: dict[int, Counter[str]]) -> None:
+    """HINCRBY each second's fields into its bucket at every resolution, with expiry.
+
+    Seconds that share a coarser bucket are summed first, so a catch-up after
+    an outage writes each minute or hour bucket once.
+    """
+    buckets: dict[tuple[int, int], Counter[str]] = {}
+    for second, fields in seconds.items():
+        for resolution in keys.METRIC_RESOLUTIONS:
+            index = second // resolution
+            buckets.setdefault((resolution, index), Counter()).update(fields)
+    for (resolution, index), fields in buckets.items():
+        key = keys.metric_bucket_key(resolution, index)
+        for field, value in fields.items():
+            pipe.hincrby(key, field, value)
+        pipe.expireat(key, (index + 1) * resolution + keys.METRIC_RETENTION[resolution])
+
+
+class MetricsFlusher(threading.Thread):
+    """The daemon thread that moves one process's counts into Redis every second."""
+
+    def __init__(
+        self,
+        counters: Counters,
+        settings: Settings,
+        client: redis.Redis | None = None,
+    ) -> None:
+        super().__init__(name="metrics-flusher", daemon=True)
+        self.counters = counters
+        self.client = client if client is not None else _connect(settings)
+        self.process = process_name()
+        self._last: Counter[Key] = Counter()
+        self.pending: dict[int, Counter[str]] = {}
+        self._failing = False
+
+    def run(self) -> None:
+        while True:
+            now = time.time()
+            time.sleep(FLUSH_INTERVAL - now % FLUSH_INTERVAL + FLUSH_OFFSET)
+            try:
+                self.collect(int(time.time()) - 1)
+                self.flush()
+            except Exception:
+                log.exception("metrics flush failed")
+
+    def collect(self, second: int) -> None:
+        """File the counts since the last collect under `second`."""
+        totals = self.counters.totals()
+        delta = totals - self._last
+        self._last = totals
+        fields = bucket_fields(delta, self.process)
+        if fields:
+            self.pending.setdefault(second, Counter()).update(fields)
+        while len(self.pending) > MAX_PENDING_SECONDS:
+            del self.pending[min(self.pending)]
+
+    def flush(self) -> bool:
+        """Send the oldest pending seconds and the alive mark in one pipeline."""
+        batch = {second: self.pending[second] for second in sorted(self.pending)}
+        batch = dict(list(batch.items())[:CATCH_UP_SECONDS])
+        now = time.time()
+        pipe = self.client.pipeline(transaction=True)
+        add_to_buckets(pipe, batch)
+        pipe.zadd(keys.METRIC_PROCESSES, {self.process: now})
+        pipe.zremrangebyscore(keys.METRIC_PROCESSES, "-inf", now - FORGET_PROCESS_SECONDS)
+        try:
+            pipe.execute()
+        except redis.RedisError as error:
+            if not self._failing:
+                log.warning("metrics flush to Redis failed (%s); keeping the counts", error)
+            self._failing = True
+            return False
+        if self._failing:
+            log.info("metrics flush to Redis works again")
+            self._failing = False
+        for second in batch:
+            del self.pending[second]
+        return True
+
+
+def _connect(settings: Settings) -> redis.Redis:
+    # A client of its own: the flusher must never take a serving thread's
+    # connection, and a Redis that is down costs it one timeout per second.
+    return redis.Redis.from_url(
+        settings.effective_redis_url,
+        socket_timeout=FLUSH_TIMEOUT,
+        socket_connect_timeout=FLUSH_TIMEOUT,
+        retry=Retry(NoBackoff(), 0),
+    )

@@ -1,0 +1,120 @@
+"""State of the parts behind the endpoint: publishing (outbox, RQ), Redis, API processes."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from rq import Queue, Worker
+from rq.job import Job
+from rq.registry import FailedJobRegistry
+from sqlalchemy import func, select
+
+from ccadmin import keys
+from ccadmin.extensions import db
+from ccadmin.metrics.series import Tally
+from ccadmin.models import OutboxEvent
+
+# An API process that has not flushed for this long is shown as gone.
+PROCESS_ALIVE_SECONDS = 5.0
+FAILED_JOBS_SHOWN = 20
+_ERROR_LINES = 3
+
+
+def _age(moment: datetime | None) -> float | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return round(max(0.0, time.time() - moment.timestamp()), 1)
+
+
+def outbox_backlog() -> dict[str, Any]:
+    """Unpublished outbox events and the oldest one's age (the partial index answers)."""
+    count, oldest = db.session.execute(
+        select(func.count(), func.min(OutboxEvent.created_at)).where(
+            OutboxEvent.published_at.is_(None)
+        )
+    ).one()
+    db.session.rollback()
+    return {"unpublished": count, "oldest_seconds": _age(oldest)}
+
+
+def failed_jobs(connection: redis.Redis) -> list[dict[str, Any]]:
+    """The newest failed publish jobs with the end of their error."""
+    registry = FailedJobRegistry(keys.PUBLISH_QUEUE, connection=connection)
+    job_ids = registry.get_job_ids(0, FAILED_JOBS_SHOWN - 1, desc=True)
+    rows = []
+    for job_id, job in zip(job_ids, Job.fetch_many(job_ids, connection=connection), strict=True):
+        if job is None:
+            continue
+        result = job.latest_result()
+        error = (result.exc_string or "") if result is not None else ""
+        rows.append(
+            {
+                "id": job_id,
+                "call": job.get_call_string(),
+                "ended_seconds": _age(job.ended_at),
+                "error": "\n".join(error.strip().splitlines()[-_ERROR_LINES:]),
+            }
+        )
+    return rows
+
+
+def rq_state(connection: redis.Redis) -> dict[str, Any]:
+    """Queue depth, failed jobs and the workers that are alive."""
+    queue = Queue(keys.PUBLISH_QUEUE, connection=connection)
+    workers = [
+        {
+            "name": worker.name,
+            "state": worker.get_state(),
+            "heartbeat_seconds": _age(worker.last_heartbeat),
+        }
+        for worker in Worker.all(connection=connection)
+    ]
+    failed = failed_jobs(connection)
+    return {
+        "queue_depth": queue.count,
+        "failed_count": FailedJobRegistry(keys.PUBLISH_QUEUE, connection=connection).count,
+        "failed_jobs": failed,
+        "workers": sorted(workers, key=lambda worker: worker["name"]),
+    }
+
+
+def redis_state(connection: redis.Redis) -> dict[str, Any]:
+    """Memory used against the limit, keys, clients, and the ready marker."""
+    memory = connection.info("memory")
+    clients = connection.info("clients")
+    return {
+        "used_memory": memory.get("used_memory", 0),
+        "maxmemory": memory.get("maxmemory", 0),
+        "maxmemory_policy": memory.get("maxmemory_policy"),
+        "keys": connection.dbsize(),
+        "connected_clients": clients.get("connected_clients", 0),
+        "ready": bool(connection.exists(keys.READY)),
+    }
+
+
+def api_processes(
+    connection: redis.Redis, minute: Tally, now: float | None = None
+) -> list[dict[str, Any]]:
+    """API processes that flushed in the last hour, with last minute's requests."""
+    now = time.time() if now is None else now
+    rows = []
+    for member, seen in connection.zrange(keys.METRIC_PROCESSES, 0, -1, withscores=True):
+        name = member.decode("utf-8")
+        host, _, pid = name.rpartition(keys.METRIC_FIELD_SEPARATOR)
+        rows.append(
+            {
+                "process": name,
+                "host": host,
+                "pid": pid,
+                "seen_seconds": round(max(0.0, now - seen), 1),
+                "alive": now - seen <= PROCESS_ALIVE_SECONDS,
+                "requests_last_minute": minute.processes.get(name, 0),
+            }
+        )
+    rows.sort(key=lambda row: (not row["alive"], -row["requests_last_minute"], row["process"]))
+    return rows
