@@ -67,6 +67,9 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     result["target4_p99_ms"] = spike.get("p99_ms")
     result["target4_probe_max_after_5s"] = spike.get("probe_max_after_5s")
     result["target4_probe_failures"] = spike.get("probe_failures")
+    result["metrics_on_off_ratio_at_500"] = _row(
+        rows, "metrics off/on", "metrics on", 500
+    ).get("ratio")
     result["target5_rss_mb_at_15000"] = _row(rows, "ladder", "api", 15_000).get("rss_mb")
     return result
 

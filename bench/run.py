@@ -4,9 +4,9 @@ Starts a private Redis seeded with 1,000,000 users through the worker's write
 path, then measures on loopback: one process and two processes (ours and the
 ceiling, the median of several short runs), the connection ladder, a spike
 from idle to 10,000 connections with fresh-connection probes, the resident
-memory of each API process at 15,000 connections, and the same app under
-granian when it is installed. Prints a table and writes JSON and an HTML
-report under bench/results/.
+memory of each API process at 15,000 connections, the cost of metrics
+recording (on vs off), and the same app under granian when it is installed.
+Prints a table and writes JSON and an HTML report under bench/results/.
 """
 
 from __future__ import annotations
@@ -108,6 +108,14 @@ def compare(bench: Bench, scenario: str, processes: int, connections: list[int],
             ceiling, ours = bench.paired(hello, api, count)
             bench.record(scenario, "ceiling", ceiling, ceiling["rate"])
             bench.record(scenario, "api", ours, ceiling["rate"])
+
+
+def metrics_overhead(bench: Bench, connections: int = 500) -> None:
+    """One API process with metrics recording off, then on: same settings, paired runs."""
+    with bench.server(API, 1, API_METRICS="0") as off, bench.server(API, 1, API_METRICS="1") as on:
+        without, with_metrics = bench.paired(off, on, connections)
+    bench.record("metrics off/on", "metrics off", without, without["rate"])
+    bench.record("metrics off/on", "metrics on", with_metrics, without["rate"])
 
 
 def ladder(bench: Bench, processes: int) -> dict[str, Any]:
@@ -243,6 +251,7 @@ def main() -> int:
             results["threads"] = sweep_threads(bench)
         compare(bench, "1 process", 1, [50, 500])
         compare(bench, "2 processes", 2, [50, 500])
+        metrics_overhead(bench)
         results["rss_mb"] = ladder(bench, 2)
         results["spike"] = spike(bench, 2)
         if not args.no_granian and importlib.util.find_spec("granian"):
