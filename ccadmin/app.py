@@ -56,8 +56,10 @@ def register_config(app: Flask, settings: config.Settings) -> None:
 def register_extensions(app: Flask) -> None:
     """Bind the shared extension objects to this app."""
     from ccadmin import (
+        database_errors,
         models,  # noqa: F401  (registers the tables on db.metadata)
         publishing,
+        reconcile_status,
     )
 
     db.init_app(app)
@@ -68,6 +70,8 @@ def register_extensions(app: Flask) -> None:
     csrf.init_app(app)
     login_manager.init_app(app)
     publishing.init_app(app)
+    database_errors.init_app(app)
+    reconcile_status.init_app(app)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -41,6 +41,12 @@ CONFIG_SNAPSHOTS = f"{PREFIX}:config_snapshots"
 # Held (with a TTL) by the worker that runs the periodic reconcile; its expiry
 # is the schedule, so the cluster reconciles once per interval.
 RECONCILE_LOCK = f"{PREFIX}:reconcile_lock"
+# JSON report of the last reconcile (what it checked and repaired, when, why),
+# shown on the admin home page.
+RECONCILE_REPORT = f"{PREFIX}:reconcile_report"
+# The Redis server's run_id (INFO server) the last reconcile ran against: a
+# different one means Redis restarted and may have lost its last writes.
+REDIS_RUN_ID = f"{PREFIX}:redis_run_id"
 # Hash of publishing counters: STAT_STALE_WRITES counts compare-and-set no-ops.
 STATS = f"{PREFIX}:stats"
 STAT_STALE_WRITES = "stale_writes"
@@ -110,3 +116,4 @@ def entry_key(campaign_slug: str, user_id: str) -> str:
 def entry_key_pattern(campaign_slug: str) -> str:
     """SCAN pattern for every entry of a campaign (used by reconcile)."""
     return f"{PREFIX}:e:{campaign_slug}:*"
+

@@ -103,9 +103,13 @@ def _rebuild(connection: redis.Redis, token: str) -> dict[str, Any]:
     return report
 
 
-def reconcile() -> dict[str, int]:
-    """Repair every Redis entry and config that differs from the database."""
+def reconcile(reason: str = "on demand") -> dict[str, int]:
+    """Repair every Redis entry and config that differs from the database.
+
+    The report is also stored under keys.RECONCILE_REPORT for the admin.
+    """
     connection = redis_connection()
+    started = time.monotonic()
     snapshot = store.next_snapshot(connection)
     report: Counter[str] = Counter()
     report["campaign_configs_written"] = publish_campaigns(connection, snapshot)
@@ -124,8 +128,22 @@ def reconcile() -> dict[str, int]:
         report[name] for name in ("missing", "outdated", "wrong_kind", "ahead", "orphans")
     )
     result = {name: report[name] for name in sorted(report)}
-    log.info("reconcile: %s", result)
+    log.info("reconcile (%s): %s", reason, result)
+    store_report(connection, reason, result, time.monotonic() - started)
     return result
+
+
+def store_report(
+    connection: redis.Redis, reason: str, counts: dict[str, int], seconds: float
+) -> None:
+    """Keep the last reconcile's report where the admin home page reads it."""
+    report = {
+        "finished_at": utcnow().isoformat(),
+        "reason": reason,
+        "seconds": round(seconds, 3),
+        "counts": counts,
+    }
+    connection.set(keys.RECONCILE_REPORT, json.dumps(report))
 
 
 def _reconcile_rows(

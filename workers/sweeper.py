@@ -3,12 +3,17 @@
 Every couple of seconds one process in the cluster (the holder of
 keys.SWEEPER_LOCK) rebuilds Redis when the ready marker is gone (DESIGN 5.5),
 re-enqueues outbox events whose job was lost, failed for good or died with its
-worker (DESIGN 5.4), and every RECONCILE_INTERVAL runs reconcile (DESIGN 5.6).
+worker (DESIGN 5.4), and runs reconcile every RECONCILE_INTERVAL and right
+after Redis restarted (a new INFO run_id: an append-only file can lose its
+last second of writes) (DESIGN 5.6). A second thread keeps the RQ worker's
+heartbeat going even while a sweep runs a long rebuild.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import uuid
 from datetime import timedelta
@@ -38,8 +43,10 @@ SWEEPER_LOCK_TTL = 10
 # enqueues take milliseconds; a publish job a few more).
 STALE_AFTER = 3.0
 # A worker that has not sent a heartbeat for this long is dead. Ours send
-# one per sweep; RQ's forking workers every 30 s while a job runs.
-WORKER_SILENCE = 45.0
+# one every HEARTBEAT_INTERVAL from a thread of their own, whatever the job
+# does; a worker on this host is also dead as soon as its process is gone.
+HEARTBEAT_INTERVAL = 2.0
+WORKER_SILENCE = 10.0
 # A retry scheduled this far in the past has no scheduler to run it.
 OVERDUE_RETRY = 60.0
 RECONCILE_INTERVAL = 600
@@ -57,11 +64,27 @@ def worker_is_dead(connection: redis.Redis, worker_name: str | None) -> bool:
     if not worker_name:
         return True
     worker_key = BaseWorker.redis_worker_namespace_prefix + worker_name
-    last_heartbeat, death = connection.hmget(worker_key, "last_heartbeat", "death")
+    last_heartbeat, death, hostname, pid = connection.hmget(
+        worker_key, "last_heartbeat", "death", "hostname", "pid"
+    )
     if death is not None or last_heartbeat is None:
         return True
+    if hostname is not None and pid and hostname.decode() == socket.gethostname():
+        if not process_alive(int(pid)):
+            return True
     silence = utcnow() - utcparse(last_heartbeat.decode())
     return silence.total_seconds() > WORKER_SILENCE
+
+
+def process_alive(pid: int) -> bool:
+    """True while a process with this id exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def needs_enqueue(connection: redis.Redis, job: Job | None) -> bool:
@@ -121,6 +144,11 @@ def database_ready() -> bool:
     return inspect(db.engine).has_table(OutboxEvent.__tablename__)
 
 
+def redis_run_id(connection: redis.Redis) -> str:
+    """The Redis server's run_id: a new one after every restart."""
+    return str(connection.info("server")["run_id"])
+
+
 def ensure_ready(connection: redis.Redis) -> dict | None:
     """Rebuild Redis from the database if the ready marker is missing."""
     if connection.exists(keys.READY) or not database_ready():
@@ -145,11 +173,35 @@ class Sweeper(threading.Thread):
         self.interval = interval
         self.token = uuid.uuid4().hex
         self.stopping = threading.Event()
-        self._migrated = False
+        self._heartbeat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+
+    def start(self) -> None:
+        """Start the sweep loop and the heartbeat thread."""
+        super().start()
+        self._heartbeat.start()
 
     def stop(self) -> None:
         """Finish the current sweep and stop; gives the lock back."""
         self.stopping.set()
+
+    def _beat(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                with self.app.app_context():
+                    self.heartbeat(redis_connection())
+            except Exception:
+                log.exception("heartbeat failed")
+            self.stopping.wait(HEARTBEAT_INTERVAL)
+
+    def heartbeat(self, connection: redis.Redis) -> None:
+        """Say this process is alive (see worker_is_dead): the job runs in the main thread.
+
+        Only once RQ has registered the worker: a hash written before that
+        would make RQ refuse to start.
+        """
+        worker = self.worker
+        if worker is not None and connection.exists(worker.key):
+            worker.heartbeat()
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -166,20 +218,23 @@ class Sweeper(threading.Thread):
             pass
 
     def sweep(self) -> None:
-        """One round: heartbeat, then, if this process holds the lock, the checks."""
+        """One round, if this process holds the lock: readiness, lost jobs, reconcile."""
         connection = redis_connection()
-        # The job runs in the main thread; this says the process is alive (see
-        # worker_is_dead). Only once RQ has registered the worker: a hash
-        # written before that would make RQ refuse to start.
-        if self.worker is not None and connection.exists(self.worker.key):
-            self.worker.heartbeat()
         if not store.take_lock(connection, keys.SWEEPER_LOCK, self.token, SWEEPER_LOCK_TTL):
             return
+        run_id = redis_run_id(connection)
         if ensure_ready(connection) is not None:
             # Just built from the database: the next reconcile is due in an interval.
             connection.set(keys.RECONCILE_LOCK, self.token, ex=RECONCILE_INTERVAL)
+            connection.set(keys.REDIS_RUN_ID, run_id)
         requeue_unpublished(connection)
-        if connection.exists(keys.READY) and connection.set(
-            keys.RECONCILE_LOCK, self.token, nx=True, ex=RECONCILE_INTERVAL
-        ):
-            reconcile()
+        if not connection.exists(keys.READY):
+            return
+        seen_run_id = connection.get(keys.REDIS_RUN_ID)
+        if seen_run_id is None or seen_run_id.decode() != run_id:
+            log.warning("Redis restarted (run_id %s): reconciling now", run_id)
+            reconcile(reason="Redis restarted")
+            connection.set(keys.REDIS_RUN_ID, run_id)
+            connection.set(keys.RECONCILE_LOCK, self.token, ex=RECONCILE_INTERVAL)
+        elif connection.set(keys.RECONCILE_LOCK, self.token, nx=True, ex=RECONCILE_INTERVAL):
+            reconcile(reason="periodic")

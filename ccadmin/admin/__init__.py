@@ -10,8 +10,10 @@ from ccadmin import dashboards
 from ccadmin.admin.api_keys import ApiKeyView
 from ccadmin.admin.audit import AuditView
 from ccadmin.admin.base import HomeView
+from ccadmin.admin.campaign_tools import CampaignToolsView
 from ccadmin.admin.campaigns import CampaignView
 from ccadmin.admin.content import ContentView
+from ccadmin.admin.imports import ImportView
 from ccadmin.admin.users import UserView
 from ccadmin.extensions import db
 from ccadmin.models import AdminUser, ApiKey, AuditEvent, Campaign, ContentEntry
@@ -31,6 +33,10 @@ def init_app(app: Flask) -> Admin:
     )
     admin.add_view(ContentView(ContentEntry, db, name="Content", endpoint="content"))
     admin.add_view(CampaignView(Campaign, db, name="Campaigns", endpoint="campaigns"))
+    admin.add_view(ImportView(name="Imports", endpoint="imports"))
+    admin.add_view(
+        CampaignToolsView(name="Campaign tools", endpoint="campaign_tools", url="campaign-tools")
+    )
     admin.add_view(AuditView(AuditEvent, db, name="Audit log", endpoint="audit"))
     admin.add_view(UserView(AdminUser, db, name="Users", endpoint="users"))
     admin.add_view(ApiKeyView(ApiKey, db, name="API keys", endpoint="api_keys"))

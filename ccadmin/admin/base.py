@@ -19,9 +19,9 @@ from flask_admin.contrib.sqla import ModelView
 from flask_admin.model import typefmt
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DisconnectionError, IntegrityError, OperationalError
 
-from ccadmin.extensions import login_manager
+from ccadmin.extensions import db, login_manager
 from ccadmin.models.users import ROLE_ADMIN, ROLE_VIEWER
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,11 @@ class ProtectedModelView(AccessControlled, ModelView):
 
     def handle_view_exception(self, exc: Exception) -> bool:
         """Flash a plain message; the details (SQL, tracebacks) go to the log only."""
+        if isinstance(exc, OperationalError | DisconnectionError):
+            # The database is unreachable: the app's 503 page (database_errors.py)
+            # says so, where a flash over an empty list would look like lost data.
+            db.session.rollback()
+            return False
         if isinstance(exc, IntegrityError):
             log.warning("integrity error in %s: %s", self.endpoint, exc)
             flash(CONFLICT, "error")

@@ -19,6 +19,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 
 from ccadmin import publishing
 from ccadmin.admin.base import AdminForm, ProtectedModelView, actor
+from ccadmin.admin.campaign_tools import snippet_for
 from ccadmin.content_schema import (
     DEFAULT_MAX_LENGTH,
     REQUIRED_FIELD,
@@ -33,6 +34,7 @@ from ccadmin.models import Campaign, ContentEntry
 from ccadmin.models.campaign import FALLBACK_DEFAULT, FALLBACK_NOT_FOUND, SLUG_PATTERN
 from ccadmin.models.types import utcnow
 from ccadmin.models.users import ROLE_ADMIN
+from ccadmin.snippets import AUTH_HEADERS
 
 MAX_AGE_LIMIT = 86400
 HAS_CONTENT = (
@@ -163,6 +165,13 @@ class CampaignView(ProtectedModelView):
     column_searchable_list = ("slug", "name")
     column_sortable_list = ("slug", "name", "version", "updated_at")
     column_default_sort = "slug"
+    details_template = "admin/campaigns/details.html"
+
+    def render(self, template: str, **kwargs: Any) -> str:
+        """The campaign page also shows its Braze snippet and a preview form."""
+        if template == self.details_template and kwargs.get("model") is not None:
+            kwargs["snippet"] = snippet_for(kwargs["model"], AUTH_HEADERS)
+        return super().render(template, **kwargs)
 
     def get_create_form(self) -> type[CampaignForm]:
         return CampaignForm

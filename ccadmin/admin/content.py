@@ -13,23 +13,27 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
-from flask import current_app, g, request
+from flask import current_app, flash, g, redirect, request
+from flask_admin import expose
 from flask_admin.contrib.sqla.filters import IntEqualFilter
 from flask_admin.helpers import get_form_data
 from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Query
+from werkzeug.wrappers import Response
 from wtforms import SelectChoice, SelectField, StringField, TextAreaField
 from wtforms.validators import ValidationError
 
-from ccadmin import keys, publishing
+from ccadmin import history, keys, publishing
 from ccadmin.admin.base import AdminForm, ProtectedModelView, actor
+from ccadmin.admin.campaign_tools import run_preview
 from ccadmin.content_schema import REQUIRED_FIELD, user_id_error, validate_fields
 from ccadmin.extensions import db
 from ccadmin.models import Campaign, ContentEntry
 from ccadmin.models.content import USER_ID_MAX_LENGTH
 from ccadmin.models.users import ROLE_EDITOR
+from ccadmin.preview import CALLER_BODY_LIMIT
 from ccadmin.redis_client import get_redis
 
 log = logging.getLogger(__name__)
@@ -213,6 +217,7 @@ class ContentView(ProtectedModelView):
     can_export = True
     export_max_rows = 100_000
     create_template = "admin/content/create.html"
+    details_template = "admin/content/details.html"
     column_list = (
         "user_id",
         "campaign",
@@ -355,6 +360,49 @@ class ContentView(ProtectedModelView):
             self.handle_view_exception(error)
             return False
         return True
+
+    def render(self, template: str, **kwargs: Any) -> str:
+        """The entry page also shows the entry's versions and what the caller gets."""
+        if template == self.details_template and kwargs.get("model") is not None:
+            entry = kwargs["model"]
+            kwargs["versions"] = history.entry_versions(entry)
+            kwargs["can_restore"] = self.can_edit
+            kwargs["preview"] = run_preview(entry.campaign, entry.user_id)
+            kwargs["preview_limit"] = CALLER_BODY_LIMIT
+        return super().render(template, **kwargs)
+
+    @expose("/restore/", methods=("POST",))
+    def restore_view(self) -> Response:
+        """Save an earlier version's fields as the entry's next version."""
+        entry = self.get_one(request.form.get("id", ""))
+        if entry is None:
+            flash("That entry does not exist (or was deleted).", "error")
+            return redirect(self.get_url(".index_view"))
+        here = self.get_url(".details_view", id=entry.id)
+        number = request.form.get("version", type=int)
+        version = history.find_version(entry, number) if number else None
+        if version is None or version.deleted:
+            flash("That version is not recorded, or is a deletion; nothing was restored.", "error")
+            return redirect(here)
+        clean, errors = validate_fields(entry.campaign.field_schema, version.fields)
+        if errors:
+            name, message = next(iter(errors.items()))
+            flash(
+                f"Version {number} no longer fits the campaign's fields ({name}: {message}).",
+                "error",
+            )
+            return redirect(here)
+        before = publishing.entry_snapshot(entry)
+        try:
+            entry.fields = clean
+            publishing.record_content_change(entry, actor(), "restore", before)
+            db.session.commit()
+        except Exception as error:
+            db.session.rollback()
+            self.handle_view_exception(error)
+            return redirect(here)
+        flash(f"Version {number} restored as version {entry.version}.", "success")
+        return redirect(here)
 
     def delete_model(self, model: ContentEntry) -> bool:
         """Keep the row as a tombstone version, so no older publish can bring it back."""

@@ -283,11 +283,22 @@ class ConnectedContentApp:
         if slug is None:
             slug = snapshot.default_campaign
             if slug is None:
+                self._unless_building()
                 raise HttpError(404, "campaign_not_found", "no campaign is served at /data")
         campaign = snapshot.campaigns.get(slug)
         if campaign is None or not campaign.active:
+            self._unless_building()
             raise HttpError(404, "campaign_not_found", "no such campaign")
         return snapshot, campaign
+
+    def _unless_building(self) -> None:
+        """Before a 404 for a campaign: a store still being rebuilt may not hold it yet."""
+        try:
+            ready = self.store.is_ready()
+        except RedisUnavailable:
+            raise redis_down() from None
+        if not ready:
+            raise not_ready()
 
     def _authorize(
         self, environ: dict[str, Any], snapshot: ConfigSnapshot, campaign: Campaign

@@ -4,7 +4,19 @@ from ccadmin.models.api_keys import ApiKey
 from ccadmin.models.audit import AuditEvent
 from ccadmin.models.campaign import Campaign
 from ccadmin.models.content import ContentEntry
+from ccadmin.models.imports import ContentImport, ImportRow
 from ccadmin.models.outbox import OutboxEvent
+from ccadmin.models.schedule import ScheduledChange
 from ccadmin.models.users import AdminUser
 
-__all__ = ["AdminUser", "ApiKey", "AuditEvent", "Campaign", "ContentEntry", "OutboxEvent"]
+__all__ = [
+    "AdminUser",
+    "ApiKey",
+    "AuditEvent",
+    "Campaign",
+    "ContentEntry",
+    "ContentImport",
+    "ImportRow",
+    "OutboxEvent",
+    "ScheduledChange",
+]

@@ -1,0 +1,182 @@
+"""A campaign's marketer tools: preview as the caller sees it, the Braze snippet, export.
+
+Everyone logged in reads; the write actions on this page (revert, schedule,
+coverage upload) need the editor role. The preview runs the real API code in
+this process (ccadmin/preview.py), so what it shows is what the caller gets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from flask import abort, current_app, flash, redirect, request, url_for
+from flask_admin import BaseView, expose
+from sqlalchemy import select
+from werkzeug.wrappers import Response
+
+from ccadmin import preview, snippets
+from ccadmin.admin.base import AccessControlled, actor
+from ccadmin.admin.imports import parse_run_at
+from ccadmin.content_schema import user_id_error
+from ccadmin.extensions import db
+from ccadmin.imports import coverage, revert, scheduling
+from ccadmin.imports.parsing import FileProblem
+from ccadmin.models import Campaign, ContentImport, ScheduledChange
+from ccadmin.models.imports import STATUS_SCHEDULED
+from ccadmin.models.users import ROLE_EDITOR
+from ccadmin.redis_client import get_redis
+
+FIELD_PREFIX = "field_"
+
+
+def run_preview(campaign: Campaign, user_id: str) -> preview.Preview:
+    """Preview one user's call with this app's settings and Redis."""
+    settings = current_app.config["CCADMIN_SETTINGS"]
+    return preview.preview(settings, get_redis(settings), campaign, user_id)
+
+
+def snippet_for(campaign: Campaign, auth: str) -> snippets.Snippet:
+    """The campaign's Braze tag with the configured public API URL."""
+    settings = current_app.config["CCADMIN_SETTINGS"]
+    if auth not in snippets.AUTH_STYLES:
+        auth = snippets.AUTH_HEADERS
+    return snippets.connected_content_snippet(campaign, settings.api_public_url, auth)
+
+
+class CampaignToolsView(AccessControlled, BaseView):
+    """Preview, snippet and bulk tools of one campaign."""
+
+    write_role = ROLE_EDITOR
+    extra_read_endpoints = frozenset({"tools_view"})
+
+    def is_visible(self) -> bool:
+        """Reached from a campaign's page, not from the menu."""
+        return False
+
+    def _campaign(self, campaign_id: int) -> Campaign:
+        campaign = db.session.get(Campaign, campaign_id)
+        if campaign is None:
+            abort(404)
+        return campaign
+
+    @expose("/")
+    def index(self) -> Any:
+        """No campaign chosen: there is nothing to show here."""
+        abort(404)
+
+    @expose("/<int:campaign_id>/")
+    def tools_view(self, campaign_id: int) -> str:
+        """The campaign's tools; `?user_id=` previews that user's call."""
+        return self._render_tools(self._campaign(campaign_id))
+
+    def _render_tools(self, campaign: Campaign, **extra: Any) -> str:
+        user_id = (request.args.get("user_id") or "").strip()
+        result, problem = None, None
+        if user_id:
+            problem = user_id_error(user_id)
+            if problem is None:
+                result = run_preview(campaign, user_id)
+        auth = request.args.get("auth", snippets.AUTH_HEADERS)
+        scheduled_imports = db.session.scalars(
+            select(ContentImport)
+            .where(
+                ContentImport.campaign_id == campaign.id,
+                ContentImport.status == STATUS_SCHEDULED,
+            )
+            .order_by(ContentImport.scheduled_at)
+        )
+        return self.render(
+            "admin/campaign_tools/tools.html",
+            campaign=campaign,
+            user_id=user_id,
+            preview=result,
+            preview_problem=problem,
+            snippet=snippet_for(campaign, auth),
+            auth=auth,
+            auth_styles=snippets.AUTH_STYLES,
+            limit=preview.CALLER_BODY_LIMIT,
+            can_write=self.user_can_write(),
+            scheduled_changes=scheduling.pending_changes(campaign.id),
+            scheduled_imports=list(scheduled_imports),
+            field_prefix=FIELD_PREFIX,
+            coverage=extra.get("coverage"),
+        )
+
+    @expose("/<int:campaign_id>/revert", methods=("POST",))
+    def revert_view(self, campaign_id: int) -> Response:
+        """Stage the campaign's content as it was at a time, and show its preview."""
+        campaign = self._campaign(campaign_id)
+        raw = (request.form.get("at") or "").strip()
+        try:
+            since = parse_run_at(raw, future=False)
+        except ValueError as error:
+            flash(str(error), "error")
+            return redirect(url_for(".tools_view", campaign_id=campaign_id))
+        if since is None:
+            flash("Choose the time to go back to.", "error")
+            return redirect(url_for(".tools_view", campaign_id=campaign_id))
+        change_set = revert.create_revert(campaign, since, actor())
+        return redirect(url_for("imports.detail_view", import_id=change_set.id))
+
+    @expose("/<int:campaign_id>/schedule", methods=("POST",))
+    def schedule_view(self, campaign_id: int) -> Response:
+        """Save one user's new fields, to be applied by the worker at a time."""
+        campaign = self._campaign(campaign_id)
+        here = url_for(".tools_view", campaign_id=campaign_id)
+        values = {name: request.form.get(FIELD_PREFIX + name, "") for name in campaign.field_names}
+        try:
+            run_at = parse_run_at(request.form.get("run_at"))
+            if run_at is None:
+                raise ValueError("Choose when the change goes live.")
+            scheduling.schedule_change(
+                campaign,
+                (request.form.get("user_id") or "").strip(),
+                values,
+                run_at,
+                actor(),
+                get_redis(current_app.config["CCADMIN_SETTINGS"]),
+            )
+        except ValueError as error:
+            flash(str(error), "error")
+            return redirect(here)
+        flash(f"Scheduled for {run_at:%Y-%m-%d %H:%M} UTC.", "success")
+        return redirect(here)
+
+    @expose("/<int:campaign_id>/cancel/<int:change_id>", methods=("POST",))
+    def cancel_change_view(self, campaign_id: int, change_id: int) -> Response:
+        """Cancel a scheduled change before its time."""
+        change = db.session.get(ScheduledChange, change_id)
+        if change is None or change.campaign_id != campaign_id:
+            abort(404)
+        try:
+            scheduling.cancel_change(
+                change, actor(), get_redis(current_app.config["CCADMIN_SETTINGS"])
+            )
+        except ValueError as error:
+            flash(str(error), "error")
+        else:
+            flash("The scheduled change is cancelled; it will not be applied.", "success")
+        return redirect(url_for(".tools_view", campaign_id=campaign_id))
+
+    @expose("/<int:campaign_id>/coverage", methods=("POST",))
+    def coverage_view(self, campaign_id: int) -> str | Response:
+        """Of an uploaded list of user ids, how many get content and how many the fallback."""
+        campaign = self._campaign(campaign_id)
+        upload = request.files.get("file")
+        if upload is None or not upload.filename:
+            flash("Choose a file of user ids.", "error")
+            return redirect(url_for(".tools_view", campaign_id=campaign_id))
+        try:
+            result = coverage.check_coverage(
+                get_redis(current_app.config["CCADMIN_SETTINGS"]),
+                campaign.slug,
+                coverage.user_ids(upload.stream),
+            )
+        except FileProblem as problem:
+            flash(str(problem), "error")
+            return redirect(url_for(".tools_view", campaign_id=campaign_id))
+        except (redis.RedisError, OSError):
+            flash("Redis cannot be reached; the coverage cannot be checked now.", "error")
+            return redirect(url_for(".tools_view", campaign_id=campaign_id))
+        return self._render_tools(campaign, coverage=result)

@@ -1,0 +1,348 @@
+"""Bulk import, its preview, apply with progress, schedule, rollback, and the CSV export.
+
+Everyone logged in reads (list, preview, progress, export); editors upload,
+apply, schedule, cancel and roll back. Every POST carries the CSRF token; the
+upload checks it itself, after raising the body limit for that one request
+(the global check would parse the body first, under the app's smaller limit).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+from flask import (
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    request,
+    stream_with_context,
+    url_for,
+)
+from flask_admin import BaseView, expose
+from flask_wtf.csrf import CSRFError, validate_csrf
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from sqlalchemy import delete, func, select
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.utils import secure_filename
+from werkzeug.wrappers import Response
+from wtforms.validators import ValidationError
+
+from ccadmin.admin.base import AccessControlled, actor
+from ccadmin.extensions import csrf, db
+from ccadmin.imports import changesets, export, staging
+from ccadmin.imports.parsing import detect_format
+from ccadmin.models import Campaign, ContentImport, ImportRow, OutboxEvent
+from ccadmin.models.imports import (
+    MODE_ALL,
+    MODE_VALID_ONLY,
+    STATUS_APPLIED,
+    STATUS_APPLYING,
+    STATUS_INVALID,
+    STATUS_QUEUED,
+    STATUS_READY,
+    STATUS_SCHEDULED,
+)
+from ccadmin.models.users import ROLE_EDITOR
+from ccadmin.redis_client import get_redis
+
+log = logging.getLogger(__name__)
+
+# Job states after which a job will not run again by itself.
+_DEAD_JOB_STATES = {JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
+UNEXPECTED = "The file could not be processed (an unexpected error); nothing was applied."
+
+MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+# Room for the multipart envelope and the form's other fields.
+_UPLOAD_OVERHEAD = 1024 * 1024
+LIST_SIZE = 50
+UPLOAD_FOLDER = "imports"
+# What `<input type="datetime-local">` sends, with and without seconds.
+RUN_AT_FORMATS = ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M")
+
+
+def redis_connection():
+    """The web process's Redis client."""
+    return get_redis(current_app.config["CCADMIN_SETTINGS"])
+
+
+def parse_run_at(raw: str | None, future: bool = True) -> datetime | None:
+    """A `datetime-local` value, read as UTC; None when empty.
+
+    `future` (scheduling) refuses times already past; otherwise (going back
+    to a past state) times still to come are refused.
+    """
+    if not raw or not raw.strip():
+        return None
+    moment = None
+    for pattern in RUN_AT_FORMATS:
+        try:
+            moment = datetime.strptime(raw.strip(), pattern).replace(tzinfo=UTC)
+            break
+        except ValueError:
+            continue
+    if moment is None:
+        raise ValueError("Enter the time as YYYY-MM-DD HH:MM (UTC).")
+    if future and moment <= datetime.now(UTC):
+        raise ValueError("The time is in the past; choose a later one.")
+    if not future and moment >= datetime.now(UTC):
+        raise ValueError("The time is still to come; choose a past one.")
+    return moment
+
+
+def apply_job(content_import: ContentImport) -> Job | None:
+    """The change set's apply job, if Redis still knows it."""
+    try:
+        return Job.fetch(content_import.job_id, connection=redis_connection())
+    except (NoSuchJobError, redis.RedisError, OSError):
+        return None
+
+
+def job_stalled(content_import: ContentImport, job: Job | None) -> bool:
+    """True when an apply in progress has no job left to finish it (a killed worker)."""
+    if content_import.status != STATUS_APPLYING:
+        return False
+    if job is None:
+        return True
+    return job.get_status(refresh=False) in _DEAD_JOB_STATES
+
+
+def import_state(content_import: ContentImport) -> dict[str, Any]:
+    """What the page's progress bar shows: status, rows done, batches live."""
+    job = apply_job(content_import)
+    progress = job.meta.get("progress") if job is not None else None
+    if content_import.status == STATUS_APPLIED:
+        percent = 100
+    elif progress and progress.get("total"):
+        percent = int(100 * progress["done"] / progress["total"])
+    else:
+        percent = 0
+    event_ids = list(content_import.batch_event_ids or [])
+    published = 0
+    if event_ids:
+        published = db.session.execute(
+            select(func.count()).where(
+                OutboxEvent.id.in_(event_ids), OutboxEvent.published_at.is_not(None)
+            )
+        ).scalar_one()
+    return {
+        "id": content_import.id,
+        "status": content_import.status,
+        "percent": percent,
+        "done": (progress or {}).get("done", 0),
+        "total": (progress or {}).get("total", 0),
+        "written": content_import.written_rows,
+        "batches": len(event_ids),
+        "published_batches": published,
+        "live": content_import.status == STATUS_APPLIED and published == len(event_ids),
+        "error": content_import.error,
+        "stalled": job_stalled(content_import, job),
+    }
+
+
+class ImportView(AccessControlled, BaseView):
+    """The bulk import pages."""
+
+    write_role = ROLE_EDITOR
+    extra_read_endpoints = frozenset({"detail_view", "status_view", "export_view"})
+
+    def _campaigns(self) -> list[Campaign]:
+        return list(db.session.scalars(select(Campaign).order_by(Campaign.slug)))
+
+    def _get_import(self, import_id: int) -> ContentImport:
+        content_import = db.session.get(ContentImport, import_id)
+        if content_import is None:
+            abort(404)
+        return content_import
+
+    @expose("/")
+    def index(self) -> str:
+        """Recent change sets (optionally of one campaign) and the upload form."""
+        query = select(ContentImport).order_by(ContentImport.id.desc()).limit(LIST_SIZE)
+        campaign_id = request.args.get("campaign_id", type=int)
+        if campaign_id:
+            query = query.where(ContentImport.campaign_id == campaign_id)
+        return self.render(
+            "admin/imports/index.html",
+            imports=list(db.session.scalars(query)),
+            campaigns=self._campaigns(),
+            chosen_campaign=campaign_id,
+            max_upload_mb=MAX_UPLOAD_BYTES // (1024 * 1024),
+            can_write=self.user_can_write(),
+        )
+
+    @expose("/upload", methods=("POST",))
+    def upload_view(self) -> Response:
+        """Save the file to disk (streamed), validate and stage it, show the preview."""
+        back = url_for(".index")
+        request.max_content_length = MAX_UPLOAD_BYTES + _UPLOAD_OVERHEAD
+        try:
+            form, files = request.form, request.files
+        except RequestEntityTooLarge:
+            flash(f"The file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB.", "error")
+            return redirect(back)
+        try:
+            validate_csrf(form.get("csrf_token"))
+        except ValidationError as error:
+            raise CSRFError(error.args[0]) from None
+        campaign = db.session.get(Campaign, form.get("campaign_id", type=int) or 0)
+        upload = files.get("file")
+        if campaign is None:
+            flash("Choose a campaign.", "error")
+            return redirect(back)
+        if upload is None or not upload.filename:
+            flash("Choose a file to upload.", "error")
+            return redirect(back)
+        filename = secure_filename(upload.filename) or "upload.csv"
+        content_import = changesets.new_import(campaign, filename, actor())
+        folder = Path(current_app.instance_path) / UPLOAD_FOLDER
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{content_import.id}-{filename}"
+        try:
+            upload.save(path)
+            if path.stat().st_size > MAX_UPLOAD_BYTES:
+                flash(f"The file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB.", "error")
+                db.session.delete(content_import)
+                db.session.commit()
+                return redirect(back)
+            staging.stage_file(content_import, path, detect_format(filename))
+        except Exception:
+            log.exception("import %s could not be staged", content_import.id)
+            db.session.rollback()
+            db.session.execute(delete(ImportRow).where(ImportRow.import_id == content_import.id))
+            failed = db.session.get(ContentImport, content_import.id)
+            failed.status = STATUS_INVALID
+            failed.report = {"file_errors": [UNEXPECTED], "invalid": [], "diffs": []}
+            db.session.commit()
+        finally:
+            # The staged rows in the database are the import from here on.
+            path.unlink(missing_ok=True)
+        return redirect(url_for(".detail_view", import_id=content_import.id))
+
+    @expose("/<int:import_id>/")
+    def detail_view(self, import_id: int) -> str:
+        """The preview, the apply choices, and the progress bar while it runs."""
+        content_import = self._get_import(import_id)
+        state = import_state(content_import)
+        return self.render(
+            "admin/imports/detail.html",
+            content_import=content_import,
+            report=content_import.report or {},
+            state=state,
+            # Polled until the last batch is live, not only written.
+            running=content_import.status in (STATUS_QUEUED, STATUS_APPLYING)
+            or (content_import.status == STATUS_APPLIED and not state["live"]),
+            can_write=self.user_can_write(),
+            mode_all=MODE_ALL,
+            mode_valid_only=MODE_VALID_ONLY,
+            scheduled=content_import.status == STATUS_SCHEDULED,
+        )
+
+    @expose("/<int:import_id>/status")
+    def status_view(self, import_id: int) -> Response:
+        """Progress as JSON, polled by static/admin/import-progress.js."""
+        response = jsonify(import_state(self._get_import(import_id)))
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @expose("/<int:import_id>/apply", methods=("POST",))
+    def apply_view(self, import_id: int) -> Response:
+        """Queue the apply job now, or schedule it."""
+        content_import = self._get_import(import_id)
+        here = url_for(".detail_view", import_id=import_id)
+        try:
+            run_at = parse_run_at(request.form.get("run_at"))
+            changesets.start_apply(
+                content_import,
+                request.form.get("mode", MODE_ALL),
+                actor(),
+                redis_connection(),
+                run_at,
+            )
+        except ValueError as error:
+            flash(str(error), "error")
+            return redirect(here)
+        if run_at is not None:
+            flash(f"Scheduled for {run_at:%Y-%m-%d %H:%M} UTC.", "success")
+        return redirect(here)
+
+    @expose("/<int:import_id>/cancel", methods=("POST",))
+    def cancel_view(self, import_id: int) -> Response:
+        """Take a scheduled import off the schedule."""
+        content_import = self._get_import(import_id)
+        try:
+            changesets.cancel_schedule(content_import, redis_connection())
+        except ValueError as error:
+            flash(str(error), "error")
+        else:
+            flash("The schedule is cancelled; nothing was applied.", "success")
+        return redirect(request.form.get("next") or url_for(".detail_view", import_id=import_id))
+
+    @expose("/<int:import_id>/rollback", methods=("POST",))
+    def rollback_view(self, import_id: int) -> Response:
+        """Restore every entry the change set wrote to its previous version."""
+        content_import = self._get_import(import_id)
+        try:
+            stalled = job_stalled(content_import, apply_job(content_import))
+            rollback = changesets.queue_rollback(
+                content_import, actor(), redis_connection(), stalled=stalled
+            )
+        except ValueError as error:
+            flash(str(error), "error")
+            return redirect(url_for(".detail_view", import_id=import_id))
+        return redirect(url_for(".detail_view", import_id=rollback.id))
+
+    @expose("/<int:import_id>/resume", methods=("POST",))
+    def resume_view(self, import_id: int) -> Response:
+        """Queue a stalled apply again; it goes on after the last committed batch."""
+        content_import = self._get_import(import_id)
+        here = url_for(".detail_view", import_id=import_id)
+        if not job_stalled(content_import, apply_job(content_import)):
+            flash("This change set is not stalled.", "error")
+            return redirect(here)
+        content_import.status = STATUS_READY
+        db.session.commit()
+        try:
+            changesets.start_apply(
+                content_import, content_import.mode, actor(), redis_connection(), None
+            )
+        except ValueError as error:
+            flash(str(error), "error")
+        return redirect(here)
+
+    @expose("/<int:import_id>/discard", methods=("POST",))
+    def discard_view(self, import_id: int) -> Response:
+        """Delete a previewed import that will not be applied, with its staged rows."""
+        content_import = self._get_import(import_id)
+        if content_import.status not in (STATUS_READY, STATUS_INVALID):
+            flash("Only an import not applied can be discarded.", "error")
+            return redirect(url_for(".detail_view", import_id=import_id))
+        db.session.execute(delete(ImportRow).where(ImportRow.import_id == import_id))
+        db.session.delete(content_import)
+        db.session.commit()
+        flash(f"Import #{import_id} discarded.", "success")
+        return redirect(url_for(".index"))
+
+    @expose("/export/<int:campaign_id>.csv")
+    def export_view(self, campaign_id: int) -> Response:
+        """The campaign's content as CSV, streamed."""
+        campaign = db.session.get(Campaign, campaign_id)
+        if campaign is None:
+            abort(404)
+        body = export.export_csv(campaign.id, campaign.field_names)
+        response = Response(stream_with_context(body), mimetype="text/csv")
+        response.headers["Content-Disposition"] = (
+            f'attachment; filename="{export.export_filename(campaign)}"'
+        )
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+
+# The upload checks the token itself, after raising the body limit (see above).
+csrf.exempt(f"{__name__}.upload_view")

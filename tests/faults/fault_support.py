@@ -1,0 +1,348 @@
+"""Breakable services for the fault tests: a private redis-server, worker and API processes."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import redis
+from support import free_port, wait_until
+
+from ccadmin import config, embedded_redis, keys
+
+PROJECT_ROOT = config.PROJECT_ROOT
+# Worker and API start-up (imports, a first rebuild) on a busy 2-core machine.
+START_TIMEOUT = 30.0
+
+
+class RedisServer:
+    """A redis-server of the test's own on a free port, which the test may break."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+        self.paused = False
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, appendonly: bool = False, *extra: str) -> redis.Redis:
+        """Start (or restart on the same port and folder); returns a client."""
+        persistence = (
+            ("--appendonly", "yes", "--appendfsync", "everysec")
+            if appendonly
+            else ("--appendonly", "no")
+        )
+        self.process = subprocess.Popen(
+            [
+                embedded_redis.server_binary(),
+                *("--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder)),
+                *("--save", ""),
+                *persistence,
+                *extra,
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        client = self.client()
+        wait_until(lambda: self.answers(client), timeout=10)
+        return client
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, socket_timeout=5)
+
+    @staticmethod
+    def answers(client: redis.Redis) -> bool:
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+
+    def stop(self) -> None:
+        """A clean stop (SIGTERM: Redis flushes its append-only file first)."""
+        self._end(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """A crash: SIGKILL, nothing flushed."""
+        self._end(signal.SIGKILL)
+
+    def pause(self) -> None:
+        """Freeze the server: connections stay open and nothing answers (a partition)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+        self.paused = False
+
+    def _end(self, signum: int) -> None:
+        if self.process and self.process.poll() is None:
+            if self.paused:
+                self.resume()
+            self.process.send_signal(signum)
+            self.process.wait(timeout=10)
+
+
+@dataclasses.dataclass
+class Process:
+    """A started worker or API: its Popen and the file its output goes to."""
+
+    popen: subprocess.Popen
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, signum: int) -> None:
+        """Signal the process group (the worker's RQ scheduler is a child)."""
+        os.killpg(self.popen.pid, signum)
+
+    def kill(self) -> None:
+        """kill -9 the whole process group and reap it (no zombie left to look alive)."""
+        if self.popen.poll() is None:
+            self.signal(signal.SIGKILL)
+        self.popen.wait(timeout=10)
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+
+class Processes:
+    """Starts workers and APIs against the private Redis; stops them at teardown."""
+
+    def __init__(self, folder: Path, redis_server: RedisServer) -> None:
+        self.folder = folder
+        self.redis_server = redis_server
+        self.started: list[Process] = []
+
+    def _start(self, args: list[str], name: str, env: dict[str, str] | None) -> Process:
+        log_path = self.folder / f"{name}-{len(self.started)}.log"
+        with open(log_path, "wb") as output:
+            popen = subprocess.Popen(
+                [sys.executable, *args],
+                cwd=PROJECT_ROOT,
+                env={**os.environ, "REDIS_URL": self.redis_server.url, **(env or {})},
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        process = Process(popen, log_path)
+        self.started.append(process)
+        return process
+
+    def worker(self, env: dict[str, str] | None = None) -> Process:
+        """`python -m workers`; returns at once (wait for keys.READY if needed)."""
+        return self._start(["-m", "workers"], "worker", env)
+
+    def api(self, env: dict[str, str] | None = None) -> tuple[Process, int]:
+        """`python -m ccadmin.api` on a free port, once /healthz answers."""
+        port = free_port()
+        process = self._start(
+            ["-m", "ccadmin.api"],
+            "api",
+            {"API_PORT": str(port), "API_PROCESSES": "1", "API_HOST": "127.0.0.1", **(env or {})},
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            assert process.alive(), process.log()
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).close()
+                return process, port
+            except urllib.error.HTTPError:
+                return process, port
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"API did not start:\n{process.log()}") from None
+                time.sleep(0.1)
+
+    def stop_all(self) -> None:
+        for process in self.started:
+            if process.alive():
+                process.signal(signal.SIGTERM)
+        for process in self.started:
+            try:
+                process.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def wait_ready(client: redis.Redis, timeout: float = START_TIMEOUT) -> None:
+    """Until a full build has set the ready marker."""
+    wait_until(lambda: client.exists(keys.READY), timeout=timeout, interval=0.1)
+
+
+def database_versions(slug: str) -> dict[str, int]:
+    """user_id -> version of every entry of a campaign, as the database holds them."""
+    from sqlalchemy import select
+
+    from ccadmin.extensions import db
+    from ccadmin.models import Campaign, ContentEntry
+
+    rows = db.session.execute(
+        select(ContentEntry.user_id, ContentEntry.version)
+        .join(Campaign, Campaign.id == ContentEntry.campaign_id)
+        .where(Campaign.slug == slug)
+    ).all()
+    db.session.rollback()
+    return dict(rows)
+
+
+def redis_versions(client: redis.Redis, slug: str, user_ids) -> dict[str, int | None]:
+    """user_id -> version Redis holds (None: missing), one pipeline."""
+    user_ids = list(user_ids)
+    pipeline = client.pipeline(transaction=False)
+    for user_id in user_ids:
+        pipeline.hget(keys.entry_key(slug, user_id), keys.ENTRY_VERSION_FIELD)
+    return {
+        user_id: None if raw is None else int(raw)
+        for user_id, raw in zip(user_ids, pipeline.execute(), strict=True)
+    }
+
+
+def differences(client: redis.Redis, slug: str) -> dict[str, tuple[int, int | None]]:
+    """Entries whose Redis version is not the database's: user_id -> (database, Redis)."""
+    expected = database_versions(slug)
+    stored = redis_versions(client, slug, expected)
+    return {
+        user_id: (version, stored[user_id])
+        for user_id, version in expected.items()
+        if stored[user_id] != version
+    }
+
+
+def admin_save(client, campaign_id: int, user_id: str, message: str, entry_id: int | None = None):
+    """Create (or, with entry_id, edit) an entry through the admin's form; the response."""
+    from support import csrf_token
+
+    if entry_id is None:
+        url = f"/admin/content/new/?campaign_id={campaign_id}"
+        data = {"campaign_id": str(campaign_id), "user_id": user_id}
+    else:
+        url = f"/admin/content/edit/?id={entry_id}"
+        data = {}
+    data.update({"field_message": message, "csrf_token": csrf_token(client, url)})
+    return client.post(url, data=data)
+
+
+class TcpProxy:
+    """A TCP relay in front of PostgreSQL that can cut every connection and refuse new ones."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.port = free_port()
+        self.listener: socket.socket | None = None
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+
+    def up(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def down(self) -> None:
+        """Refuse new connections and reset the open ones: the server is gone."""
+        if self.listener is not None:
+            # shutdown() wakes the thread blocked in accept(); close() alone
+            # would leave the port listening until that call returns.
+            try:
+                self.listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.listener.close()
+            self.listener = None
+        with self.lock:
+            for open_socket in self.sockets:
+                try:
+                    open_socket.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                open_socket.close()
+            self.sockets.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            server.settimeout(None)
+            with self.lock:
+                self.sockets.extend((client, server))
+            for source, target in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                target.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for end in (source, target):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+class DatabaseOutage:
+    """Makes the database unreachable for the processes given `url`, then brings it back.
+
+    PostgreSQL (the shared server cannot be stopped): `url` goes through a TCP
+    relay that refuses and resets connections while down, what clients see of
+    a crashed server. SQLite has no server: `url` opens the file read-write
+    without creating it, and "down" moves the file away, what a lost volume
+    looks like; processes holding it open keep their handle.
+    """
+
+    def __init__(self, database_url: str) -> None:
+        from sqlalchemy.engine import make_url
+
+        self.parsed = make_url(config.normalize_database_url(database_url))
+        self.proxy: TcpProxy | None = None
+        if self.parsed.get_backend_name() == "postgresql":
+            self.proxy = TcpProxy((self.parsed.host or "127.0.0.1", self.parsed.port or 5432))
+            self.proxy.up()
+            self.url = self.parsed.set(host="127.0.0.1", port=self.proxy.port).render_as_string(
+                hide_password=False
+            )
+        else:
+            self.path = Path(self.parsed.database)
+            self.url = f"sqlite:///file:{self.path}?mode=rw&uri=true"
+
+    def down(self) -> None:
+        if self.proxy is not None:
+            self.proxy.down()
+        else:
+            self.path.rename(self.path.with_suffix(".away"))
+
+    def up(self) -> None:
+        if self.proxy is not None:
+            self.proxy.up()
+        else:
+            self.path.with_suffix(".away").rename(self.path)

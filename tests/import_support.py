@@ -1,0 +1,63 @@
+"""Uploading import files through the admin, and reading back what they did."""
+
+from __future__ import annotations
+
+import io
+import re
+
+from sqlalchemy import select
+from support import csrf_token
+
+from ccadmin.extensions import db
+from ccadmin.models import ContentEntry, ContentImport
+
+IMPORTS = "/admin/imports/"
+SCHEMA = [{"name": "message", "max_length": 20}, {"name": "cta", "max_length": 10}]
+
+
+def upload(client, campaign_id: int, filename: str, content: bytes, token: str | None = None):
+    """POST a file to the upload form, as the browser does (unfollowed)."""
+    if token is None:
+        token = csrf_token(client, IMPORTS)
+    return client.post(
+        f"{IMPORTS}upload",
+        data={
+            "campaign_id": str(campaign_id),
+            "csrf_token": token,
+            "file": (io.BytesIO(content), filename),
+        },
+        content_type="multipart/form-data",
+    )
+
+
+def latest_import() -> ContentImport | None:
+    db.session.expire_all()
+    return db.session.scalars(select(ContentImport).order_by(ContentImport.id.desc())).first()
+
+
+def apply(client, import_id: int, mode: str = "all_or_nothing", run_at: str = ""):
+    """POST the preview's apply form."""
+    url = f"{IMPORTS}{import_id}/"
+    return client.post(
+        f"{url}apply",
+        data={"mode": mode, "run_at": run_at, "csrf_token": csrf_token(client, url)},
+    )
+
+
+def entries(campaign_id: int) -> dict[str, ContentEntry]:
+    """user_id -> entry (tombstones included) of one campaign."""
+    db.session.expire_all()
+    return {
+        entry.user_id: entry
+        for entry in db.session.scalars(
+            select(ContentEntry).where(ContentEntry.campaign_id == campaign_id)
+        )
+    }
+
+
+_COUNT = re.compile(r'<td class="count-(\w+)">(\d+)</td>')
+
+
+def shown_counts(page: str) -> dict[str, int]:
+    """The preview's count table, as shown."""
+    return {name: int(value) for name, value in _COUNT.findall(page)}
