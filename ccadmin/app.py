@@ -27,6 +27,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     if overrides:
         app.config.update(overrides)
     register_extensions(app)
+    register_security(app)
     register_blueprints(app)
     register_cli(app)
     return app
@@ -81,6 +82,13 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def register_security(app: Flask) -> None:
+    """Proxy trust, session rules, security headers and error pages (docs/security.md)."""
+    from ccadmin import security
+
+    security.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:

@@ -1,7 +1,14 @@
-"""Logging in and out of the admin (Flask-Login sessions, hashed passwords)."""
+"""Logging in and out of the admin (Flask-Login sessions, hashed passwords).
+
+Every failed login is audited and counted (ccadmin/security/login_limits.py);
+the message never says whether the email exists. A successful login starts a
+new server-side session (ccadmin/security/sessions.py) and rehashes a password
+stored with older hash parameters.
+"""
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import urlsplit
 
 from flask import (
@@ -22,15 +29,25 @@ from werkzeug.wrappers import Response
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, Length
 
+from ccadmin import publishing
 from ccadmin.extensions import db, login_manager
 from ccadmin.models import AdminUser
 from ccadmin.models.types import utcnow
+from ccadmin.security import login_limits, sessions
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("auth", __name__)
 
 LOGIN_FAILED = "Invalid email or password."
+LOGIN_THROTTLED = "Too many failed logins. Wait 15 minutes and try again."
 # Checked when no user matches, so an unknown email costs as long as a wrong password.
 _DUMMY_HASH = generate_password_hash("not-a-real-password")
+# werkzeug's current method and parameters ("scrypt:32768:8:1"): a stored hash
+# with anything else is replaced at the next successful login.
+CURRENT_HASH_METHOD = _DUMMY_HASH.split("$", 1)[0]
+# Who failed logins are recorded as: the typed email is unverified input.
+ANONYMOUS = "anonymous"
 
 
 class LoginForm(FlaskForm):
@@ -49,7 +66,9 @@ def init_app(app: Flask) -> None:
 
 
 def load_user(user_id: str) -> AdminUser | None:
-    """Flask-Login's user loader: inactive users are treated as logged out."""
+    """Flask-Login's user loader: ended sessions and inactive users are logged out."""
+    if not sessions.is_valid(user_id):
+        return None
     try:
         user = db.session.get(AdminUser, int(user_id))
     except ValueError:
@@ -57,6 +76,11 @@ def load_user(user_id: str) -> AdminUser | None:
     if user is None or not user.active:
         return None
     return user
+
+
+def needs_rehash(password_hash: str) -> bool:
+    """True when a hash was made with other parameters than werkzeug's current default."""
+    return password_hash.split("$", 1)[0] != CURRENT_HASH_METHOD
 
 
 def unauthorized() -> Response:
@@ -100,30 +124,67 @@ def index() -> Response:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-def login() -> Response | str:
+def login() -> Response | str | tuple[str, int]:
     """Show the login form; on success go to `next` if it stays on this site."""
     next_url = safe_next_url(request.args.get("next"))
     if current_user.is_authenticated:
         return redirect(next_url or url_for("admin.index"))
     form = LoginForm()
-    if form.validate_on_submit():
-        user = find_user(form.email.data)
-        password_ok = check_password_hash(
-            user.password_hash if user else _DUMMY_HASH, form.password.data
-        )
-        if user is not None and password_ok and user.active:
-            login_user(user)
-            user.last_login_at = utcnow()
-            db.session.commit()
-            return redirect(next_url or url_for("admin.index"))
+    if not form.validate_on_submit():
+        return render_template("auth/login.html", form=form, next_url=next_url)
+    email = form.email.data.strip().lower()
+    address = request.remote_addr or ""
+    if login_limits.is_blocked(email, address):
+        # The password is not even checked: guesses stop counting as guesses.
+        _audit_failure(email, None, "throttled")
+        flash(LOGIN_THROTTLED, "danger")
+        return render_template("auth/login.html", form=form, next_url=next_url), 429
+    user = find_user(email)
+    password_ok = check_password_hash(
+        user.password_hash if user else _DUMMY_HASH, form.password.data
+    )
+    if user is None or not password_ok or not user.active:
+        login_limits.record_failure(email, address)
+        if user is None:
+            reason = "unknown_email"
+        elif not password_ok:
+            reason = "wrong_password"
+        else:
+            reason = "inactive"
+        _audit_failure(email, user, reason)
         flash(LOGIN_FAILED, "danger")
-    return render_template("auth/login.html", form=form, next_url=next_url)
+        return render_template("auth/login.html", form=form, next_url=next_url)
+    login_limits.record_success(email)
+    if needs_rehash(user.password_hash):
+        user.set_password(form.password.data)
+    sessions.start(user.id)
+    login_user(user)
+    user.last_login_at = utcnow()
+    db.session.commit()
+    # Successful logins and logouts go to the log; the audit log records
+    # changes and refusals, and the user's last login time is on their record.
+    log.info("admin login: user %s from %s", user.id, address)
+    return redirect(next_url or url_for("admin.index"))
+
+
+def _audit_failure(email: str, user: AdminUser | None, reason: str) -> None:
+    publishing.record_audit(
+        ANONYMOUS,
+        "login_failed",
+        "admin_user",
+        user.id if user else None,
+        after={"email": email, "reason": reason},
+    )
+    db.session.commit()
 
 
 @bp.route("/logout", methods=["GET", "POST"])
 def logout() -> Response | str:
     """POST logs out (CSRF-checked); GET asks first, so a link cannot log you out."""
     if request.method == "POST":
+        if current_user.is_authenticated:
+            log.info("admin logout: user %s from %s", current_user.id, request.remote_addr)
+        sessions.end()
         logout_user()
         flash("You are logged out.", "info")
         return redirect(url_for("auth.login"))

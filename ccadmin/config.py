@@ -6,6 +6,7 @@ SQLAlchemy and anything else heavy.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,25 @@ def parse_api_keys(raw: str | None) -> tuple[str, ...]:
     return tuple(key.strip() for key in raw.split(",") if key.strip())
 
 
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(name: str, raw: str | None) -> tuple[IpNetwork, ...]:
+    """A comma-separated list of CIDR ranges (a bare address is a /32 or /128)."""
+    networks = []
+    for item in (raw or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"{name} must list CIDR ranges like 10.0.0.0/8, got {item!r}"
+            ) from None
+    return tuple(networks)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a process needs to know about its environment."""
@@ -126,6 +146,20 @@ class Settings:
     # The endpoint's public base URL (`CCADMIN_API_URL`, e.g. https://content.example.com),
     # used in the Braze snippets the admin generates; unset, they show a placeholder.
     api_public_url: str | None = None
+    # Reverse proxies in front of the admin (`CCADMIN_TRUSTED_PROXIES`, a count),
+    # each adding one X-Forwarded-For/-Proto value. 0 believes no such header,
+    # so a client cannot claim HTTPS or another address by sending one itself.
+    trusted_proxies: int = 0
+    # An admin session ends after this many minutes without a request
+    # (`CCADMIN_SESSION_IDLE_MINUTES`) and this many hours after its login
+    # (`CCADMIN_SESSION_MAX_HOURS`), whatever the activity.
+    session_idle_minutes: int = 30
+    session_max_hours: int = 12
+    # Caller addresses the API answers (`API_ALLOWED_IPS`, CIDR ranges); empty
+    # answers every address, keys still apply. X-Forwarded-For is believed only
+    # from `API_TRUSTED_PROXIES` ranges (the platform's router).
+    api_allowed_ips: tuple[IpNetwork, ...] = ()
+    api_trusted_proxies: tuple[IpNetwork, ...] = ()
 
     @property
     def embedded_redis(self) -> bool:
@@ -161,6 +195,8 @@ def load(environ: dict[str, str] | os._Environ | None = None) -> Settings:
                 "print(secrets.token_urlsafe(48))')"
             )
         secret_key = DEV_SECRET_KEY
+    elif secret_key == DEV_SECRET_KEY and not local_default:
+        raise ConfigError("SECRET_KEY must not be the local development value on a real database")
     cores = os.cpu_count() or 1
     return Settings(
         instance_path=instance_path,
@@ -186,4 +222,13 @@ def load(environ: dict[str, str] | os._Environ | None = None) -> Settings:
         api_server=parse_choice("API_SERVER", env.get("API_SERVER"), API_SERVERS),
         api_metrics=parse_bool("API_METRICS", env.get("API_METRICS"), True),
         api_public_url=(env.get("CCADMIN_API_URL") or "").rstrip("/") or None,
+        trusted_proxies=parse_int("CCADMIN_TRUSTED_PROXIES", env.get("CCADMIN_TRUSTED_PROXIES"), 0),
+        session_idle_minutes=parse_int(
+            "CCADMIN_SESSION_IDLE_MINUTES", env.get("CCADMIN_SESSION_IDLE_MINUTES"), 30, 1
+        ),
+        session_max_hours=parse_int(
+            "CCADMIN_SESSION_MAX_HOURS", env.get("CCADMIN_SESSION_MAX_HOURS"), 12, 1
+        ),
+        api_allowed_ips=parse_networks("API_ALLOWED_IPS", env.get("API_ALLOWED_IPS")),
+        api_trusted_proxies=parse_networks("API_TRUSTED_PROXIES", env.get("API_TRUSTED_PROXIES")),
     )

@@ -17,6 +17,8 @@ Layout (PAYLOAD_VERSION 1):
 
 from __future__ import annotations
 
+import hashlib
+
 # Bump when the stored body format changes; the namespace changes with it, so a
 # rebuild writes the new format beside the old and the API switches at deploy.
 PAYLOAD_VERSION = 1
@@ -117,3 +119,27 @@ def entry_key_pattern(campaign_slug: str) -> str:
     """SCAN pattern for every entry of a campaign (used by reconcile)."""
     return f"{PREFIX}:e:{campaign_slug}:*"
 
+
+# Admin security state (ccadmin/security/), outside the payload namespace: a
+# payload format change must not log everyone out.
+ADMIN_PREFIX = "cc:admin"
+
+
+def login_failures_key(scope: str, value: str) -> str:
+    """Failed-login counter for one account or one client address.
+
+    `value` is what the client typed or sent, so only its digest is part of
+    the key: a key's length and characters never depend on request input.
+    """
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{ADMIN_PREFIX}:login_failures:{scope}:{digest}"
+
+
+def admin_session_key(session_id: str) -> str:
+    """The server-side record of one admin session (its id is server-made)."""
+    return f"{ADMIN_PREFIX}:session:{session_id}"
+
+
+def admin_user_sessions_key(user_id: int) -> str:
+    """Set of the session ids one admin user holds, to end them all at once."""
+    return f"{ADMIN_PREFIX}:user_sessions:{user_id}"

@@ -61,12 +61,18 @@ def as_role(client, make_user, role: str):
     return client
 
 
-def database_state() -> dict[str, list]:
+def database_state(audit: bool = True) -> dict[str, list]:
+    """Every row of every table (without the audit log when `audit` is False)."""
     db.session.expire_all()
     return {
         table.name: sorted(tuple(map(repr, row)) for row in db.session.execute(select(table)))
         for table in db.metadata.sorted_tables
+        if audit or table.name != AuditEvent.__tablename__
     }
+
+
+def forbidden_events() -> list[AuditEvent]:
+    return db.session.scalars(select(AuditEvent).where(AuditEvent.action == "forbidden")).all()
 
 
 def write_requests(view: str, record_id: int) -> list[tuple[str, str, dict]]:
@@ -127,7 +133,8 @@ def test_write_endpoints(client, make_user, records, role, view):
     as_role(client, make_user, role)
     may_write = allowed(role, WRITE_ROLE[view])
     for method, url, form in write_requests(view, records[view]):
-        before = database_state()
+        before = database_state(audit=False)
+        refused_before = len(forbidden_events())
         if method == "GET":
             response = client.get(url)
         else:
@@ -135,11 +142,13 @@ def test_write_endpoints(client, make_user, records, role, view):
             response = client.post(url, data={**form, "csrf_token": token})
         if not may_write:
             assert response.status_code == 403, (method, url)
-            assert database_state() == before, (method, url)
+            assert database_state(audit=False) == before, (method, url)
+            # A refused write is audited; a refused page view is not.
+            assert len(forbidden_events()) == refused_before + (method == "POST")
         elif url.endswith("/ajax/update/"):
             # Inline editing is off everywhere, even for those who may write.
             assert response.status_code == 404
-            assert database_state() == before
+            assert database_state(audit=False) == before
         else:
             assert response.status_code in (200, 302), (method, url, response.status_code)
 

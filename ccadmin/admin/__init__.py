@@ -17,6 +17,7 @@ from ccadmin.admin.imports import ImportView
 from ccadmin.admin.users import UserView
 from ccadmin.extensions import db
 from ccadmin.models import AdminUser, ApiKey, AuditEvent, Campaign, ContentEntry
+from ccadmin.security.headers import csp_nonce
 
 
 def init_app(app: Flask) -> Admin:
@@ -30,6 +31,8 @@ def init_app(app: Flask) -> Admin:
         name="ccadmin",
         index_view=HomeView(name="Home", url="/admin", template="admin/home.html"),
         theme=Bootstrap4Theme(base_template="admin/ccadmin_base.html", fluid=True),
+        # Flask-Admin's few inline scripts carry this request's CSP nonce.
+        csp_nonce_generator=csp_nonce,
     )
     admin.add_view(ContentView(ContentEntry, db, name="Content", endpoint="content"))
     admin.add_view(CampaignView(Campaign, db, name="Campaigns", endpoint="campaigns"))

@@ -87,18 +87,16 @@ class ApiKeyView(ProtectedModelView):
                 secret_hash=hash_secret(secret),
                 campaigns=list(form.campaigns.data) or None,
             )
-            try:
+
+            def apply() -> None:
                 db.session.add(api_key)
                 db.session.flush()
                 publishing.record_api_keys_change()
                 publishing.record_audit(
                     actor(), "create", "api_key", api_key.id, None, key_snapshot(api_key)
                 )
-                db.session.commit()
-            except Exception as error:
-                db.session.rollback()
-                self.handle_view_exception(error)
-            else:
+
+            if self.commit_or_report(apply):
                 response = make_response(
                     self.render(
                         "admin/api_key_created.html",
@@ -127,22 +125,17 @@ class ApiKeyView(ProtectedModelView):
         keys = db.session.scalars(
             select(ApiKey).where(ApiKey.id.in_([int(i) for i in ids if i.isdigit()]))
         ).all()
-        revoked = 0
-        try:
-            for api_key in keys:
-                if api_key.revoked_at is not None:
-                    continue
+        live = [api_key for api_key in keys if api_key.revoked_at is None]
+
+        def apply() -> None:
+            for api_key in live:
                 before = key_snapshot(api_key)
                 api_key.revoked_at = utcnow()
                 publishing.record_audit(
                     actor(), "revoke", "api_key", api_key.id, before, key_snapshot(api_key)
                 )
-                revoked += 1
-            if revoked:
+            if live:
                 publishing.record_api_keys_change()
-            db.session.commit()
-        except Exception as error:
-            db.session.rollback()
-            self.handle_view_exception(error)
-            return
-        flash(f"{revoked} key(s) revoked.", "success")
+
+        if self.commit_or_report(apply):
+            flash(f"{len(live)} key(s) revoked.", "success")

@@ -5,11 +5,13 @@ the login page (or 401 for a write), logged in without the role means 403
 before the view runs. Reads need `read_role`; anything else, including every
 POST (create, edit, delete, bulk actions, inline edit), needs `write_role`.
 Unknown endpoints count as writes, so a new route is closed until declared.
+A refused write is audited ("forbidden"), so probing shows in the audit log.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +23,7 @@ from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy.exc import DisconnectionError, IntegrityError, OperationalError
 
+from ccadmin import publishing
 from ccadmin.extensions import db, login_manager
 from ccadmin.models.users import ROLE_ADMIN, ROLE_VIEWER
 
@@ -29,6 +32,8 @@ log = logging.getLogger(__name__)
 READ_ENDPOINTS = frozenset({"index", "index_view", "details_view", "export", "ajax_lookup"})
 SAVE_FAILED = "Nothing was saved: an unexpected error occurred. Please try again."
 CONFLICT = "Nothing was saved: this conflicts with a record that already exists."
+# Enough of a refused request's path to tell what was tried.
+AUDITED_PATH_LENGTH = 500
 
 
 class AdminForm(FlaskForm):
@@ -75,8 +80,22 @@ class AccessControlled:
             return login_manager.unauthorized()
         role = self.required_role(name)
         if role is None or not current_user.has_role(role):
+            if request.method not in ("GET", "HEAD", "OPTIONS"):
+                self.audit_forbidden(name)
             abort(403)
         return None
+
+    def audit_forbidden(self, name: str) -> None:
+        """Record a refused write: who, which endpoint, which path (never the form)."""
+        db.session.rollback()
+        publishing.record_audit(
+            actor(),
+            "forbidden",
+            "admin_endpoint",
+            f"{self.endpoint}.{name}",
+            after={"method": request.method, "path": request.path[:AUDITED_PATH_LENGTH]},
+        )
+        db.session.commit()
 
 
 class HomeView(AccessControlled, AdminIndexView):
@@ -117,6 +136,17 @@ class ProtectedModelView(AccessControlled, ModelView):
     def is_action_allowed(self, name: str) -> bool:
         """Bulk actions are writes."""
         return self.user_can_write() and super().is_action_allowed(name)
+
+    def commit_or_report(self, apply: Callable[[], Any]) -> bool:
+        """Run `apply` and commit; on any error roll back, tell the user, return False."""
+        try:
+            apply()
+            db.session.commit()
+        except Exception as error:
+            db.session.rollback()
+            self.handle_view_exception(error)
+            return False
+        return True
 
     def handle_view_exception(self, exc: Exception) -> bool:
         """Flash a plain message; the details (SQL, tracebacks) go to the log only."""

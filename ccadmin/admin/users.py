@@ -15,6 +15,7 @@ from ccadmin.admin.base import AdminForm, ProtectedModelView, actor
 from ccadmin.extensions import db
 from ccadmin.models import AdminUser
 from ccadmin.models.users import ROLE_ADMIN, ROLES
+from ccadmin.security import sessions
 
 PASSWORD_MIN_LENGTH = 12
 
@@ -100,50 +101,52 @@ class UserView(ProtectedModelView):
 
     def create_model(self, form: UserForm) -> AdminUser | bool:
         user = AdminUser()
-        try:
+
+        def apply() -> None:
             self._apply(form, user)
             db.session.add(user)
             db.session.flush()
             publishing.record_audit(
                 actor(), "create", "admin_user", user.id, None, user_snapshot(user)
             )
-            db.session.commit()
-        except Exception as error:
-            db.session.rollback()
-            self.handle_view_exception(error)
-            return False
-        return user
+
+        return user if self.commit_or_report(apply) else False
 
     def update_model(self, form: UserEditForm, model: AdminUser) -> bool:
         if model.id == current_user.id and (form.role.data != ROLE_ADMIN or not form.active.data):
             flash("You cannot remove your own admin role or deactivate yourself.", "error")
             return False
         before = user_snapshot(model)
-        try:
+        password_changed = False
+
+        def apply() -> None:
+            nonlocal password_changed
             password_changed = self._apply(form, model)
             after = {**user_snapshot(model), "password_changed": password_changed}
             publishing.record_audit(actor(), "update", "admin_user", model.id, before, after)
-            db.session.commit()
-        except Exception as error:
-            db.session.rollback()
-            self.handle_view_exception(error)
+
+        if not self.commit_or_report(apply):
             return False
+        if password_changed or not model.active:
+            # Whoever held the old password must not stay logged in with it.
+            sessions.end_all(model.id, keep_current=model.id == current_user.id)
         return True
 
     def delete_model(self, model: AdminUser) -> bool:
         if model.id == current_user.id:
             flash("You cannot delete yourself.", "error")
             return False
-        try:
+        user_id = model.id
+
+        def apply() -> None:
             publishing.record_audit(
                 actor(), "delete", "admin_user", model.id, user_snapshot(model), None
             )
             db.session.delete(model)
-            db.session.commit()
-        except Exception as error:
-            db.session.rollback()
-            self.handle_view_exception(error)
+
+        if not self.commit_or_report(apply):
             return False
+        sessions.end_all(user_id)
         return True
 
     @staticmethod

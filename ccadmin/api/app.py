@@ -40,6 +40,8 @@ MAX_USER_ID_LENGTH = 128
 # escapes, and not encodable as a Redis key).
 _FORBIDDEN_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 CONTENT_METHODS = "GET, HEAD, POST"
+# Answered whatever the caller's address (API_ALLOWED_IPS).
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 PROBE_METHODS = "GET, HEAD"
 # Seconds a caller should wait before retrying a 503: Redis down is usually a
 # restart (seconds); a rebuild from the database takes longer.
@@ -211,9 +213,13 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
 class ConnectedContentApp:
     """The WSGI application: content routes plus /healthz, /readyz, /metrics."""
 
-    def __init__(self, store: Store, counters: Counters) -> None:
+    def __init__(
+        self, store: Store, counters: Counters, allowlist: auth.CallerAllowlist | None = None
+    ) -> None:
         self.store = store
         self.counters = counters
+        # None: every address may call (keys still apply).
+        self.allowlist = allowlist
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
@@ -239,6 +245,15 @@ class ConnectedContentApp:
     def dispatch(self, environ: dict[str, Any], method: str) -> Response:
         """Route one request to its handler."""
         path = environ.get("PATH_INFO") or ""
+        # Probes stay open to the platform's health checks; they reveal nothing.
+        if (
+            self.allowlist is not None
+            and path not in OPEN_PATHS
+            and not self.allowlist.allows(environ)
+        ):
+            return error_response(
+                HttpError(403, "forbidden_address", "this address may not call the API")
+            )
         if path == "/data":
             return self.content(environ, method, None)
         if path.startswith("/v1/"):
@@ -388,7 +403,15 @@ class ConnectedContentApp:
     def metrics(self) -> Response:
         """This process's counters in the Prometheus text format."""
         body = self.counters.render()
-        return 200, [("Content-Type", METRICS_TYPE), ("Content-Length", str(len(body)))], body
+        return (
+            200,
+            [
+                ("Content-Type", METRICS_TYPE),
+                ("Content-Length", str(len(body))),
+                ("X-Content-Type-Options", "nosniff"),
+            ],
+            body,
+        )
 
 
 def _method_not_allowed(allowed: str) -> HttpError:
@@ -403,6 +426,7 @@ def _json_ok(document: dict[str, Any]) -> Response:
             ("Content-Type", JSON_TYPE),
             ("Content-Length", str(len(body))),
             ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
         ],
         body,
     )
@@ -413,8 +437,13 @@ def create_app(settings: config.Settings | None = None) -> ConnectedContentApp:
     settings = settings or config.load()
     store = Store(settings)
     store.start_polling()
+    allowlist = (
+        auth.CallerAllowlist(settings.api_allowed_ips, settings.api_trusted_proxies)
+        if settings.api_allowed_ips
+        else None
+    )
     if not settings.api_metrics:
-        return ConnectedContentApp(store, DisabledCounters())
+        return ConnectedContentApp(store, DisabledCounters(), allowlist)
     counters = Counters()
     MetricsFlusher(counters, settings).start()
-    return ConnectedContentApp(store, counters)
+    return ConnectedContentApp(store, counters, allowlist)

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 from waitress.server import create_server
 
 from ccadmin import embedded_redis
+from ccadmin.api.http_errors import JsonErrorChannel
 from ccadmin.config import Settings
 
 log = logging.getLogger("ccadmin.api")
@@ -167,6 +168,8 @@ def serve_socket(listener: socket.socket, settings: Settings, app: str = API_APP
     signal.signal(signal.SIGINT, stop)
     create_app = load_app_factory(app)
     server = create_server(create_app(settings), sockets=[listener], **waitress_options(settings))
+    # Requests waitress refuses itself (431, 413, 400) get our JSON error body.
+    server.channel_class = JsonErrorChannel
     accept_in_batches(server)
     server.run()
 
