@@ -191,24 +191,14 @@ class CampaignView(ProtectedModelView):
     def create_model(self, form: CampaignForm) -> Campaign | bool:
         """Insert the campaign at version 1 with its outbox and audit events."""
         campaign = Campaign(slug=form.slug.data, version=1)
-        try:
-            self._save(form, campaign, before=None)
-        except Exception as error:
-            db.session.rollback()
-            self.handle_view_exception(error)
+        if not self.commit_or_report(lambda: self._save(form, campaign, before=None)):
             return False
         return campaign
 
     def update_model(self, form: CampaignEditForm, model: Campaign) -> bool:
         """Apply the form, bump the version, publish and audit."""
         before = campaign_snapshot(model)
-        try:
-            self._save(form, model, before=before)
-        except Exception as error:
-            db.session.rollback()
-            self.handle_view_exception(error)
-            return False
-        return True
+        return self.commit_or_report(lambda: self._save(form, model, before=before))
 
     def _save(self, form: CampaignForm, campaign: Campaign, before: dict | None) -> None:
         if form.is_default.data:
@@ -236,7 +226,6 @@ class CampaignView(ProtectedModelView):
             before,
             campaign_snapshot(campaign),
         )
-        db.session.commit()
 
     def _clear_other_defaults(self, campaign: Campaign) -> None:
         others = db.session.scalars(
@@ -265,15 +254,14 @@ class CampaignView(ProtectedModelView):
             return False
         campaign_id = model.id
         before = campaign_snapshot(model)
-        try:
+
+        def delete() -> None:
             db.session.delete(model)
             db.session.flush()
             # The worker finds the campaign gone and removes its published config.
             publishing.record_campaign_change(campaign_id)
             publishing.record_audit(actor(), "delete", "campaign", campaign_id, before, None)
-            db.session.commit()
-        except Exception as error:
-            db.session.rollback()
-            self.handle_view_exception(error)
+
+        if not self.commit_or_report(delete):
             return False
         return True

@@ -351,15 +351,12 @@ class ContentView(ProtectedModelView):
     def update_model(self, form: EntryForm, model: ContentEntry) -> bool:
         """Save new field values as the next version."""
         before = publishing.entry_snapshot(model)
-        try:
+
+        def update() -> None:
             model.fields = form.clean_fields
             publishing.record_content_change(model, actor(), "update", before)
-            db.session.commit()
-        except Exception as error:
-            db.session.rollback()
-            self.handle_view_exception(error)
-            return False
-        return True
+
+        return self.commit_or_report(update)
 
     def render(self, template: str, **kwargs: Any) -> str:
         """The entry page also shows the entry's versions and what the caller gets."""
@@ -393,13 +390,12 @@ class ContentView(ProtectedModelView):
             )
             return redirect(here)
         before = publishing.entry_snapshot(entry)
-        try:
+
+        def restore() -> None:
             entry.fields = clean
             publishing.record_content_change(entry, actor(), "restore", before)
-            db.session.commit()
-        except Exception as error:
-            db.session.rollback()
-            self.handle_view_exception(error)
+
+        if not self.commit_or_report(restore):
             return redirect(here)
         flash(f"Version {number} restored as version {entry.version}.", "success")
         return redirect(here)
@@ -407,11 +403,6 @@ class ContentView(ProtectedModelView):
     def delete_model(self, model: ContentEntry) -> bool:
         """Keep the row as a tombstone version, so no older publish can bring it back."""
         before = publishing.entry_snapshot(model)
-        try:
-            publishing.record_content_change(model, actor(), "delete", before)
-            db.session.commit()
-        except Exception as error:
-            db.session.rollback()
-            self.handle_view_exception(error)
-            return False
-        return True
+        return self.commit_or_report(
+            lambda: publishing.record_content_change(model, actor(), "delete", before)
+        )
