@@ -167,20 +167,30 @@ def meter_figure(series: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def top_campaigns_figure(series: dict[str, Any]) -> dict[str, Any]:
-    """The busiest campaigns of the range."""
-    rows = series["campaigns"][:TOP_CAMPAIGNS][::-1]
+def _request_bars(title: str, labels: list[str], counts: list[int], color: str) -> dict:
+    """One horizontal bar of requests per label, top to bottom as given."""
     data = [
         {
             "type": "bar",
             "orientation": "h",
             "name": "requests",
-            "x": [row["requests"] for row in rows],
-            "y": [row["campaign"] for row in rows],
-            "marker": {"color": "#1f77b4"},
+            "x": counts[::-1],
+            "y": labels[::-1],
+            "marker": {"color": color},
         }
     ]
-    return _figure(data, _layout("Top campaigns by requests", showlegend=False))
+    return _figure(data, _layout(title, showlegend=False))
+
+
+def top_campaigns_figure(series: dict[str, Any]) -> dict[str, Any]:
+    """The busiest campaigns of the range."""
+    rows = series["campaigns"][:TOP_CAMPAIGNS]
+    return _request_bars(
+        "Top campaigns by requests",
+        [row["campaign"] for row in rows],
+        [row["requests"] for row in rows],
+        "#1f77b4",
+    )
 
 
 def content_ratio_figure(series: dict[str, Any]) -> dict[str, Any]:
@@ -234,18 +244,13 @@ def lag_figure(series: dict[str, Any]) -> dict[str, Any]:
 
 def processes_figure(processes: list[dict[str, Any]]) -> dict[str, Any]:
     """Requests per API process over the last minute (alive ones)."""
-    alive = [row for row in processes if row["alive"]][::-1]
-    data = [
-        {
-            "type": "bar",
-            "orientation": "h",
-            "name": "requests",
-            "x": [row["requests_last_minute"] for row in alive],
-            "y": [row["process"] for row in alive],
-            "marker": {"color": "#17becf"},
-        }
-    ]
-    return _figure(data, _layout("Requests per API process, last minute", showlegend=False))
+    alive = [row for row in processes if row["alive"]]
+    return _request_bars(
+        "Requests per API process, last minute",
+        [row["process"] for row in alive],
+        [row["requests_last_minute"] for row in alive],
+        "#17becf",
+    )
 
 
 def redis_memory_figure(redis_state: dict[str, Any]) -> dict[str, Any]:
