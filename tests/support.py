@@ -46,3 +46,25 @@ def login(client, email: str, password: str = PASSWORD, next_url: str | None = N
     url = "/login" + (f"?{urlencode({'next': next_url})}" if next_url else "")
     token = csrf_token(client, url)
     return client.post(url, data={"email": email, "password": password, "csrf_token": token})
+
+
+def start_admin(spawn) -> str:
+    """The admin under waitress on a free port (via the `spawn` fixture); its base URL."""
+    port = free_port()
+    web = f"http://127.0.0.1:{port}"
+    spawn(["-m", "waitress", f"--listen=127.0.0.1:{port}", "wsgi:app"], ready_url=f"{web}/login")
+    return web
+
+
+def start_stack(spawn) -> tuple[str, str]:
+    """Admin, one worker and one API process, as `make run` has them; (admin, API) URLs."""
+    web = start_admin(spawn)
+    spawn(["-m", "workers"])
+    api_port = free_port()
+    api = f"http://127.0.0.1:{api_port}"
+    spawn(
+        ["-m", "ccadmin.api"],
+        env={"API_PORT": str(api_port), "API_PROCESSES": "1"},
+        ready_url=f"{api}/healthz",
+    )
+    return web, api

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from support import PASSWORD, free_port, wait_until
+from support import PASSWORD, start_stack, wait_until
 
 from ccadmin.extensions import db
 from ccadmin.models import Campaign, ContentEntry
@@ -104,18 +104,7 @@ def test_log_in_create_and_edit_content(app, spawn, make_user, browser):
     # Listed first in the entry form, so choosing ours below reloads the inputs.
     db.session.add(Campaign(slug="a-first", name="Another campaign"))
     db.session.commit()
-    web_port, api_port = free_port(), free_port()
-    web = f"http://127.0.0.1:{web_port}"
-    api = f"http://127.0.0.1:{api_port}"
-    spawn(
-        ["-m", "waitress", f"--listen=127.0.0.1:{web_port}", "wsgi:app"], ready_url=f"{web}/login"
-    )
-    spawn(["-m", "workers"])
-    spawn(
-        ["-m", "ccadmin.api"],
-        env={"API_PORT": str(api_port), "API_PROCESSES": "1"},
-        ready_url=f"{api}/healthz",
-    )
+    web, api = start_stack(spawn)
 
     # An admin creates the campaign.
     browser.get(f"{web}/admin/campaigns/new/")

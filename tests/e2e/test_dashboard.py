@@ -6,7 +6,7 @@ from __future__ import annotations
 import api_support
 import test_browser_edit
 from api_support import ENV_KEY, call, mark_ready, publish_campaign, publish_entry
-from support import PASSWORD, free_port, wait_until
+from support import PASSWORD, start_admin, wait_until
 from test_browser_edit import SCREENSHOT_DIR, fill, submit
 
 start_api = api_support.start_api
@@ -24,11 +24,7 @@ def test_dashboard_draws_and_counts_live(app, spawn, make_user, redis_client, st
     publish_entry(redis_client, "promo", "1", 1, {"message": "Hello"})
     mark_ready(redis_client)
     api_port = start_api()
-    web_port = free_port()
-    web = f"http://127.0.0.1:{web_port}"
-    spawn(
-        ["-m", "waitress", f"--listen=127.0.0.1:{web_port}", "wsgi:app"], ready_url=f"{web}/login"
-    )
+    web = start_admin(spawn)
 
     browser.get(f"{web}/admin/metrics/")
     assert "/login" in browser.current_url

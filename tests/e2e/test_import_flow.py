@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 from publishing_support import make_campaign
-from support import PASSWORD, free_port, wait_until
+from support import PASSWORD, start_stack, wait_until
 from test_browser_edit import CHROMIUM, SCREENSHOT_DIR, browser, fill, submit  # noqa: F401
 
 ROWS = 25_000  # three apply batches
@@ -42,17 +42,7 @@ def test_import_with_preview_and_progress_bar(app, spawn, make_user, browser, tm
         + "".join(f"{number},Hello number {number}\n" for number in range(1, ROWS + 1))
         + "bad,\n"
     )
-    web_port, api_port = free_port(), free_port()
-    web, api = f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{api_port}"
-    spawn(
-        ["-m", "waitress", f"--listen=127.0.0.1:{web_port}", "wsgi:app"], ready_url=f"{web}/login"
-    )
-    spawn(["-m", "workers"])
-    spawn(
-        ["-m", "ccadmin.api"],
-        env={"API_PORT": str(api_port), "API_PROCESSES": "1"},
-        ready_url=f"{api}/healthz",
-    )
+    web, api = start_stack(spawn)
 
     browser.get(f"{web}/admin/imports/")
     fill(browser, "email", "marketer@example.com")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from support import PASSWORD, free_port, wait_until
+from support import PASSWORD, start_admin, wait_until
 
 from ccadmin.extensions import db
 from ccadmin.models import Campaign, ContentEntry
@@ -81,9 +81,7 @@ def test_admin_and_dashboard_work_under_the_policy(app, spawn, make_user, browse
     entry = ContentEntry(campaign_id=campaign.id, user_id="42", fields={"message": SCRIPT})
     db.session.add(entry)
     db.session.commit()
-    port = free_port()
-    web = f"http://127.0.0.1:{port}"
-    spawn(["-m", "waitress", f"--listen=127.0.0.1:{port}", "wsgi:app"], ready_url=f"{web}/login")
+    web = start_admin(spawn)
     violations = Violations(browser)
 
     browser.get(f"{web}/login")
