@@ -54,12 +54,6 @@ class CampaignToolsView(AccessControlled, BaseView):
         """Reached from a campaign's page, not from the menu."""
         return False
 
-    def _campaign(self, campaign_id: int) -> Campaign:
-        campaign = db.session.get(Campaign, campaign_id)
-        if campaign is None:
-            abort(404)
-        return campaign
-
     @expose("/")
     def index(self) -> Any:
         """No campaign chosen: there is nothing to show here."""
@@ -68,7 +62,7 @@ class CampaignToolsView(AccessControlled, BaseView):
     @expose("/<int:campaign_id>/")
     def tools_view(self, campaign_id: int) -> str:
         """The campaign's tools; `?user_id=` previews that user's call."""
-        return self._render_tools(self._campaign(campaign_id))
+        return self._render_tools(db.get_or_404(Campaign, campaign_id))
 
     def _render_tools(self, campaign: Campaign, **extra: Any) -> str:
         user_id = (request.args.get("user_id") or "").strip()
@@ -106,7 +100,7 @@ class CampaignToolsView(AccessControlled, BaseView):
     @expose("/<int:campaign_id>/revert", methods=("POST",))
     def revert_view(self, campaign_id: int) -> Response:
         """Stage the campaign's content as it was at a time, and show its preview."""
-        campaign = self._campaign(campaign_id)
+        campaign = db.get_or_404(Campaign, campaign_id)
         raw = (request.form.get("at") or "").strip()
         try:
             since = parse_run_at(raw, future=False)
@@ -122,7 +116,7 @@ class CampaignToolsView(AccessControlled, BaseView):
     @expose("/<int:campaign_id>/schedule", methods=("POST",))
     def schedule_view(self, campaign_id: int) -> Response:
         """Save one user's new fields, to be applied by the worker at a time."""
-        campaign = self._campaign(campaign_id)
+        campaign = db.get_or_404(Campaign, campaign_id)
         here = url_for(".tools_view", campaign_id=campaign_id)
         values = {name: request.form.get(FIELD_PREFIX + name, "") for name in campaign.field_names}
         try:
@@ -162,7 +156,7 @@ class CampaignToolsView(AccessControlled, BaseView):
     @expose("/<int:campaign_id>/coverage", methods=("POST",))
     def coverage_view(self, campaign_id: int) -> str | Response:
         """Of an uploaded list of user ids, how many get content and how many the fallback."""
-        campaign = self._campaign(campaign_id)
+        campaign = db.get_or_404(Campaign, campaign_id)
         upload = request.files.get("file")
         if upload is None or not upload.filename:
             flash("Choose a file of user ids.", "error")

@@ -155,12 +155,6 @@ class ImportView(AccessControlled, BaseView):
     def _campaigns(self) -> list[Campaign]:
         return list(db.session.scalars(select(Campaign).order_by(Campaign.slug)))
 
-    def _get_import(self, import_id: int) -> ContentImport:
-        content_import = db.session.get(ContentImport, import_id)
-        if content_import is None:
-            abort(404)
-        return content_import
-
     @expose("/")
     def index(self) -> str:
         """Recent change sets (optionally of one campaign) and the upload form."""
@@ -228,7 +222,7 @@ class ImportView(AccessControlled, BaseView):
     @expose("/<int:import_id>/")
     def detail_view(self, import_id: int) -> str:
         """The preview, the apply choices, and the progress bar while it runs."""
-        content_import = self._get_import(import_id)
+        content_import = db.get_or_404(ContentImport, import_id)
         state = import_state(content_import)
         return self.render(
             "admin/imports/detail.html",
@@ -247,14 +241,14 @@ class ImportView(AccessControlled, BaseView):
     @expose("/<int:import_id>/status")
     def status_view(self, import_id: int) -> Response:
         """Progress as JSON, polled by static/admin/import-progress.js."""
-        response = jsonify(import_state(self._get_import(import_id)))
+        response = jsonify(import_state(db.get_or_404(ContentImport, import_id)))
         response.headers["Cache-Control"] = "no-store"
         return response
 
     @expose("/<int:import_id>/apply", methods=("POST",))
     def apply_view(self, import_id: int) -> Response:
         """Queue the apply job now, or schedule it."""
-        content_import = self._get_import(import_id)
+        content_import = db.get_or_404(ContentImport, import_id)
         here = url_for(".detail_view", import_id=import_id)
         try:
             run_at = parse_run_at(request.form.get("run_at"))
@@ -275,7 +269,7 @@ class ImportView(AccessControlled, BaseView):
     @expose("/<int:import_id>/cancel", methods=("POST",))
     def cancel_view(self, import_id: int) -> Response:
         """Take a scheduled import off the schedule."""
-        content_import = self._get_import(import_id)
+        content_import = db.get_or_404(ContentImport, import_id)
         try:
             changesets.cancel_schedule(content_import, redis_connection())
         except ValueError as error:
@@ -287,7 +281,7 @@ class ImportView(AccessControlled, BaseView):
     @expose("/<int:import_id>/rollback", methods=("POST",))
     def rollback_view(self, import_id: int) -> Response:
         """Restore every entry the change set wrote to its previous version."""
-        content_import = self._get_import(import_id)
+        content_import = db.get_or_404(ContentImport, import_id)
         try:
             stalled = job_stalled(content_import, apply_job(content_import))
             rollback = changesets.queue_rollback(
@@ -301,7 +295,7 @@ class ImportView(AccessControlled, BaseView):
     @expose("/<int:import_id>/resume", methods=("POST",))
     def resume_view(self, import_id: int) -> Response:
         """Queue a stalled apply again; it goes on after the last committed batch."""
-        content_import = self._get_import(import_id)
+        content_import = db.get_or_404(ContentImport, import_id)
         here = url_for(".detail_view", import_id=import_id)
         if not job_stalled(content_import, apply_job(content_import)):
             flash("This change set is not stalled.", "error")
@@ -319,7 +313,7 @@ class ImportView(AccessControlled, BaseView):
     @expose("/<int:import_id>/discard", methods=("POST",))
     def discard_view(self, import_id: int) -> Response:
         """Delete a previewed import that will not be applied, with its staged rows."""
-        content_import = self._get_import(import_id)
+        content_import = db.get_or_404(ContentImport, import_id)
         if content_import.status not in (STATUS_READY, STATUS_INVALID):
             flash("Only an import not applied can be discarded.", "error")
             return redirect(url_for(".detail_view", import_id=import_id))

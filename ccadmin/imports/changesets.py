@@ -128,12 +128,17 @@ def cancel_schedule(content_import: ContentImport, connection: redis.Redis) -> N
     content_import.status = STATUS_READY
     content_import.scheduled_at = None
     db.session.commit()
+    delete_scheduled_job(content_import.job_id, connection)
+
+
+def delete_scheduled_job(job_id: str, connection: redis.Redis) -> None:
+    """Drop a scheduled job from Redis; one left behind finds nothing to do when it runs."""
     try:
-        Job.fetch(content_import.job_id, connection=connection).delete()
+        Job.fetch(job_id, connection=connection).delete()
     except NoSuchJobError:
         pass
     except (redis.RedisError, OSError) as error:
-        log.warning("scheduled job %s left in Redis: %s", content_import.job_id, error)
+        log.warning("scheduled job %s left in Redis: %s", job_id, error)
 
 
 def create_rollback(

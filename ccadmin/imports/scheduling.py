@@ -13,14 +13,12 @@ import logging
 from datetime import datetime
 
 import redis
-from rq.exceptions import NoSuchJobError
-from rq.job import Job
 from sqlalchemy import select
 
 from ccadmin import publishing
 from ccadmin.content_schema import user_id_error, validate_fields
 from ccadmin.extensions import db
-from ccadmin.imports.changesets import ChangeSetError, import_queue
+from ccadmin.imports.changesets import ChangeSetError, delete_scheduled_job, import_queue
 from ccadmin.models import Campaign, ContentEntry, ScheduledChange
 from ccadmin.models.schedule import STATUS_CANCELLED, STATUS_DONE, STATUS_PENDING
 from ccadmin.models.types import utcnow
@@ -76,12 +74,7 @@ def cancel_change(change: ScheduledChange, actor: str, connection: redis.Redis) 
     change.cancelled_by = actor
     change.done_at = utcnow()
     db.session.commit()
-    try:
-        Job.fetch(change.job_id, connection=connection).delete()
-    except NoSuchJobError:
-        pass
-    except (redis.RedisError, OSError) as error:
-        log.warning("scheduled job %s left in Redis: %s", change.job_id, error)
+    delete_scheduled_job(change.job_id, connection)
 
 
 def pending_changes(campaign_id: int) -> list[ScheduledChange]:
