@@ -14,7 +14,7 @@ from typing import Any
 import redis
 from flask import Flask, current_app, flash, has_request_context, request
 from rq import Queue, Retry
-from sqlalchemy import event
+from sqlalchemy import event, update
 from sqlalchemy.orm import Session
 
 from ccadmin import keys
@@ -30,8 +30,10 @@ PUBLISH_JOB = "workers.publish.publish_event"
 # Transient Redis or database hiccups are retried by RQ before the sweeper
 # has to step in.
 PUBLISH_RETRY = Retry(max=3, interval=[1, 3, 10])
-PUBLISH_JOB_TIMEOUT = 600
+# The job timeout is the PUBLISH_JOB_TIMEOUT setting (config.Settings.publish_job_timeout).
 _PENDING = "ccadmin_outbox_pending"
+# What an outbox event keeps of a refused enqueue (the admin shows it).
+_ERROR_MAX_LENGTH = 500
 
 
 def init_app(app: Flask) -> None:
@@ -47,11 +49,21 @@ def publish_queue(connection: redis.Redis) -> Queue:
 
 
 def enqueue_publish(event_ids: list[int], connection: redis.Redis | None = None) -> bool:
-    """Enqueue one job per outbox event; False (and nothing raised) if Redis is down."""
+    """Enqueue one job per outbox event; False (and nothing raised) if Redis refuses."""
+    return enqueue_or_reason(event_ids, connection) is None
+
+
+def enqueue_or_reason(event_ids: list[int], connection: redis.Redis | None = None) -> str | None:
+    """Enqueue one job per outbox event; None, or why Redis refused (down, or full).
+
+    The reason is also kept as the events' `last_error`, so the admin can say
+    why a change is not live.
+    """
     if not event_ids:
-        return True
+        return None
+    settings = current_app.config["CCADMIN_SETTINGS"]
     try:
-        connection = connection or get_redis(current_app.config["CCADMIN_SETTINGS"])
+        connection = connection or get_redis(settings)
         queue = publish_queue(connection)
         for event_id in event_ids:
             queue.enqueue(
@@ -59,22 +71,51 @@ def enqueue_publish(event_ids: list[int], connection: redis.Redis | None = None)
                 event_id,
                 job_id=f"publish-{event_id}",
                 retry=PUBLISH_RETRY,
-                job_timeout=PUBLISH_JOB_TIMEOUT,
+                job_timeout=settings.publish_job_timeout,
             )
     except (redis.RedisError, OSError) as error:
         log.warning("publish pending for outbox events %s: %s", event_ids, error)
-        return False
-    return True
+        reason = enqueue_failure_reason(error)
+        _record_enqueue_failure(event_ids, reason)
+        return reason
+    return None
+
+
+def enqueue_failure_reason(error: BaseException) -> str:
+    """One line for the marketer and the operator: what Redis said, named plainly."""
+    if isinstance(error, redis.exceptions.OutOfMemoryError):
+        cause = "Redis is full"
+    elif isinstance(error, (redis.ConnectionError, redis.TimeoutError, OSError)):
+        cause = "Redis is unreachable"
+    else:
+        cause = "Redis refused the job"
+    return f"{cause}: {type(error).__name__}: {error}"[:_ERROR_MAX_LENGTH]
+
+
+def _record_enqueue_failure(event_ids: list[int], reason: str) -> None:
+    # Its own connection and transaction: this runs after the caller's commit.
+    try:
+        with db.engine.begin() as connection:
+            connection.execute(
+                update(OutboxEvent)
+                .where(OutboxEvent.id.in_(event_ids), OutboxEvent.published_at.is_(None))
+                .values(last_error=reason)
+            )
+    except Exception:
+        log.exception("could not record the enqueue failure of outbox events %s", event_ids)
 
 
 def _after_commit(session: Session) -> None:
     event_ids = session.info.pop(_PENDING, None)
     if not event_ids:
         return
-    if not enqueue_publish(sorted(event_ids)) and has_request_context():
+    reason = enqueue_or_reason(sorted(event_ids))
+    if reason is not None and has_request_context():
+        # The marketer gets the cause ("Redis is full"); Redis's own words are for operators.
+        cause = reason.split(":", 1)[0]
         flash(
-            "Saved. Publish pending: the queue is unreachable; the change will go "
-            "live automatically when it is back.",
+            f"Saved. Publish pending: {cause}; the change will go live automatically "
+            "once Redis accepts it.",
             "warning",
         )
 

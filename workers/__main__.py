@@ -11,8 +11,8 @@ takes the worker with it; the platform restarts it and the sweeper
 re-enqueues the event its job held (DESIGN 5.4).
 
 SIGTERM (a deploy, `make run`, Ctrl-C) is a warm shutdown in the manner of
-RQ's HerokuWorker: the job in progress may finish for IMMINENT_SHUTDOWN_SECONDS;
-past that it is interrupted (its event stays unpublished and is re-driven by
+RQ's HerokuWorker: the job in progress may finish for WORKER_SHUTDOWN_SECONDS
+(20 by default); past that it is interrupted (its event stays unpublished and is re-driven by
 a retry or the sweeper) so the process exits before the platform's SIGKILL.
 A second signal stops at once. A Redis outage does not end the process: the
 worker starts again once Redis answers.
@@ -40,21 +40,22 @@ from workers.sweeper import Sweeper
 log = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(job_id)s] %(message)s"
-# Heroku sends SIGKILL 30 s after SIGTERM: a job still running after this
-# long is interrupted so the worker can deregister and exit cleanly first.
-IMMINENT_SHUTDOWN_SECONDS = 20.0
 # Pause before starting a new worker loop after the previous one ended on an
 # error (Redis down): the loop itself retries only while waiting for jobs.
 RESTART_PAUSE_SECONDS = 1.0
 
 
 class PublishWorker(SimpleWorker):
-    """A SimpleWorker whose warm shutdown has a deadline for the job in progress."""
+    """A SimpleWorker whose warm shutdown has a deadline for the job in progress.
 
-    imminent_shutdown_seconds = IMMINENT_SHUTDOWN_SECONDS
+    Heroku sends SIGKILL 30 s after SIGTERM: a job still running after
+    `imminent_shutdown_seconds` is interrupted so the worker can deregister
+    and exit cleanly first.
+    """
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, imminent_shutdown_seconds: float = 20.0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.imminent_shutdown_seconds = imminent_shutdown_seconds
         self.shutdown_requested = False
 
     def handle_warm_shutdown_request(self) -> None:
@@ -102,7 +103,10 @@ def main() -> None:
     try:
         while True:
             worker = PublishWorker(
-                [keys.PUBLISH_QUEUE, keys.IMPORT_QUEUE], connection=connection, job_class=AppJob
+                [keys.PUBLISH_QUEUE, keys.IMPORT_QUEUE],
+                connection=connection,
+                job_class=AppJob,
+                imminent_shutdown_seconds=settings.worker_shutdown_seconds,
             )
             sweeper.worker = worker
             try:

@@ -144,7 +144,8 @@ class ProtectedModelView(AccessControlled, ModelView):
             db.session.commit()
         except Exception as error:
             db.session.rollback()
-            self.handle_view_exception(error)
+            if not self.handle_view_exception(error):
+                raise
             return False
         return True
 

@@ -30,7 +30,7 @@ from ccadmin.admin.base import AdminForm, ProtectedModelView, actor
 from ccadmin.admin.campaign_tools import run_preview
 from ccadmin.content_schema import REQUIRED_FIELD, user_id_error, validate_fields
 from ccadmin.extensions import db
-from ccadmin.models import Campaign, ContentEntry
+from ccadmin.models import Campaign, ContentEntry, OutboxEvent
 from ccadmin.models.content import USER_ID_MAX_LENGTH
 from ccadmin.models.users import ROLE_EDITOR
 from ccadmin.preview import CALLER_BODY_LIMIT
@@ -48,11 +48,13 @@ STATUS_LIVE = "live"
 STATUS_PUBLISHING = "publishing"
 STATUS_PENDING = "pending"
 STATUS_UNKNOWN = "unknown"
+STATUS_FAILING = "publish failing"
 _STATUS_BADGES = {
     STATUS_LIVE: "badge-success",
     STATUS_PUBLISHING: "badge-info",
     STATUS_PENDING: "badge-warning",
     STATUS_UNKNOWN: "badge-secondary",
+    STATUS_FAILING: "badge-danger",
 }
 
 
@@ -151,12 +153,16 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def publish_status(entry: ContentEntry, live_version: int | None, redis_up: bool) -> str:
-    """live / publishing / pending (or unknown when Redis cannot be asked)."""
+def publish_status(
+    entry: ContentEntry, live_version: int | None, redis_up: bool, failing: bool = False
+) -> str:
+    """live / publish failing / publishing / pending (unknown when Redis cannot be asked)."""
     if not redis_up:
         return STATUS_UNKNOWN
     if live_version is not None and live_version >= entry.version:
         return STATUS_LIVE
+    if failing:
+        return STATUS_FAILING
     if datetime.now(UTC) - _aware(entry.updated_at) < PUBLISHING_WINDOW:
         return STATUS_PUBLISHING
     return STATUS_PENDING
@@ -187,6 +193,21 @@ def _live_versions(view: ContentView) -> dict[int, int | None] | None:
     return g.ccadmin_live_versions
 
 
+def _publish_errors() -> dict[int, str]:
+    """Outbox event id -> last_error of the listed entries' unpublished events (one query)."""
+    if "ccadmin_publish_errors" not in g:
+        event_ids = [entry.last_event_id for entry in g.get("ccadmin_listed_entries", [])]
+        rows = db.session.execute(
+            select(OutboxEvent.id, OutboxEvent.last_error).where(
+                OutboxEvent.id.in_([event_id for event_id in event_ids if event_id]),
+                OutboxEvent.published_at.is_(None),
+                OutboxEvent.last_error.is_not(None),
+            )
+        )
+        g.ccadmin_publish_errors = dict(rows.all())
+    return g.ccadmin_publish_errors
+
+
 def _format_message(view: Any, context: Any, model: ContentEntry, name: str) -> str:
     message = str((model.fields or {}).get(REQUIRED_FIELD, ""))
     if len(message) > MESSAGE_PREVIEW:
@@ -204,9 +225,13 @@ def _format_live_version(view: Any, context: Any, model: ContentEntry, name: str
 
 def _format_status(view: Any, context: Any, model: ContentEntry, name: str) -> Markup:
     live = _live_versions(view)
-    status = publish_status(model, (live or {}).get(model.id), live is not None)
-    # Only fixed strings go into this markup; nothing user-supplied.
-    return Markup('<span class="badge {}">{}</span>').format(_STATUS_BADGES[status], status)
+    error = _publish_errors().get(model.last_event_id)
+    status = publish_status(model, (live or {}).get(model.id), live is not None, bool(error))
+    badge = Markup('<span class="badge {}">{}</span>').format(_STATUS_BADGES[status], status)
+    if status != STATUS_FAILING:
+        return badge
+    # format() escapes the error text (it quotes Redis's reply).
+    return Markup('{}<br><small class="text-danger">{}</small>').format(badge, error)
 
 
 class ContentView(ProtectedModelView):
@@ -279,6 +304,7 @@ class ContentView(ProtectedModelView):
         count, entries = super().get_list(*args, **kwargs)
         g.ccadmin_listed_entries = list(entries)
         g.pop("ccadmin_live_versions", None)
+        g.pop("ccadmin_publish_errors", None)
         return count, entries
 
     # Forms follow the campaign: chosen on create, fixed on edit.
@@ -335,18 +361,30 @@ class ContentView(ProtectedModelView):
                 )
             publishing.record_content_change(entry, actor(), "create", before)
             db.session.commit()
-        except IntegrityError:
-            # Someone created the same user between our check and this insert.
+        except IntegrityError as error:
             db.session.rollback()
+            if not self.user_has_entry(form.campaign.id, form.user_id.data):
+                self.handle_view_exception(error)
+                return False
+            # Someone created the same user between our check and this insert.
             form.user_id.errors.append(
                 f"User {form.user_id.data!r} already has content in this campaign."
             )
             return False
         except Exception as error:
             db.session.rollback()
-            self.handle_view_exception(error)
+            if not self.handle_view_exception(error):
+                raise
             return False
         return entry
+
+    @staticmethod
+    def user_has_entry(campaign_id: int, user_id: str) -> bool:
+        """Whether the campaign holds a row for this user (a tombstone counts)."""
+        query = select(ContentEntry.id).where(
+            ContentEntry.campaign_id == campaign_id, ContentEntry.user_id == user_id
+        )
+        return db.session.scalar(query) is not None
 
     def update_model(self, form: EntryForm, model: ContentEntry) -> bool:
         """Save new field values as the next version."""

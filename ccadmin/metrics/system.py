@@ -32,14 +32,32 @@ def _age(moment: datetime | None) -> float | None:
 
 
 def outbox_backlog() -> dict[str, Any]:
-    """Unpublished outbox events and the oldest one's age (the partial index answers)."""
-    count, oldest = db.session.execute(
-        select(func.count(), func.min(OutboxEvent.created_at)).where(
-            OutboxEvent.published_at.is_(None)
-        )
+    """Unpublished outbox events, the oldest one's age, and those failing (with the newest error).
+
+    Failures are counted from the database, not Redis: a full Redis refuses
+    every write, a failure counter's too.
+    """
+    unpublished = OutboxEvent.published_at.is_(None)
+    count, oldest, failing = db.session.execute(
+        select(
+            func.count(),
+            func.min(OutboxEvent.created_at),
+            func.count(OutboxEvent.last_error),
+        ).where(unpublished)
     ).one()
+    last_error = db.session.execute(
+        select(OutboxEvent.last_error)
+        .where(unpublished, OutboxEvent.last_error.is_not(None))
+        .order_by(OutboxEvent.id.desc())
+        .limit(1)
+    ).scalar()
     db.session.rollback()
-    return {"unpublished": count, "oldest_seconds": _age(oldest)}
+    return {
+        "unpublished": count,
+        "oldest_seconds": _age(oldest),
+        "failing": failing,
+        "last_error": last_error,
+    }
 
 
 def failed_jobs(connection: redis.Redis) -> list[dict[str, Any]]:

@@ -125,6 +125,8 @@
     text("card-backlog", number(publishing.unpublished) + " / " + number(publishing.queue_depth));
     text("outbox-unpublished", number(publishing.unpublished));
     text("outbox-oldest", seconds(publishing.oldest_seconds));
+    text("outbox-failing", number(publishing.failing));
+    text("outbox-last-error", publishing.last_error || "–");
     text("queue-depth", number(publishing.queue_depth));
     text("failed-count", number(publishing.failed_count));
     text(

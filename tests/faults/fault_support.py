@@ -346,3 +346,124 @@ class DatabaseOutage:
             self.proxy.up()
         else:
             self.path.with_suffix(".away").rename(self.path)
+
+
+def redis_entries(client: redis.Redis, slug: str, user_ids) -> dict[str, tuple[int, bytes] | None]:
+    """user_id -> (version, body) Redis holds (None: missing), one pipeline."""
+    user_ids = list(user_ids)
+    pipeline = client.pipeline(transaction=False)
+    for user_id in user_ids:
+        pipeline.hmget(
+            keys.entry_key(slug, user_id), keys.ENTRY_VERSION_FIELD, keys.ENTRY_BODY_FIELD
+        )
+    return {
+        user_id: None if version is None else (int(version), body)
+        for user_id, (version, body) in zip(user_ids, pipeline.execute(), strict=True)
+    }
+
+
+def redis_dump(client: redis.Redis) -> dict[bytes, bytes]:
+    """Every key and its serialized value: two equal dumps mean Redis did not change."""
+    return {key: client.dump(key) for key in sorted(client.scan_iter(count=1000))}
+
+
+def database_dialect() -> str:
+    """`postgresql` or `sqlite`: the database the tests and their processes use."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(config.normalize_database_url(os.environ["DATABASE_URL"])).get_backend_name()
+
+
+# How a commit can fail inside the database after every statement succeeded.
+# "deferred constraint": a deferred foreign key checked only at COMMIT;
+# "trigger raises": a deferred constraint trigger that raises at COMMIT;
+# "connection lost": a deferred trigger that ends its own session at COMMIT,
+# what a database that goes away between flush and commit looks like.
+COMMIT_FAILURES = {
+    "postgresql": ("deferred constraint", "trigger raises", "connection lost"),
+    "sqlite": ("deferred constraint",),
+}
+
+_PG_TRIGGER_BODIES = {
+    "deferred constraint": "INSERT INTO fault_commit_guard (entry_id) VALUES (NEW.id)",
+    "trigger raises": "RAISE EXCEPTION 'commit refused by the database'",
+    "connection lost": "PERFORM pg_terminate_backend(pg_backend_pid())",
+}
+
+
+class CommitFailure:
+    """Every transaction that writes a content entry fails at COMMIT, in the database itself."""
+
+    def __init__(self, engine, kind: str) -> None:
+        self.engine = engine
+        self.kind = kind
+        self.dialect = engine.dialect.name
+
+    def install(self) -> None:
+        statements = [
+            "CREATE TABLE fault_commit_parent (id INTEGER PRIMARY KEY)",
+            "CREATE TABLE fault_commit_guard (entry_id INTEGER REFERENCES "
+            "fault_commit_parent (id) DEFERRABLE INITIALLY DEFERRED)",
+        ]
+        if self.dialect == "postgresql":
+            body = _PG_TRIGGER_BODIES[self.kind]
+            statements += [
+                "CREATE FUNCTION fault_commit_refusal() RETURNS trigger LANGUAGE plpgsql "
+                f"AS $$ BEGIN {body}; RETURN NULL; END $$",
+                "CREATE CONSTRAINT TRIGGER fault_commit_refusal AFTER INSERT OR UPDATE "
+                "ON content_entry DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
+                "EXECUTE FUNCTION fault_commit_refusal()",
+            ]
+        else:
+            statements += [
+                f"CREATE TRIGGER fault_commit_refusal_{event} AFTER {event} ON content_entry "
+                "BEGIN INSERT INTO fault_commit_guard (entry_id) VALUES (NEW.id); END"
+                for event in ("INSERT", "UPDATE")
+            ]
+        with self.engine.begin() as connection:
+            for statement in statements:
+                connection.exec_driver_sql(statement)
+
+    def remove(self) -> None:
+        """Drop everything install() created (the schema must match the migrations again)."""
+        if self.dialect == "postgresql":
+            statements = [
+                "DROP TRIGGER IF EXISTS fault_commit_refusal ON content_entry",
+                "DROP FUNCTION IF EXISTS fault_commit_refusal()",
+            ]
+        else:
+            statements = [
+                f"DROP TRIGGER IF EXISTS fault_commit_refusal_{event}"
+                for event in ("INSERT", "UPDATE")
+            ]
+        statements += [
+            "DROP TABLE IF EXISTS fault_commit_guard",
+            "DROP TABLE IF EXISTS fault_commit_parent",
+        ]
+        with self.engine.begin() as connection:
+            for statement in statements:
+                connection.exec_driver_sql(statement)
+
+
+class OutboxRowHeld:
+    """Holds a write lock that blocks `mark_published` for one event until released.
+
+    PostgreSQL: the event's row, locked FOR UPDATE. SQLite: the whole
+    database (BEGIN IMMEDIATE), which blocks a writer for its busy timeout.
+    """
+
+    def __init__(self, engine, event_id: int) -> None:
+        if engine.dialect.name == "postgresql":
+            self.connection = engine.connect()
+            self.connection.exec_driver_sql(
+                "SELECT id FROM outbox_event WHERE id = %s FOR UPDATE", (event_id,)
+            )
+        else:
+            import sqlite3
+
+            self.connection = sqlite3.connect(engine.url.database, isolation_level=None)
+            self.connection.execute("BEGIN IMMEDIATE")
+
+    def release(self) -> None:
+        self.connection.rollback()
+        self.connection.close()

@@ -1,0 +1,205 @@
+"""Publishing faults: a save failing at commit (case 7), versions published out of order
+(case 8), a job run twice and a crash between the Redis write and the outbox update (case 9)."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+from fault_support import (
+    COMMIT_FAILURES,
+    CommitFailure,
+    OutboxRowHeld,
+    admin_save,
+    database_dialect,
+    differences,
+    redis_dump,
+    redis_entries,
+    wait_ready,
+)
+from publishing_support import make_campaign, save_entry
+from rq.job import Job
+from sqlalchemy import func, select
+from support import login, wait_until
+from test_faults_redis import unpublished
+
+from ccadmin import keys, publishing
+from ccadmin.extensions import db
+from ccadmin.models import ContentEntry, OutboxEvent
+from ccadmin.seed import seed_content
+from workers import store
+from workers.publish import entry_chunks, publish_event, write_rows
+
+# What the marketer may see of a failed save; none of the database's own words.
+LEAKS = ("SELECT", "INSERT", "UPDATE", "COMMIT", "Traceback", "sqlalchemy", "psycopg2",
+         "sqlite3", "fault_commit", "refused by the database", "terminating connection")
+ENTRIES = 500
+
+
+def outbox_count() -> int:
+    count = db.session.execute(select(func.count()).select_from(OutboxEvent)).scalar()
+    db.session.rollback()
+    return count
+
+
+def publish_all_in_process() -> None:
+    """Run every unpublished event's job here (no worker runs in case 7)."""
+    event_ids = db.session.scalars(
+        select(OutboxEvent.id).where(OutboxEvent.published_at.is_(None))
+    ).all()
+    for event_id in event_ids:
+        publish_event(event_id)
+
+
+@pytest.fixture(params=COMMIT_FAILURES[database_dialect()])
+def commit_failure(request, fault_app):
+    failure = CommitFailure(db.engine, request.param)
+    yield failure
+    db.session.rollback()
+    failure.remove()
+
+
+def test_save_failing_at_commit_leaves_no_trace(
+    fault_app, private_redis, make_user, commit_failure
+):
+    """Case 7: the commit fails in the database: a plain message, and nothing published."""
+    client = private_redis.start()
+    campaign = make_campaign()
+    save_entry(campaign, "1", "live before")
+    publish_all_in_process()
+    publishing.publish_queue(client).empty()
+    make_user("ed@example.com", role="editor")
+    browser = fault_app.test_client()
+    login(browser, "ed@example.com")
+    entry_id = db.session.scalar(select(ContentEntry.id))
+    db.session.rollback()
+    before = redis_dump(client)
+    events = outbox_count()
+
+    commit_failure.install()
+    for user_id, existing in (("1", entry_id), ("2", None)):
+        saved = admin_save(browser, campaign.id, user_id, "never saved", existing)
+        text = saved.get_data(as_text=True)
+        if commit_failure.kind == "connection lost":
+            # The database is gone: the app's 503 page, which says to retry.
+            assert saved.status_code == 503
+            assert "Database unavailable" in text
+            assert saved.headers["Retry-After"]
+        else:
+            # The form again, with its input kept and a plain message over it.
+            assert saved.status_code == 200
+            assert "Nothing was saved" in text
+            assert "already has content" not in text
+        for leak in LEAKS:
+            assert leak not in text, leak
+    assert outbox_count() == events
+    assert publishing.publish_queue(client).count == 0
+    assert redis_dump(client) == before
+    assert db.session.execute(select(ContentEntry.user_id, ContentEntry.version)).all() == [
+        ("1", 1)
+    ]
+    db.session.rollback()
+    print(f"case 7 ({commit_failure.kind}): 2 saves refused at commit, 0 outbox events, "
+          "0 jobs, Redis unchanged")
+
+
+def latest_event_id() -> int:
+    event_id = db.session.scalar(select(func.max(OutboxEvent.id)))
+    db.session.rollback()
+    return event_id
+
+
+def published(event_id: int) -> bool:
+    published_at = db.session.scalar(
+        select(OutboxEvent.published_at).where(OutboxEvent.id == event_id)
+    )
+    db.session.rollback()
+    return published_at is not None
+
+
+def test_version_2_published_before_version_1(fault_app, private_redis):
+    """Case 8: version 1's job reads, version 2 is published, then version 1's write
+    arrives: Redis keeps version 2 and counts every refused write as stale."""
+    client = private_redis.start()
+    user_ids = [str(number) for number in range(1, ENTRIES + 1)]
+    seed_content("spring", ENTRIES)
+    version_1 = latest_event_id()
+    slugs = {db.session.scalar(select(ContentEntry.campaign_id)): "spring"}
+    # What version 1's job read from the database, before it stalled.
+    read_by_job_1 = list(entry_chunks(ContentEntry.last_event_id == version_1))
+    db.session.rollback()
+    seed_content("spring", ENTRIES)
+    version_2 = latest_event_id()
+
+    assert publish_event(version_2)["written"] == ENTRIES
+    live = redis_entries(client, "spring", user_ids)
+    assert {entry[0] for entry in live.values()} == {2}
+    late = store.WriteCounts()
+    for rows in read_by_job_1:
+        late.add(write_rows(client, slugs, rows))
+    assert (late.written, late.stale) == (0, ENTRIES)
+    # The job itself, run last: its entries moved on to version 2, it writes nothing.
+    assert publish_event(version_1)["written"] == 0
+
+    assert redis_entries(client, "spring", user_ids) == live
+    assert not differences(client, "spring")
+    assert published(version_1) and published(version_2)
+    assert store.stats(client) == {keys.STAT_WRITES: ENTRIES, keys.STAT_STALE_WRITES: ENTRIES}
+    print(f"case 8: {ENTRIES} version-1 writes after version 2: 0 applied, "
+          f"{ENTRIES} counted stale, 0 entries went back")
+
+
+def test_job_run_twice_and_crash_before_marking_done_change_nothing(
+    fault_app, private_redis, processes
+):
+    """Case 9: a finished job run again, then a worker killed after its Redis writes and
+    before the outbox update; the replays leave every entry as it was, no write applied."""
+    client = private_redis.start()
+    user_ids = [str(number) for number in range(1, ENTRIES + 1)]
+    victim = processes.worker()
+    wait_ready(client)
+    seed_content("spring", ENTRIES)
+    first = latest_event_id()
+    wait_until(lambda: not differences(client, "spring") and not unpublished(), timeout=20)
+
+    live = redis_entries(client, "spring", user_ids)
+    counted = store.stats(client)
+    publishing.enqueue_publish([first], client)
+    wait_until(lambda: store.stats(client).get(keys.STAT_STALE_WRITES) == ENTRIES, timeout=20)
+    assert Job.fetch(f"publish-{first}", connection=client).return_value() == {
+        "event_id": first, "kind": "content", "written": 0, "stale": ENTRIES
+    }
+    assert redis_entries(client, "spring", user_ids) == live
+    assert store.stats(client)[keys.STAT_WRITES] == counted[keys.STAT_WRITES]
+
+    # Freeze the worker so the outbox row is locked before it can take the job;
+    # it then writes Redis and blocks in mark_published, where it is killed.
+    victim.signal(signal.SIGSTOP)
+    seed_content("spring", ENTRIES)
+    second = latest_event_id()
+    held = OutboxRowHeld(db.engine, second)
+    try:
+        victim.signal(signal.SIGCONT)
+        wait_until(lambda: not differences(client, "spring"), timeout=20)
+        victim.kill()
+    finally:
+        held.release()
+    killed_at = time.monotonic()
+    assert not published(second)
+    live = redis_entries(client, "spring", user_ids)
+    assert {entry[0] for entry in live.values()} == {2}
+    counted = store.stats(client)
+
+    survivor = processes.worker()
+    wait_until(lambda: published(second), timeout=30, interval=0.2)
+    recovery = time.monotonic() - killed_at
+    assert "re-enqueued 1 unpublished outbox events" in survivor.log()
+    assert redis_entries(client, "spring", user_ids) == live
+    assert store.stats(client) == {
+        keys.STAT_WRITES: counted[keys.STAT_WRITES],
+        keys.STAT_STALE_WRITES: counted[keys.STAT_STALE_WRITES] + ENTRIES,
+    }
+    print(f"case 9: re-run of a done job and replay after a kill before the outbox update: "
+          f"0 of {ENTRIES} entries changed, 0 writes applied, {2 * ENTRIES} counted stale; "
+          f"event done {recovery:.1f} s after the kill")
