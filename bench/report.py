@@ -67,6 +67,9 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     result["target4_p99_ms"] = spike.get("p99_ms")
     result["target4_probe_max_after_5s"] = spike.get("probe_max_after_5s")
     result["target4_probe_failures"] = spike.get("probe_failures")
+    tenfold = [row for row in rows if row["scenario"] == "10x spike"]
+    result["case15_errors"] = {row["server"]: row["errors"] for row in tenfold}
+    result["case15_p99_ms"] = {row["server"]: row["p99_ms"] for row in tenfold}
     result["metrics_on_off_ratio_at_500"] = _row(
         rows, "metrics off/on", "metrics on", 500
     ).get("ratio")
@@ -94,7 +97,7 @@ def write_html(results: dict[str, Any], path: Path) -> Path:
             "spike: fresh-connection probes (s to answer)",
         ),
     )
-    compared = [row for row in rows if row["scenario"] not in ("ladder", "spike")]
+    compared = [row for row in rows if row["scenario"] not in ("ladder", "spike", "10x spike")]
     for server in ("ceiling", "api"):
         picked = [row for row in compared if row["server"] == server]
         figure.add_trace(

@@ -45,6 +45,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ladder", default="500,5000,10000,15000")
     parser.add_argument("--spike-connections", type=int, default=10_000)
     parser.add_argument("--spike-seconds", type=float, default=15.0)
+    parser.add_argument("--baseline", type=int, default=300, help="connections before a 10x spike")
+    parser.add_argument("--tenfold-seconds", type=float, default=30.0, help="10x spike length")
     parser.add_argument("--sweep-threads", action="store_true", help="also try 4/8/16/32")
     parser.add_argument("--no-granian", action="store_true")
     args = parser.parse_args()
@@ -213,6 +215,25 @@ def spike(bench: Bench, processes: int) -> dict[str, Any]:
     return result
 
 
+def tenfold(bench: Bench, processes: int) -> None:
+    """A steady baseline, then ten times as many connections for a while (issue case 15).
+
+    The baseline keeps its connections throughout, so its p99 covers the
+    spike; a second wrk adds nine times the baseline's connections after
+    10 s, for --tenfold-seconds.
+    """
+    args = bench.args
+    lead = 10.0
+    with bench.server(API, processes) as api:
+        bench.wrk(api, args.baseline, 2)
+        steady = _later(0, lambda: bench.wrk(api, args.baseline, args.tenfold_seconds + 2 * lead))
+        time.sleep(lead)
+        added = bench.wrk(api, args.baseline * 9, args.tenfold_seconds).as_dict()
+        baseline = steady().as_dict()
+    bench.record("10x spike", "baseline", baseline, 0)
+    bench.record("10x spike", "added", added, 0)
+
+
 def sweep_threads(bench: Bench) -> dict[int, float]:
     """Requests/s of one API process at 500 connections per thread count (and its ceiling)."""
     rates = {}
@@ -260,6 +281,7 @@ def main() -> int:
         metrics_overhead(bench)
         results["rss_mb"] = ladder(bench, 2)
         results["spike"] = spike(bench, 2)
+        tenfold(bench, 2)
         if not args.no_granian and importlib.util.find_spec("granian"):
             compare(bench, "granian 2 workers", 2, [500], API_SERVER="granian")
         results["rows"] = bench.rows

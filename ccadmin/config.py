@@ -138,6 +138,12 @@ class Settings:
     # Interface the API listens on: all of them by default (what a platform
     # router needs); 127.0.0.1 keeps a local API private to the machine.
     api_host: str = "0.0.0.0"
+    # Seconds a connection may stay silent before the API closes it: idle
+    # keep-alive callers and clients that connect and send nothing.
+    api_channel_timeout: int = 30
+    # Seconds an API process given SIGTERM lets requests in flight finish
+    # (new connections are refused at once); below the platform's SIGKILL.
+    api_shutdown_seconds: int = 10
     # Live metrics recording in each API process (docs/metrics.md): in-memory
     # counts and a latency histogram per request, flushed to Redis once a
     # second. `API_METRICS=0` turns both off (the dashboard and `/metrics` go
@@ -229,6 +235,12 @@ def load(environ: dict[str, str] | os._Environ | None = None) -> Settings:
         )
         / 1000.0,
         api_host=env.get("API_HOST") or "0.0.0.0",
+        api_channel_timeout=parse_int(
+            "API_CHANNEL_TIMEOUT", env.get("API_CHANNEL_TIMEOUT"), 30, 1
+        ),
+        api_shutdown_seconds=parse_int(
+            "API_SHUTDOWN_SECONDS", env.get("API_SHUTDOWN_SECONDS"), 10, 0
+        ),
         api_cache_size=parse_int("API_CACHE_SIZE", env.get("API_CACHE_SIZE"), 100_000, 0),
         api_server=parse_choice("API_SERVER", env.get("API_SERVER"), API_SERVERS),
         api_metrics=parse_bool("API_METRICS", env.get("API_METRICS"), True),

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 from waitress.server import create_server
 
 from ccadmin import embedded_redis
-from ccadmin.api.http_errors import JsonErrorChannel
+from ccadmin.api import connections
 from ccadmin.config import Settings
 
 log = logging.getLogger("ccadmin.api")
@@ -44,11 +44,6 @@ RESTART_GRACE_SECONDS = 5.0
 RESTART_PAUSE_SECONDS = 1.0
 # The Connected Content app; the benchmark passes its hello-world instead.
 API_APP = "ccadmin.api.app:create_app"
-# Connections accepted per wake-up of waitress's loop. waitress accepts one,
-# and each loop pass walks every open connection: 3,000 clients arriving at
-# once then waited seconds in the kernel queue before their first byte was
-# read. Batches drain a spike in a few passes; the bound keeps one pass short.
-ACCEPT_BATCH = 256
 
 
 def waitress_options(settings: Settings) -> dict[str, Any]:
@@ -65,12 +60,19 @@ def waitress_options(settings: Settings) -> dict[str, Any]:
         # select() cannot watch more than 1,024 sockets and crashes the
         # process past that; poll() has no such limit.
         "asyncore_use_poll": True,
+        # Longest wait of one loop pass when nothing happens. At the
+        # connection limit the listener is not watched, so this is how soon
+        # the loop looks again for idle connections to close for the ones
+        # waiting (connections.adapt); waitress's 1 s would let them wait.
+        "asyncore_loop_timeout": connections.SHED_INTERVAL_SECONDS,
         "backlog": LISTEN_BACKLOG,
-        # Idle keep-alive connections are closed after this many seconds. The
-        # caller reuses connections within a send; holding idle ones longer
-        # only eats into connection_limit.
-        "channel_timeout": 30,
-        "cleanup_interval": 10,
+        # Connections silent for this long are closed (API_CHANNEL_TIMEOUT):
+        # idle keep-alive callers, and clients that connect and send nothing
+        # (slowloris). The caller reuses connections within a send; holding
+        # idle ones longer only eats into connection_limit. The sweep runs at
+        # least twice per timeout so a cut comes at most 1.5 timeouts late.
+        "channel_timeout": settings.api_channel_timeout,
+        "cleanup_interval": max(1, min(10, settings.api_channel_timeout // 2)),
         # A request carries at most a user id: large bodies or headers are
         # refused before they cost memory.
         "max_request_body_size": 64 * 1024,
@@ -155,39 +157,18 @@ def _redacted(url: str) -> str:
 
 
 def serve_socket(listener: socket.socket, settings: Settings, app: str = API_APP) -> None:
-    """Serve until SIGTERM/SIGINT in this process (a child, or the only process)."""
-    stopping = False
+    """Serve until SIGTERM/SIGINT in this process (a child, or the only process).
 
-    def stop(signum: int, frame: Any) -> None:
-        nonlocal stopping
-        if not stopping:  # a second signal must not interrupt the shutdown
-            stopping = True
-            raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    On the signal, new connections are refused and requests in flight get
+    up to API_SHUTDOWN_SECONDS to finish (connections.serve_until_stopped).
+    """
     create_app = load_app_factory(app)
     server = create_server(create_app(settings), sockets=[listener], **waitress_options(settings))
-    # Requests waitress refuses itself (431, 413, 400) get our JSON error body.
-    server.channel_class = JsonErrorChannel
-    accept_in_batches(server)
-    server.run()
-
-
-def accept_in_batches(server: Any) -> None:
-    """Make a waitress server accept up to ACCEPT_BATCH queued connections per event."""
-    accept_one = server.handle_accept
-    limit = server.adj.connection_limit
-
-    def handle_accept() -> None:
-        for _ in range(ACCEPT_BATCH):
-            before = len(server._map)
-            accept_one()
-            # Nothing new in the map: the queue is empty (or one accept failed).
-            if len(server._map) == before or len(server._map) >= limit:
-                return
-
-    server.handle_accept = handle_accept
+    # JSON bodies for requests waitress refuses itself (431, 413, 400), and
+    # `Connection: close` on answers given while draining.
+    server.channel_class = connections.ApiChannel
+    connections.adapt(server)
+    connections.serve_until_stopped(server, settings.api_shutdown_seconds)
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -246,6 +227,11 @@ class Supervisor:
     def forward(self, signum: int, frame: Any) -> None:
         """Pass a stop signal on to every child; the wait loop then drains."""
         self.stopping = True
+        # The children close theirs as they drain: with the parent's copies
+        # closed too, the kernel refuses new connections instead of queueing
+        # them for processes that will not accept again.
+        for listener in self.listeners:
+            listener.close()
         for pid in list(self.children):
             try:
                 os.kill(pid, signum)

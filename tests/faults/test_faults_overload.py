@@ -1,0 +1,174 @@
+"""Overload (case 14) and a spike from a steady baseline (case 15) against a real API process.
+
+The full-size spike (10x for 30 s, thousands of connections) is in `make
+bench`; here a smaller one checks the same outcome on every test run.
+"""
+
+from __future__ import annotations
+
+import http.client
+import resource
+import socket
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from api_support import ENV_KEY, mark_ready, publish_campaign, publish_entry
+
+AUTH = {"X-API-Key": ENV_KEY}
+SILENT_SOCKETS = 1_000
+CONNECTION_LIMIT = 200
+
+
+@pytest.fixture
+def many_files():
+    """Lift this process's open-files limit for the test's own sockets."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def seeded(private_redis, users: int) -> dict[int, bytes]:
+    client = private_redis.start()
+    publish_campaign(client, "promo", default_fields={"message": "Hi"}, serve_at_data=True)
+    mark_ready(client)
+    return {
+        user_id: publish_entry(client, "promo", str(user_id), 1, {"message": f"for {user_id}"})
+        for user_id in range(1, users + 1)
+    }
+
+
+def resident_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def get(port: int, user_id: int) -> tuple[int, bytes, float]:
+    """A caller's request on a fresh connection: status, body, seconds (5 s timeout)."""
+    started = time.monotonic()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", f"/data?user_id={user_id}", headers=AUTH)
+        response = connection.getresponse()
+        return response.status, response.read(), time.monotonic() - started
+    finally:
+        connection.close()
+
+
+def closed_by_server(client: socket.socket) -> bool:
+    """True once the server closed the connection (EOF or reset), without waiting."""
+    client.setblocking(False)
+    try:
+        return client.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_silent_sockets_past_the_limit_do_not_lock_callers_out(
+    private_redis, processes, many_files
+):
+    """1,000 sockets that send nothing against a 200-connection limit (slowloris).
+
+    Real callers arriving behind them are still answered: at the limit the
+    API closes the longest-idle connections to make room instead of waiting
+    for the channel timeout, which closes the silent sockets that are left
+    once the queue is drained. The process stays up and its memory stays
+    where it was.
+    """
+    bodies = seeded(private_redis, 20)
+    api, port = processes.api(
+        {"API_CONNECTION_LIMIT": str(CONNECTION_LIMIT), "API_CHANNEL_TIMEOUT": "3"}
+    )
+    before = resident_mb(api.pid)
+    silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(SILENT_SOCKETS)]
+    try:
+        answers = [get(port, user_id) for user_id in range(1, 21)]
+        assert [(status, body) for status, body, _ in answers] == [
+            (200, bodies[user_id]) for user_id in range(1, 21)
+        ]
+        deadline = time.monotonic() + 30
+        while not all(closed_by_server(client) for client in silent):
+            assert time.monotonic() < deadline, "silent sockets were never closed"
+            time.sleep(0.2)
+            # New arrivals are what makes the API shed: keep callers coming.
+            assert get(port, 1)[0] == 200
+        assert api.alive()
+        assert resident_mb(api.pid) - before < 50
+        slowest = max(seconds for _, _, seconds in answers)
+        print(f"case 14: slowest caller behind {SILENT_SOCKETS} silent sockets {slowest:.2f} s")
+    finally:
+        for client in silent:
+            client.close()
+    assert "closed" in api.log() and "idle connection(s) to make room" in api.log()
+
+
+def test_channel_timeout_cuts_silent_sockets_but_not_active_callers(private_redis, processes):
+    """Below the limit, a socket silent for API_CHANNEL_TIMEOUT is closed; a busy one is not."""
+    seeded(private_redis, 1)
+    _, port = processes.api({"API_CHANNEL_TIMEOUT": "2"})
+    opened = time.monotonic()
+    silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(50)]
+    active = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        while not all(closed_by_server(client) for client in silent):
+            assert time.monotonic() - opened < 15, "the channel timeout never closed them"
+            active.request("GET", "/data?user_id=1", headers=AUTH)
+            response = active.getresponse()
+            response.read()
+            assert response.status == 200
+            time.sleep(0.25)
+        cut_after = time.monotonic() - opened
+        assert cut_after >= 2.0
+        # The connection that kept talking is still the same open connection.
+        active.request("GET", "/data?user_id=1", headers=AUTH)
+        assert active.getresponse().status == 200
+    finally:
+        active.close()
+        for client in silent:
+            client.close()
+    print(f"case 14: silent sockets cut {cut_after:.1f} s after opening (timeout 2 s)")
+
+
+def test_a_tenfold_spike_from_a_steady_baseline_is_answered_without_errors(
+    private_redis, processes
+):
+    """20 keep-alive callers, then 200 for three seconds: every request a 200, no socket error."""
+    seeded(private_redis, 200)
+    _, port = processes.api()
+    outcomes: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def caller(user_id: int, seconds: float) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        until = time.monotonic() + seconds
+        try:
+            while time.monotonic() < until:
+                connection.request("GET", f"/data?user_id={user_id}", headers=AUTH)
+                response = connection.getresponse()
+                response.read()
+                with lock:
+                    outcomes[str(response.status)] += 1
+        except OSError as error:
+            with lock:
+                outcomes[type(error).__name__] += 1
+        finally:
+            connection.close()
+
+    baseline = [threading.Thread(target=caller, args=(n, 7.0)) for n in range(1, 21)]
+    spike = [threading.Thread(target=caller, args=(n, 3.0)) for n in range(21, 201)]
+    for thread in baseline:
+        thread.start()
+    time.sleep(2.0)
+    for thread in spike:
+        thread.start()
+    for thread in baseline + spike:
+        thread.join(timeout=30)
+    assert set(outcomes) == {"200"}, outcomes
+    assert outcomes["200"] > 200
