@@ -92,11 +92,12 @@ def register_security(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    """Login pages and the admin (views are built per app: see admin/__init__.py)."""
-    from ccadmin import admin, auth
+    """Login pages, the admin (views are built per app: see admin/__init__.py), the ingest API."""
+    from ccadmin import admin, auth, manage
 
     auth.init_app(app)
     admin.init_app(app)
+    manage.init_app(app)
 
 
 def register_cli(app: Flask) -> None:

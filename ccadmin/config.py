@@ -177,6 +177,10 @@ class Settings:
     # (`WORKER_SHUTDOWN_SECONDS`) before interrupting it; it must end before
     # the platform's SIGKILL (Heroku: 30 s after SIGTERM).
     worker_shutdown_seconds: int = 20
+    # Requests per minute each management token may make to /manage/v1
+    # (`CCADMIN_MANAGE_RATE_LIMIT`); past it, 429 with Retry-After. A batch of
+    # 10,000 rows counts as one request. 0 turns the limit off.
+    manage_rate_limit: int = 6000
 
     @property
     def embedded_redis(self) -> bool:
@@ -257,5 +261,8 @@ def load(environ: dict[str, str] | os._Environ | None = None) -> Settings:
         publish_job_timeout=parse_int("PUBLISH_JOB_TIMEOUT", env.get("PUBLISH_JOB_TIMEOUT"), 60, 1),
         worker_shutdown_seconds=parse_int(
             "WORKER_SHUTDOWN_SECONDS", env.get("WORKER_SHUTDOWN_SECONDS"), 20, 1
+        ),
+        manage_rate_limit=parse_int(
+            "CCADMIN_MANAGE_RATE_LIMIT", env.get("CCADMIN_MANAGE_RATE_LIMIT"), 6000
         ),
     )

@@ -143,3 +143,8 @@ def admin_session_key(session_id: str) -> str:
 def admin_user_sessions_key(user_id: int) -> str:
     """Set of the session ids one admin user holds, to end them all at once."""
     return f"{ADMIN_PREFIX}:user_sessions:{user_id}"
+
+
+def manage_rate_key(token_id: int, window_start: int) -> str:
+    """Requests one management token made in the rate-limit window starting then."""
+    return f"{ADMIN_PREFIX}:manage_rate:{token_id}:{window_start}"

@@ -110,7 +110,9 @@ def _after_commit(session: Session) -> None:
     if not event_ids:
         return
     reason = enqueue_or_reason(sorted(event_ids))
-    if reason is not None and has_request_context():
+    # The ingest API (blueprint "manage") has no session to flash into: a
+    # flash there would only set a cookie on a token-authenticated answer.
+    if reason is not None and has_request_context() and request.blueprint != "manage":
         # The marketer gets the cause ("Redis is full"); Redis's own words are for operators.
         cause = reason.split(":", 1)[0]
         flash(

@@ -14,9 +14,17 @@ from ccadmin.admin.campaign_tools import CampaignToolsView
 from ccadmin.admin.campaigns import CampaignView
 from ccadmin.admin.content import ContentView
 from ccadmin.admin.imports import ImportView
+from ccadmin.admin.management_tokens import ManagementTokenView
 from ccadmin.admin.users import UserView
 from ccadmin.extensions import db
-from ccadmin.models import AdminUser, ApiKey, AuditEvent, Campaign, ContentEntry
+from ccadmin.models import (
+    AdminUser,
+    ApiKey,
+    AuditEvent,
+    Campaign,
+    ContentEntry,
+    ManagementToken,
+)
 from ccadmin.security.headers import csp_nonce
 
 
@@ -43,5 +51,14 @@ def init_app(app: Flask) -> Admin:
     admin.add_view(AuditView(AuditEvent, db, name="Audit log", endpoint="audit"))
     admin.add_view(UserView(AdminUser, db, name="Users", endpoint="users"))
     admin.add_view(ApiKeyView(ApiKey, db, name="API keys", endpoint="api_keys"))
+    admin.add_view(
+        ManagementTokenView(
+            ManagementToken,
+            db,
+            name="Management tokens",
+            endpoint="management_tokens",
+            url="management-tokens",
+        )
+    )
     dashboards.init_app(app, admin)
     return admin

@@ -86,7 +86,7 @@ def _text_value(value: Any) -> str | None:
     return None
 
 
-class _Stager:
+class Stager:
     """Turns parsed rows into staged rows for one import, keeping the report."""
 
     def __init__(self, content_import: ContentImport) -> None:
@@ -186,7 +186,7 @@ def stage_file(content_import: ContentImport, path: Path, file_format: str) -> C
     chunk; on a file problem every staged row is deleted again and the import
     is marked invalid with the reason, so nothing of the file can be applied.
     """
-    stager = _Stager(content_import)
+    stager = Stager(content_import)
     import_id = content_import.id
     try:
         with path.open("rb") as binary:

@@ -5,6 +5,7 @@ from ccadmin.models.audit import AuditEvent
 from ccadmin.models.campaign import Campaign
 from ccadmin.models.content import ContentEntry
 from ccadmin.models.imports import ContentImport, ImportRow
+from ccadmin.models.management_tokens import ManagementToken
 from ccadmin.models.outbox import OutboxEvent
 from ccadmin.models.schedule import ScheduledChange
 from ccadmin.models.users import AdminUser
@@ -17,6 +18,7 @@ __all__ = [
     "ContentEntry",
     "ContentImport",
     "ImportRow",
+    "ManagementToken",
     "OutboxEvent",
     "ScheduledChange",
 ]

@@ -1,0 +1,261 @@
+"""One entry: read, idempotent upsert (PUT), partial change (PATCH), delete.
+
+Every write is the admin's own: validate_fields against the campaign's
+schema, then publishing.record_content_change (version + 1, outbox event,
+audit event with the token as actor) in one transaction, published after
+commit. The entry's row is locked while its version is compared with
+`If-Match`, so two writers cannot both win against the same version.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import jsonify, request, url_for
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from werkzeug.wrappers import Response
+
+from ccadmin import publishing
+from ccadmin.content_schema import user_id_error, validate_fields
+from ccadmin.extensions import db
+from ccadmin.manage import auth, schemas
+from ccadmin.manage.campaigns import campaign_for
+from ccadmin.manage.errors import ApiError
+from ccadmin.manage.routes import json_body, operation
+from ccadmin.models import Campaign, ContentEntry
+
+RULE = "/campaigns/<slug>/content/<anytext:user_id>"
+IF_MATCH = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": 'Only change the entry if its ETag (`"<version>"`) still matches; else 412.',
+}
+IF_NONE_MATCH = {
+    "name": "If-None-Match",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "enum": ["*"]},
+    "description": "`*`: only create; 412 if the user already has content.",
+}
+
+
+def entry_etag(entry: ContentEntry) -> str:
+    return f'"{entry.version}"'
+
+
+def entry_document(entry: ContentEntry, campaign: Campaign) -> dict[str, Any]:
+    """What the API shows of an entry."""
+    return {
+        "campaign": campaign.slug,
+        "user_id": entry.user_id,
+        "fields": dict(entry.fields or {}),
+        "version": entry.version,
+        "updated_at": entry.updated_at.isoformat(),
+        "updated_by": entry.updated_by,
+    }
+
+
+def entry_response(entry: ContentEntry, campaign: Campaign, status: int = 200) -> Response:
+    response = jsonify(entry_document(entry, campaign))
+    response.status_code = status
+    response.headers["ETag"] = entry_etag(entry)
+    response.headers["Cache-Control"] = "no-store"
+    if status == 201:
+        response.headers["Location"] = url_for(
+            ".get_entry", slug=campaign.slug, user_id=entry.user_id
+        )
+    return response
+
+
+def checked_user_id(user_id: str) -> str:
+    error = user_id_error(user_id)
+    if error:
+        raise ApiError(422, "validation_failed", f"user_id: {error}", {"user_id": error})
+    return user_id
+
+
+def find_entry(campaign: Campaign, user_id: str, lock: bool = False) -> ContentEntry | None:
+    """The user's row in this campaign, tombstone or not (locked for a write)."""
+    query = select(ContentEntry).where(
+        ContentEntry.campaign_id == campaign.id, ContentEntry.user_id == user_id
+    )
+    if lock:
+        # Lock the entry's row only, not the joined campaign's.
+        query = query.with_for_update(of=ContentEntry)
+    return db.session.scalars(query).first()
+
+
+def _tags(header: str) -> set[str]:
+    return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
+
+
+def check_preconditions(live: ContentEntry | None) -> None:
+    """If-Match / If-None-Match against the entry as it is now (412 on a mismatch)."""
+    if_match = request.headers.get("If-Match")
+    if if_match is not None:
+        tags = _tags(if_match)
+        current = entry_etag(live) if live is not None else None
+        if current is None or ("*" not in tags and current not in tags):
+            raise ApiError(
+                412,
+                "precondition_failed",
+                "The entry changed since you read it (or does not exist); read it and retry.",
+                {"current_version": live.version if live is not None else None},
+            )
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None and live is not None:
+        tags = _tags(if_none_match)
+        if "*" in tags or entry_etag(live) in tags:
+            raise ApiError(
+                412,
+                "precondition_failed",
+                "The user already has content in this campaign.",
+                {"current_version": live.version},
+            )
+
+
+def checked_fields(campaign: Campaign, values: dict[str, Any]) -> dict[str, str]:
+    clean, errors = validate_fields(campaign.field_schema, values)
+    if errors:
+        raise ApiError(
+            422,
+            "validation_failed",
+            "Some fields do not fit the campaign's schema.",
+            {"fields": errors},
+        )
+    return clean
+
+
+def commit_change(entry: ContentEntry, action: str, before: dict | None) -> None:
+    """Record the change (outbox + audit) and commit; a concurrent create is a 409."""
+    publishing.record_content_change(entry, auth.actor(), action, before)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise ApiError(
+            409, "conflict", "Another request created this entry at the same moment; retry."
+        ) from None
+
+
+COMMON = {
+    422: ("Invalid body or user id; `details` names each field", "Error"),
+}
+
+
+@operation(
+    RULE,
+    "GET",
+    summary="Read one user's entry",
+    responses={200: ("The entry; its ETag is its version", "Entry")},
+    response_headers={200: ["ETag"]},
+)
+def get_entry(slug: str, user_id: str) -> Response:
+    campaign = campaign_for(slug)
+    entry = find_entry(campaign, user_id)
+    if entry is None or entry.deleted:
+        raise ApiError(404, "entry_not_found", "This user has no content in this campaign.")
+    return entry_response(entry, campaign)
+
+
+@operation(
+    RULE,
+    "PUT",
+    summary="Create or replace one user's entry (idempotent)",
+    description=(
+        "Sets the entry's complete fields. Sending the same body again changes nothing "
+        "(same version), so a retry is always safe."
+    ),
+    scope="write",
+    body=schemas.ENTRY_PUT,
+    headers=[IF_MATCH, IF_NONE_MATCH],
+    responses={
+        200: ("Replaced, or already equal (version unchanged)", "Entry"),
+        201: ("Created", "Entry"),
+        409: ("Created concurrently by another request; retry", "Error"),
+        412: ("If-Match or If-None-Match did not hold", "Error"),
+        **COMMON,
+    },
+    response_headers={200: ["ETag"], 201: ["ETag", "Location"]},
+)
+def put_entry(slug: str, user_id: str) -> Response:
+    campaign = campaign_for(slug, write=True)
+    document = json_body(schemas.ENTRY_PUT)
+    checked_user_id(user_id)
+    clean = checked_fields(campaign, document["fields"])
+    entry = find_entry(campaign, user_id, lock=True)
+    live = entry if entry is not None and not entry.deleted else None
+    check_preconditions(live)
+    if live is not None and live.fields == clean:
+        db.session.rollback()
+        return entry_response(live, campaign)
+    if entry is None:
+        before = None
+        entry = ContentEntry(campaign_id=campaign.id, user_id=user_id, fields=clean)
+    else:
+        before = publishing.entry_snapshot(entry)
+        entry.fields = clean
+    commit_change(entry, "update" if live is not None else "create", before)
+    return entry_response(entry, campaign, 200 if live is not None else 201)
+
+
+@operation(
+    RULE,
+    "PATCH",
+    summary="Change some fields of one user's entry",
+    scope="write",
+    body=schemas.ENTRY_PATCH,
+    body_types=("application/json", "application/merge-patch+json"),
+    headers=[IF_MATCH],
+    responses={
+        200: ("Changed (or already equal)", "Entry"),
+        412: ("If-Match did not hold", "Error"),
+        **COMMON,
+    },
+    response_headers={200: ["ETag"]},
+)
+def patch_entry(slug: str, user_id: str) -> Response:
+    campaign = campaign_for(slug, write=True)
+    document = json_body(schemas.ENTRY_PATCH, media_types=("application/merge-patch+json",))
+    entry = find_entry(campaign, user_id, lock=True)
+    if entry is None or entry.deleted:
+        raise ApiError(404, "entry_not_found", "This user has no content in this campaign.")
+    check_preconditions(entry)
+    merged = {**(entry.fields or {}), **document["fields"]}
+    clean = checked_fields(
+        campaign, {name: value for name, value in merged.items() if value is not None}
+    )
+    if clean == entry.fields:
+        db.session.rollback()
+        return entry_response(entry, campaign)
+    before = publishing.entry_snapshot(entry)
+    entry.fields = clean
+    commit_change(entry, "update", before)
+    return entry_response(entry, campaign)
+
+
+@operation(
+    RULE,
+    "DELETE",
+    summary="Delete one user's entry",
+    description="The entry becomes a tombstone version, so no older publish can bring it back.",
+    scope="write",
+    headers=[IF_MATCH],
+    responses={
+        204: ("Deleted", None),
+        412: ("If-Match did not hold", "Error"),
+    },
+)
+def delete_entry(slug: str, user_id: str) -> Response:
+    campaign = campaign_for(slug, write=True)
+    entry = find_entry(campaign, user_id, lock=True)
+    if entry is None or entry.deleted:
+        raise ApiError(404, "entry_not_found", "This user has no content in this campaign.")
+    check_preconditions(entry)
+    commit_change(entry, "delete", publishing.entry_snapshot(entry))
+    response = Response(status=204)
+    response.headers["ETag"] = entry_etag(entry)
+    return response

@@ -1,0 +1,148 @@
+"""The blueprint and its operation registry: each route is declared once, with its contract.
+
+`operation()` registers a view on the blueprint and records its method, path,
+scope, request schema and responses; openapi.py builds the document from that
+record, so a route cannot exist without being documented, or the reverse.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Blueprint, request
+from werkzeug.exceptions import MethodNotAllowed
+
+from ccadmin.manage import errors, schemas
+from ccadmin.manage.errors import ApiError
+
+bp = Blueprint("manage", __name__, url_prefix="/manage/v1")
+errors.register(bp)
+
+JSON_TYPES = ("application/json",)
+# A single entry: at most 50 fields of 10,000 characters, 4 bytes each in UTF-8.
+MAX_ENTRY_BYTES = 2 * 1024 * 1024
+
+
+@dataclass
+class Operation:
+    """One method on one path, as the OpenAPI document describes it."""
+
+    operation_id: str
+    method: str
+    rule: str
+    summary: str
+    description: str = ""
+    scope: str | None = "read"
+    body: dict[str, Any] | None = None
+    body_types: tuple[str, ...] = JSON_TYPES
+    body_required: bool = True
+    query: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, Any]] = field(default_factory=list)
+    responses: dict[int, tuple[str, str | None]] = field(default_factory=dict)
+    response_headers: dict[int, list[str]] = field(default_factory=dict)
+
+
+OPERATIONS: list[Operation] = []
+
+
+def operation(rule: str, method: str, **spec: Any) -> Callable[[Callable], Callable]:
+    """Register `view` at `rule` for `method` and record its contract."""
+
+    def register(view: Callable) -> Callable:
+        op = Operation(operation_id=view.__name__, method=method, rule=rule, **spec)
+        OPERATIONS.append(op)
+        view.manage_operation = op  # type: ignore[attr-defined]
+        bp.add_url_rule(rule, endpoint=view.__name__, view_func=view, methods=[method])
+        return view
+
+    return register
+
+
+def require_media_type(allowed: tuple[str, ...]) -> str:
+    """This request's body type if it is one of `allowed`; else 415."""
+    mimetype = request.mimetype
+    if mimetype not in allowed:
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"Send the body as {' or '.join(allowed)}.",
+            {"content_type": mimetype or None, "accepted": list(allowed)},
+        )
+    return mimetype
+
+
+def read_body(max_bytes: int) -> bytes:
+    """The request body, refused with 413 past `max_bytes` (also when sent chunked)."""
+    request.max_content_length = max_bytes
+    return request.get_data(cache=False)
+
+
+def parse_json(raw: bytes) -> Any:
+    """Strict JSON (UTF-8, no NaN); 400 with the position of the first problem."""
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+    except UnicodeDecodeError:
+        raise ApiError(400, "invalid_json", "The body is not UTF-8 text.") from None
+    except ValueError as error:
+        raise ApiError(400, "invalid_json", f"The body is not valid JSON: {error}.") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def json_body(
+    schema: dict[str, Any], max_bytes: int = MAX_ENTRY_BYTES, media_types: tuple[str, ...] = ()
+) -> Any:
+    """The JSON body, checked against `schema`; 422 with the problems by path."""
+    require_media_type(JSON_TYPES + media_types)
+    document = parse_json(read_body(max_bytes))
+    problems = schemas.validate(schema, document)
+    if problems:
+        raise ApiError(
+            422, "validation_failed", "The body does not match the schema.", {"body": problems}
+        )
+    return document
+
+
+def query_flag(name: str) -> bool:
+    """A true/false query parameter; anything else is a 400, never a silent false."""
+    raw = request.args.get(name)
+    if raw is None or raw.lower() in ("false", "0"):
+        return False
+    if raw.lower() in ("true", "1"):
+        return True
+    raise ApiError(400, "bad_request", f"`{name}` must be true or false.", {name: raw[:100]})
+
+
+ALL_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def close_methods() -> None:
+    """Answer the methods a path does not have with a JSON 405 naming those it has.
+
+    Without these rules werkzeug refuses the method while routing, before the
+    blueprint is known, and the admin's HTML error page would answer.
+    """
+    methods_by_rule: dict[str, set[str]] = {}
+    for op in OPERATIONS:
+        methods_by_rule.setdefault(op.rule, set()).add(op.method)
+    for number, (rule, methods) in enumerate(methods_by_rule.items()):
+        allowed = sorted(methods)
+
+        def refuse(allowed: list[str] = allowed, **_: Any) -> Any:
+            raise MethodNotAllowed(valid_methods=allowed)
+
+        others = [method for method in ALL_METHODS if method not in methods]
+        bp.add_url_rule(
+            rule, endpoint=f"method_not_allowed_{number}", view_func=refuse, methods=others
+        )
+
+
+@bp.route("/<anytext:anything>", methods=list(ALL_METHODS))
+def not_found(anything: str) -> Any:
+    """Unknown paths under /manage/v1 answer in JSON like the rest."""
+    raise ApiError(404, "not_found", "There is nothing at this address.")

@@ -1,0 +1,227 @@
+"""JSON Schemas of the ingest API, and their validation (jsonschema, draft 2020-12).
+
+These dicts are the single source: request bodies are checked against them
+here, and openapi.py puts the very same objects into the OpenAPI document, so
+the document cannot drift from what the code accepts. Per-campaign field
+limits are checked afterwards by content_schema.validate_fields, the
+admin's own rules.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from ccadmin.content_schema import MAX_FIELD_LENGTH, MAX_FIELDS
+from ccadmin.models.campaign import FALLBACK_POLICIES
+from ccadmin.models.content import USER_ID_MAX_LENGTH
+
+MAX_BATCH_ROWS = 10_000
+# Each error lists at most this many problems; enough to fix a request.
+MAX_REPORTED_ERRORS = 1_000
+
+FIELD_VALUE = {"type": "string", "maxLength": MAX_FIELD_LENGTH}
+FIELDS = {
+    "type": "object",
+    "description": "The entry's content fields by name, as the campaign's schema defines them.",
+    "additionalProperties": FIELD_VALUE,
+    "maxProperties": MAX_FIELDS,
+}
+ENTRY_PUT = {
+    "type": "object",
+    "description": "The entry's complete fields; fields left out are removed.",
+    "properties": {"fields": FIELDS},
+    "required": ["fields"],
+    "additionalProperties": False,
+}
+ENTRY_PATCH = {
+    "type": "object",
+    "description": "Fields to change; `null` removes an optional field, others are kept.",
+    "properties": {
+        "fields": {
+            "type": "object",
+            "additionalProperties": {"type": ["string", "null"], "maxLength": MAX_FIELD_LENGTH},
+            "maxProperties": MAX_FIELDS,
+        }
+    },
+    "required": ["fields"],
+    "additionalProperties": False,
+}
+# One row of a batch or an NDJSON import: the same shape as a line of an import file.
+BATCH_ROW = {
+    "type": "object",
+    "description": (
+        "`user_id` plus the fields to set; fields left out keep their current values, "
+        '`null` or `""` removes an optional field.'
+    ),
+    "properties": {
+        "user_id": {
+            "type": ["string", "integer"],
+            "description": f"1-{USER_ID_MAX_LENGTH} characters.",
+        }
+    },
+    "required": ["user_id"],
+    "additionalProperties": {"type": ["string", "null"], "maxLength": MAX_FIELD_LENGTH},
+    "maxProperties": MAX_FIELDS + 1,
+}
+BATCH = {
+    "type": "array",
+    "items": BATCH_ROW,
+    "maxItems": MAX_BATCH_ROWS,
+}
+ENTRY = {
+    "type": "object",
+    "properties": {
+        "campaign": {"type": "string"},
+        "user_id": {"type": "string"},
+        "fields": {"type": "object", "additionalProperties": {"type": "string"}},
+        "version": {"type": "integer", "minimum": 1},
+        "updated_at": {"type": "string", "format": "date-time"},
+        "updated_by": {"type": ["string", "null"]},
+    },
+    "required": ["campaign", "user_id", "fields", "version", "updated_at", "updated_by"],
+}
+CAMPAIGN_FIELD = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "max_length": {"type": "integer"}},
+    "required": ["name", "max_length"],
+}
+CAMPAIGN = {
+    "type": "object",
+    "properties": {
+        "slug": {"type": "string"},
+        "name": {"type": "string"},
+        "active": {"type": "boolean"},
+        "public": {"type": "boolean"},
+        "is_default": {"type": "boolean"},
+        "fields": {"type": "array", "items": CAMPAIGN_FIELD},
+        "fallback_policy": {"type": "string", "enum": list(FALLBACK_POLICIES)},
+        "default_fields": {"type": "object", "additionalProperties": {"type": "string"}},
+        "max_age": {"type": "integer"},
+        "version": {"type": "integer"},
+        "counts": {
+            "type": "object",
+            "description": "Entries with content (an estimate above 100,000 on PostgreSQL).",
+            "properties": {"entries": {"type": "integer"}, "estimated": {"type": "boolean"}},
+            "required": ["entries", "estimated"],
+        },
+    },
+    "required": ["slug", "name", "active", "fields", "fallback_policy", "default_fields"],
+}
+CAMPAIGN_LIST = {
+    "type": "object",
+    "properties": {"campaigns": {"type": "array", "items": CAMPAIGN}},
+    "required": ["campaigns"],
+}
+ROW_ERROR = {
+    "type": "object",
+    "properties": {
+        "index": {"type": "integer", "description": "Position of the row in the body, from 0."},
+        "user_id": {"type": ["string", "null"]},
+        "errors": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+    "required": ["index", "errors"],
+}
+BATCH_RESULT = {
+    "type": "object",
+    "properties": {
+        "import_id": {"type": ["integer", "null"]},
+        "rows": {"type": "integer"},
+        "created": {"type": "integer"},
+        "updated": {"type": "integer"},
+        "unchanged": {"type": "integer"},
+        "invalid": {"type": "integer"},
+        "errors": {"type": "array", "items": ROW_ERROR},
+    },
+    "required": ["rows", "created", "updated", "unchanged", "invalid", "errors"],
+}
+IMPORT_STATE = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "campaign": {"type": "string"},
+        "status": {"type": "string"},
+        "mode": {"type": "string", "enum": ["all_or_nothing", "valid_only"]},
+        "rows": {
+            "type": "object",
+            "description": "Rows of the body by outcome.",
+            "additionalProperties": {"type": "integer"},
+        },
+        "progress": {
+            "type": "object",
+            "properties": {
+                "done": {"type": "integer"},
+                "total": {"type": "integer"},
+                "percent": {"type": "integer"},
+                "written": {"type": "integer"},
+                "live": {"type": "boolean"},
+            },
+        },
+        "errors": {
+            "type": "object",
+            "properties": {
+                "file": {"type": "array", "items": {"type": "string"}},
+                "rows": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "line": {"type": "integer"},
+                            "user_id": {"type": ["string", "null"]},
+                            "reason": {"type": ["string", "null"]},
+                        },
+                    },
+                },
+                "apply": {"type": ["string", "null"]},
+            },
+        },
+    },
+    "required": ["id", "campaign", "status", "rows", "progress", "errors"],
+}
+ERROR = {
+    "type": "object",
+    "properties": {
+        "error": {"type": "string", "description": "A stable code, e.g. `validation_failed`."},
+        "message": {"type": "string", "description": "What went wrong, for a person."},
+        "details": {
+            "type": "object",
+            "description": "Per-field messages (`fields`, `user_id`) or per-row ones (`rows`).",
+        },
+    },
+    "required": ["error", "message"],
+}
+
+COMPONENTS = {
+    "EntryPut": ENTRY_PUT,
+    "EntryPatch": ENTRY_PATCH,
+    "BatchRow": BATCH_ROW,
+    "Entry": ENTRY,
+    "Campaign": CAMPAIGN,
+    "CampaignList": CAMPAIGN_LIST,
+    "RowError": ROW_ERROR,
+    "BatchResult": BATCH_RESULT,
+    "ImportState": IMPORT_STATE,
+    "Error": ERROR,
+}
+
+_VALIDATORS: dict[int, Draft202012Validator] = {}
+
+
+def _validator(schema: dict[str, Any]) -> Draft202012Validator:
+    # The schemas are module constants: one compiled validator each.
+    validator = _VALIDATORS.get(id(schema))
+    if validator is None:
+        validator = _VALIDATORS[id(schema)] = Draft202012Validator(schema)
+    return validator
+
+
+def validate(schema: dict[str, Any], value: Any) -> dict[str, str]:
+    """Problems of `value` against `schema`, by dotted path ("body" is the whole body)."""
+    errors: dict[str, str] = {}
+    for error in _validator(schema).iter_errors(value):
+        path = ".".join(str(part) for part in error.absolute_path) or "body"
+        errors.setdefault(path, error.message)
+        if len(errors) >= MAX_REPORTED_ERRORS:
+            break
+    return errors

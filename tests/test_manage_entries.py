@@ -1,0 +1,140 @@
+"""The ingest API's single-entry endpoints: upsert, versions, ETags, errors, audit, publishing."""
+
+from __future__ import annotations
+
+import pytest
+from manage_support import SCHEMA, bearer, make_token
+from publishing_support import make_campaign
+from sqlalchemy import select
+
+from ccadmin.extensions import db
+from ccadmin.models import AuditEvent, ContentEntry, OutboxEvent
+
+URL = "/manage/v1/campaigns/spring/content/42"
+
+
+@pytest.fixture
+def token(app) -> str:
+    make_campaign("spring", field_schema=SCHEMA)
+    return make_token()
+
+
+def put(client, token: str, fields: dict, url: str = URL, **headers: str):
+    return client.put(url, json={"fields": fields}, headers=bearer(token, **headers))
+
+
+def test_put_creates_then_replaces_and_repeats_are_no_ops(client, token):
+    created = put(client, token, {"message": "Hi", "cta": "Go"})
+    assert created.status_code == 201
+    assert created.json["version"] == 1 and created.json["fields"] == {"message": "Hi", "cta": "Go"}
+    assert created.headers["ETag"] == '"1"'
+    assert created.headers["Location"].endswith("/campaigns/spring/content/42")
+    again = put(client, token, {"message": "Hi", "cta": "Go"})
+    assert again.status_code == 200 and again.json["version"] == 1
+    replaced = put(client, token, {"message": "Bye"})
+    assert replaced.status_code == 200 and replaced.json["version"] == 2
+    assert replaced.json["fields"] == {"message": "Bye"}
+    read = client.get(URL, headers=bearer(token))
+    assert read.status_code == 200 and read.json["version"] == 2 and read.headers["ETag"] == '"2"'
+    # Two versions, two outbox events, two audit events naming the token.
+    assert db.session.scalar(select(db.func.count()).select_from(OutboxEvent)) == 3  # + campaign
+    audits = db.session.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()
+    assert [(a.actor, a.action) for a in audits] == [
+        ("token:crm-sync", "create"),
+        ("token:crm-sync", "update"),
+    ]
+    entry = db.session.scalars(select(ContentEntry)).one()
+    assert entry.updated_by == "token:crm-sync"
+
+
+def test_if_match_gives_optimistic_concurrency(client, token):
+    put(client, token, {"message": "One"})
+    stale = put(client, token, {"message": "Two"}, **{"If-Match": '"0"'})
+    assert stale.status_code == 412
+    assert stale.json["error"] == "precondition_failed"
+    assert stale.json["details"] == {"current_version": 1}
+    fresh = put(client, token, {"message": "Two"}, **{"If-Match": '"1"'})
+    assert fresh.status_code == 200 and fresh.json["version"] == 2
+    create_only = put(client, token, {"message": "x"}, **{"If-None-Match": "*"})
+    assert create_only.status_code == 412
+    missing = put(
+        client, token, {"message": "x"}, url=URL.replace("42", "43"), **{"If-Match": '"1"'}
+    )
+    assert missing.status_code == 412
+
+
+def test_patch_changes_some_fields_and_null_removes_one(client, token):
+    put(client, token, {"message": "Hi", "cta": "Go"})
+    patched = client.patch(URL, json={"fields": {"cta": None}}, headers=bearer(token))
+    assert patched.status_code == 200
+    assert patched.json["fields"] == {"message": "Hi"} and patched.json["version"] == 2
+    missing = client.patch(
+        URL.replace("42", "nobody"), json={"fields": {"cta": "x"}}, headers=bearer(token)
+    )
+    assert missing.status_code == 404 and missing.json["error"] == "entry_not_found"
+    stale = client.patch(
+        URL, json={"fields": {"cta": "x"}}, headers=bearer(token, **{"If-Match": '"1"'})
+    )
+    assert stale.status_code == 412
+
+
+def test_delete_leaves_a_tombstone_and_put_revives_it(client, token):
+    put(client, token, {"message": "Hi"})
+    deleted = client.delete(URL, headers=bearer(token))
+    assert deleted.status_code == 204 and deleted.headers["ETag"] == '"2"'
+    assert client.get(URL, headers=bearer(token)).status_code == 404
+    assert client.delete(URL, headers=bearer(token)).status_code == 404
+    revived = put(client, token, {"message": "Back"})
+    assert revived.status_code == 201 and revived.json["version"] == 3
+
+
+def test_validation_errors_name_each_field(client, token):
+    too_long = put(client, token, {"message": "x" * 21, "nope": "y"})
+    assert too_long.status_code == 422
+    assert too_long.json["error"] == "validation_failed"
+    assert set(too_long.json["details"]["fields"]) == {"message", "nope"}
+    no_message = put(client, token, {"cta": "Go"})
+    assert no_message.json["details"]["fields"] == {"message": "A message is required."}
+    wrong_shape = client.put(URL, json={"fields": {"message": 5}}, headers=bearer(token))
+    assert wrong_shape.status_code == 422
+    assert wrong_shape.json["details"] == {"body": {"fields.message": "5 is not of type 'string'"}}
+    bad_user = put(client, token, {"message": "Hi"}, url=URL.replace("42", "a\x01b"))
+    assert bad_user.status_code == 422 and "user_id" in bad_user.json["details"]
+    assert db.session.scalar(select(db.func.count()).select_from(ContentEntry)) == 0
+
+
+def test_body_format_errors(client, token):
+    as_form = client.put(URL, data="message=hi", headers=bearer(token))
+    assert as_form.status_code == 415 and as_form.json["error"] == "unsupported_media_type"
+    broken = client.put(
+        URL, data=b"{not json", headers=bearer(token, **{"Content-Type": "application/json"})
+    )
+    assert broken.status_code == 400 and broken.json["error"] == "invalid_json"
+    huge = client.put(
+        URL,
+        data=b'{"fields": {"message": "' + b"x" * (3 * 1024 * 1024) + b'"}}',
+        headers=bearer(token, **{"Content-Type": "application/json"}),
+    )
+    assert huge.status_code == 413 and huge.json["error"] == "too_large"
+
+
+def test_unknown_campaign_path_and_method(client, token):
+    unknown = client.get("/manage/v1/campaigns/nope/content/1", headers=bearer(token))
+    assert unknown.status_code == 404 and unknown.json["error"] == "campaign_not_found"
+    nowhere = client.get("/manage/v1/nowhere", headers=bearer(token))
+    assert nowhere.status_code == 404 and nowhere.json["error"] == "not_found"
+    wrong_method = client.post(URL, headers=bearer(token))
+    assert wrong_method.status_code == 405 and wrong_method.json["error"] == "method_not_allowed"
+    assert set(wrong_method.headers["Allow"].split(", ")) >= {"GET", "PUT", "PATCH", "DELETE"}
+
+
+def test_a_put_is_published_to_redis(client, token, redis_client):
+    from publishing_support import stored_entry
+
+    from workers.publish import publish_event
+
+    put(client, token, {"message": "Live"})
+    event = db.session.scalars(select(OutboxEvent).order_by(OutboxEvent.id.desc())).first()
+    publish_event(event.id)
+    version, body = stored_entry(redis_client, "spring", "42")
+    assert version == 1 and b'"message":"Live"' in body
