@@ -50,8 +50,9 @@ DRAIN_POLL_SECONDS = 0.05
 # While draining, an idle keep-alive connection is closed only once it has
 # been quiet this long: a caller that just got an answer sends its next
 # request within milliseconds, and that request is better answered (with
-# `Connection: close`) than cut off.
-DRAIN_QUIET_SECONDS = 0.2
+# `Connection: close`) than cut off. A request sent just as the connection
+# closes is the race every HTTP/1.1 server has; clients retry it.
+DRAIN_QUIET_SECONDS = 1.0
 
 
 class DrainingTask(WSGITask):
@@ -134,27 +135,37 @@ def shed_idle(server: Any, count: int) -> int:
     return len(oldest)
 
 
-def serve_until_stopped(server: Any, grace_seconds: float) -> None:
-    """Run the loop until SIGTERM/SIGINT, then drain for up to `grace_seconds`.
+class StopSignal:
+    """SIGTERM/SIGINT, noted from the moment this is made; wakes the server's loop once it runs.
 
+    Made before the app is built, so a signal during start-up (a deploy that
+    stops a process still starting) still ends in a drain, not in an abrupt
+    exit that resets the connections already queued for this process.
     Further signals change nothing: a platform signals every process of the
     group and the supervisor forwards the same signal, so a child sees two;
     the grace period bounds the drain, and SIGKILL is there for the rest.
     """
-    stopping = False
 
-    def stop(signum: int, frame: Any) -> None:
-        nonlocal stopping
-        if not stopping:
-            stopping = True
-            server.pull_trigger()  # wake the loop's poll()
+    def __init__(self) -> None:
+        self.requested = False
+        self.server: Any = None
+        signal.signal(signal.SIGTERM, self._handle)
+        signal.signal(signal.SIGINT, self._handle)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    def _handle(self, signum: int, frame: Any) -> None:
+        if not self.requested:
+            self.requested = True
+            if self.server is not None:
+                self.server.pull_trigger()  # wake the loop's poll()
+
+
+def serve_until_stopped(server: Any, stop: StopSignal, grace_seconds: float) -> None:
+    """Run the loop until `stop` is requested, then drain for up to `grace_seconds`."""
+    stop.server = server
     loop = server.asyncore.loop
     options = {"map": server._map, "use_poll": server.adj.asyncore_use_poll, "count": 1}
     try:
-        while not stopping:
+        while not stop.requested:
             loop(timeout=server.adj.asyncore_loop_timeout, **options)
         drain(server, grace_seconds, lambda: loop(timeout=DRAIN_POLL_SECONDS, **options))
     finally:
@@ -164,10 +175,13 @@ def serve_until_stopped(server: Any, grace_seconds: float) -> None:
 def drain(server: Any, grace_seconds: float, one_pass: Any) -> None:
     """Refuse new connections; finish what is in flight; close the rest."""
     started = time.monotonic()
-    # Closing the listening socket makes the kernel refuse new connections
-    # (once every process holding it has closed it) instead of queueing them.
-    server.accepting = False
     server.draining = True
+    # Closing a listener resets the connections still in its queue: take
+    # them first (their requests are answered like the others), then close,
+    # so the kernel refuses new connections (once every process holding the
+    # socket has closed it) instead of queueing them.
+    _accept_queued(server)
+    server.accepting = False
     wasyncore.dispatcher.close(server)  # the listener only; the trigger stays
     busy: list[Any] = []
     while time.monotonic() - started < grace_seconds:
@@ -190,6 +204,16 @@ def drain(server: Any, grace_seconds: float, one_pass: Any) -> None:
         time.monotonic() - started,
         len(busy),
     )
+
+
+def _accept_queued(server: Any) -> None:
+    """Accept every connection waiting in the listener's queue, past the limit if need be."""
+    accept = type(server).handle_accept  # waitress's own: one connection per call
+    while True:
+        before = len(server._map)
+        accept(server)
+        if len(server._map) == before:
+            return
 
 
 def _unread(channels: list[Any]) -> set[int]:

@@ -128,24 +128,29 @@ def bind(settings: Settings, count: int = 1) -> list[socket.socket]:
     With several processes each gets a socket of its own on the same port
     (SO_REUSEPORT): the kernel spreads new connections evenly across them.
     One shared socket would let whichever process wakes first accept nearly
-    every connection while the others sit idle. The parent keeps every
-    socket open, so a restarted child takes over its predecessor's queue.
+    every connection while the others sit idle.
     """
     family, kind, proto, _, address = socket.getaddrinfo(
         settings.api_host, settings.api_port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
     listeners: list[socket.socket] = []
     for _ in range(count):
-        listener = socket.socket(family, kind, proto)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if count > 1:
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        listener.bind(address)
-        listener.listen(LISTEN_BACKLOG)
+        listener = listen(family, address, reuse_port=count > 1)
         # Port 0 asks for any free port: the others must join the same one.
         address = listener.getsockname()
         listeners.append(listener)
     return listeners
+
+
+def listen(family: int, address: Any, reuse_port: bool) -> socket.socket:
+    """One listening TCP socket on `address`."""
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    listener.bind(address)
+    listener.listen(LISTEN_BACKLOG)
+    return listener
 
 
 def _redacted(url: str) -> str:
@@ -162,13 +167,14 @@ def serve_socket(listener: socket.socket, settings: Settings, app: str = API_APP
     On the signal, new connections are refused and requests in flight get
     up to API_SHUTDOWN_SECONDS to finish (connections.serve_until_stopped).
     """
+    stop = connections.StopSignal()
     create_app = load_app_factory(app)
     server = create_server(create_app(settings), sockets=[listener], **waitress_options(settings))
     # JSON bodies for requests waitress refuses itself (431, 413, 400), and
     # `Connection: close` on answers given while draining.
     server.channel_class = connections.ApiChannel
     connections.adapt(server)
-    connections.serve_until_stopped(server, settings.api_shutdown_seconds)
+    connections.serve_until_stopped(server, stop, settings.api_shutdown_seconds)
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -184,7 +190,10 @@ class Supervisor:
     def __init__(
         self, listeners: list[socket.socket], settings: Settings, app: str = API_APP
     ) -> None:
-        self.listeners = listeners
+        # A child's socket is closed here once it is forked (see spawn).
+        self.listeners: list[socket.socket | None] = list(listeners)
+        self.family = listeners[0].family
+        self.address = listeners[0].getsockname()
         self.settings = settings
         self.app = app
         self.children: dict[int, tuple[int, float]] = {}
@@ -195,11 +204,22 @@ class Supervisor:
         self.cpus = cpus if len(cpus) > 1 else []
 
     def spawn(self, index: int) -> None:
-        """Fork child number `index`; it serves until told to stop."""
+        """Fork child number `index`; it serves until told to stop.
+
+        The child holds the only copy of its socket: when it closes it on
+        SIGTERM the kernel refuses new connections at once, where a copy
+        left open in the parent would queue them and reset them later. A
+        restarted child gets a new socket in the same SO_REUSEPORT group.
+        """
+        listener = self.listeners[index]
+        if listener is None:
+            listener = listen(self.family, self.address, reuse_port=True)
         parent_pid = os.getpid()
         pid = os.fork()
         if pid:
             self.children[pid] = (index, time.monotonic())
+            listener.close()
+            self.listeners[index] = None
             return
         code = 0
         try:
@@ -210,9 +230,8 @@ class Supervisor:
             threading.Thread(
                 target=_exit_with_parent, args=(parent_pid,), name="parent-watch", daemon=True
             ).start()
-            listener = self.listeners[index]
             for other in self.listeners:
-                if other is not listener:
+                if other is not None and other is not listener:
                     other.close()
             serve_socket(listener, self.settings, self.app)
         except SystemExit:
@@ -227,11 +246,6 @@ class Supervisor:
     def forward(self, signum: int, frame: Any) -> None:
         """Pass a stop signal on to every child; the wait loop then drains."""
         self.stopping = True
-        # The children close theirs as they drain: with the parent's copies
-        # closed too, the kernel refuses new connections instead of queueing
-        # them for processes that will not accept again.
-        for listener in self.listeners:
-            listener.close()
         for pid in list(self.children):
             try:
                 os.kill(pid, signum)

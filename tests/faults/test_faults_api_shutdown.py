@@ -114,5 +114,5 @@ def test_sigterm_under_load_answers_or_refuses_cleanly(private_redis, processes,
         thread.join(timeout=20)
     assert api.popen.wait(timeout=20) == 0
     assert outcomes["200"] > 20
-    assert set(outcomes) == {"200", "ConnectionRefusedError"}, outcomes
+    assert set(outcomes) == {"200", "ConnectionRefusedError"}, (outcomes, api.log())
     assert outcomes["ConnectionRefusedError"] == 20

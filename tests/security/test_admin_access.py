@@ -15,10 +15,15 @@ from ccadmin.models import AdminUser, ApiKey, Campaign, ContentEntry
 
 # Views only admins may change; editors change the rest. A new POST endpoint
 # fails test_post_endpoints_are_all_classified until it is listed here or below.
-ADMIN_WRITES = ("users.", "api_keys.", "campaigns.", "audit.", "metrics.requeue")
+ADMIN_WRITES = (
+    "users.", "api_keys.", "management_tokens.", "campaigns.", "audit.", "metrics.requeue"
+)
 EDITOR_WRITES = ("content.", "campaign_tools.", "imports.")
 PUBLIC_ENDPOINTS = {"static", "admin.static", "vendor.plotly_js", "auth.login", "auth.logout",
                     "auth.index"}
+# The ingest API authenticates with management tokens, not logins.
+TOKEN_API = "manage."
+TOKEN_API_DOCS = {"manage.openapi_document", "manage.reference", "manage.not_found"}
 
 
 @pytest.fixture
@@ -36,6 +41,8 @@ def records(app) -> dict[str, int]:
 def admin_rules(app, method: str):
     for rule in sorted(app.url_map.iter_rules(), key=lambda rule: rule.rule):
         if rule.endpoint in PUBLIC_ENDPOINTS or method not in rule.methods:
+            continue
+        if rule.endpoint.startswith(TOKEN_API):
             continue
         assert rule.rule.startswith("/admin/"), rule.rule
         yield rule
@@ -73,6 +80,26 @@ def test_every_admin_url_needs_a_login(app, client, records):
     for rule in admin_rules(app, "POST"):
         response = client.post(url_of(rule), data={"csrf_token": token})
         assert response.status_code == 401, rule.rule
+    assert database_state() == before
+
+
+def test_every_ingest_url_needs_a_token(app, make_user, records):
+    """/manage/v1 answers 401 JSON without a token, whatever the method; a session is no token."""
+    client = as_role(app, make_user, "admin")
+    before = database_state()
+    checked = 0
+    for rule in app.url_map.iter_rules():
+        if not rule.endpoint.startswith(TOKEN_API) or rule.endpoint in TOKEN_API_DOCS:
+            continue
+        if rule.endpoint.startswith(TOKEN_API + "method_not_allowed"):
+            continue
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            response = client.open(url_of(rule), method=method, json={})
+            assert response.status_code == 401, (method, rule.rule)
+            assert response.json["error"] == "unauthorized", (method, rule.rule)
+            assert response.headers["WWW-Authenticate"].startswith("Bearer"), rule.rule
+            checked += 1
+    assert checked >= 8
     assert database_state() == before
 
 
