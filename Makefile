@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint bench clean
+.PHONY: run test test-fast lint bench bench-ingest clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -31,6 +31,11 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: sudo apt-get install wrk" >&2; exit 1; }
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Ingest API throughput (docs/performance.md): single PUTs, batches, a 1M-row import to live.
+# DATABASE_URL selects the database (default: a temporary SQLite file); BENCH_ARGS=--rows N.
+bench-ingest: $(STAMP)
+	$(BIN)/python -m bench.ingest $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

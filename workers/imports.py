@@ -1,8 +1,10 @@
-"""Bulk jobs: applying change sets (imports, rollbacks, reverts) and scheduled changes.
+"""Bulk jobs: staging stored import bodies, applying change sets, and scheduled changes.
 
 Enqueued by ccadmin/imports/changesets.py as "workers.imports.apply_import"
-on keys.IMPORT_QUEUE, carrying the change set's id. The admin page polls
-`job.meta["progress"]` ({"done", "total"} rows) through a JSON endpoint.
+and by ccadmin/imports/uploads.py as "workers.imports.ingest_import", on
+keys.IMPORT_QUEUE, carrying the change set's id, under its job id
+(`import-<id>`). The pages poll `job.meta["progress"]` ({"done", "total"} rows
+applied) and, while a body is staged, `job.meta["staging"]` ({"rows", "bytes"}).
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from typing import Any
 
 from rq import get_current_job
 
-from ccadmin.imports import scheduling
+from ccadmin.imports import scheduling, uploads
 from ccadmin.imports.applying import apply_change_set
+from ccadmin.models.imports import STATUS_QUEUED
 from workers.publish import publish_event
 
 
@@ -26,6 +29,27 @@ def apply_import(import_id: int) -> dict[str, Any]:
             job.save_meta()
 
     return apply_change_set(import_id, progress, publish=publish_event)
+
+
+def ingest_import(import_id: int) -> dict[str, Any]:
+    """Stage a body stored by the ingest API, then apply it when it may be applied.
+
+    One job for both, so a staged import is applied at once, under the job id
+    the admin's progress and stall checks already follow.
+    """
+    job = get_current_job()
+
+    def staged(rows: int, bytes_read: int) -> None:
+        if job is not None:
+            job.meta["staging"] = {"rows": rows, "bytes": bytes_read}
+            job.save_meta()
+
+    content_import = uploads.stage_upload(import_id, staged)
+    if content_import is None:
+        return {"import_id": import_id, "skipped": "not waiting to be staged"}
+    if content_import.status != STATUS_QUEUED:
+        return {"import_id": import_id, "status": content_import.status}
+    return apply_import(import_id)
 
 
 def apply_scheduled_change(change_id: int) -> dict[str, Any]:

@@ -3,10 +3,12 @@
 Every couple of seconds one process in the cluster (the holder of
 keys.SWEEPER_LOCK) rebuilds Redis when the ready marker is gone (DESIGN 5.5),
 re-enqueues outbox events whose job was lost, failed for good or died with its
-worker (DESIGN 5.4), and runs reconcile every RECONCILE_INTERVAL and right
-after Redis restarted (a new INFO run_id: an append-only file can lose its
-last second of writes) (DESIGN 5.6). A second thread keeps the RQ worker's
-heartbeat going even while a sweep runs a long rebuild.
+worker (DESIGN 5.4), re-enqueues the staging of stored import bodies whose
+job was lost the same way (staging is idempotent), and runs reconcile every
+RECONCILE_INTERVAL and right after Redis restarted (a new INFO run_id: an
+append-only file can lose its last second of writes) (DESIGN 5.6). A second
+thread keeps the RQ worker's heartbeat going even while a sweep runs a long
+rebuild.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from sqlalchemy import inspect, select
 
 from ccadmin import keys, publishing
 from ccadmin.extensions import db
+from ccadmin.imports import uploads
 from ccadmin.models import OutboxEvent
 from ccadmin.models.types import utcnow
 from workers import store
@@ -139,6 +142,27 @@ def requeue_unpublished(connection: redis.Redis, older_than: float = STALE_AFTER
     return due
 
 
+def requeue_ingests(connection: redis.Redis, older_than: float = STALE_AFTER) -> list[int]:
+    """Enqueue the staging of every stored import body whose job is lost or died."""
+    waiting = uploads.waiting_ingests(older_than, SWEEP_BATCH)
+    if not waiting:
+        db.session.rollback()
+        return []
+    jobs = Job.fetch_many([item.job_id for item in waiting], connection=connection)
+    failed = FailedJobRegistry(keys.IMPORT_QUEUE, connection=connection)
+    due = []
+    for content_import, job in zip(waiting, jobs, strict=True):
+        if not needs_enqueue(connection, job):
+            continue
+        failed.remove(content_import.job_id)
+        if uploads.enqueue_ingest(content_import, connection):
+            due.append(content_import.id)
+    db.session.rollback()
+    if due:
+        log.info("re-enqueued the staging of imports %s", due)
+    return due
+
+
 def database_ready() -> bool:
     """True once migrations have created the tables the worker reads."""
     return inspect(db.engine).has_table(OutboxEvent.__tablename__)
@@ -228,6 +252,7 @@ class Sweeper(threading.Thread):
             connection.set(keys.RECONCILE_LOCK, self.token, ex=RECONCILE_INTERVAL)
             connection.set(keys.REDIS_RUN_ID, run_id)
         requeue_unpublished(connection)
+        requeue_ingests(connection)
         if not connection.exists(keys.READY):
             return
         seen_run_id = connection.get(keys.REDIS_RUN_ID)

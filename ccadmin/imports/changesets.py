@@ -56,13 +56,15 @@ def import_queue(connection: redis.Redis) -> Queue:
     return Queue(keys.IMPORT_QUEUE, connection=connection)
 
 
-def new_import(campaign: Campaign, filename: str, actor: str) -> ContentImport:
+def new_import(
+    campaign: Campaign, filename: str, actor: str, status: str = STATUS_VALIDATING
+) -> ContentImport:
     """A committed import row, before its file is read."""
     content_import = ContentImport(
         kind=KIND_IMPORT,
         campaign_id=campaign.id,
         filename=filename[:255],
-        status=STATUS_VALIDATING,
+        status=status,
         created_by=actor,
         report={},
         batch_event_ids=[],
@@ -85,14 +87,14 @@ def _enqueue(content_import: ContentImport, connection: redis.Redis, run_at: dat
     return queue.enqueue_at(run_at, APPLY_JOB, content_import.id, **options)
 
 
-def start_apply(
-    content_import: ContentImport,
-    mode: str,
-    actor: str,
-    connection: redis.Redis,
-    run_at: datetime | None = None,
+def mark_queued(
+    content_import: ContentImport, mode: str, actor: str, run_at: datetime | None = None
 ) -> None:
-    """Queue (or schedule) a previewed change set; refuses what cannot be applied."""
+    """Check a previewed change set can be applied in `mode`; mark it queued (committed).
+
+    The caller runs or enqueues the apply: start_apply enqueues it, the
+    worker's import job (which staged the body itself) runs it at once.
+    """
     if content_import.status != STATUS_READY:
         raise ChangeSetError(f"This change set is {content_import.status}; it cannot be applied.")
     if mode not in (MODE_ALL, MODE_VALID_ONLY):
@@ -107,6 +109,17 @@ def start_apply(
     content_import.status = STATUS_SCHEDULED if run_at else STATUS_QUEUED
     content_import.scheduled_at = run_at
     db.session.commit()
+
+
+def start_apply(
+    content_import: ContentImport,
+    mode: str,
+    actor: str,
+    connection: redis.Redis,
+    run_at: datetime | None = None,
+) -> None:
+    """Queue (or schedule) a previewed change set; refuses what cannot be applied."""
+    mark_queued(content_import, mode, actor, run_at)
     try:
         _enqueue(content_import, connection, run_at)
     except (redis.RedisError, OSError) as error:

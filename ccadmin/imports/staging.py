@@ -10,10 +10,10 @@ it can be applied.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from sqlalchemy import bindparam, delete, func, select, text, update
 
@@ -180,30 +180,47 @@ class Stager:
 
 
 def stage_file(content_import: ContentImport, path: Path, file_format: str) -> ContentImport:
-    """Read, validate and stage the whole file, then fill in the import's preview.
+    """Read, validate and stage the whole file, then fill in the import's preview."""
+    with path.open("rb") as binary:
+        return stage_stream(content_import, binary, file_format)
+
+
+def stage_stream(
+    content_import: ContentImport,
+    binary: IO[bytes],
+    file_format: str,
+    progress: Callable[[int], None] | None = None,
+    summarized: Callable[[ContentImport], None] | None = None,
+) -> ContentImport:
+    """Read, validate and stage a whole body, then fill in the import's preview.
 
     The import row must already be committed. Rows are committed chunk by
-    chunk; on a file problem every staged row is deleted again and the import
-    is marked invalid with the reason, so nothing of the file can be applied.
+    chunk (`progress` gets the rows staged so far after each commit); on a
+    file problem every staged row is deleted again and the import is marked
+    invalid with the reason, so nothing of the file can be applied.
+    `summarized` may change the import in the transaction of its preview.
     """
     stager = Stager(content_import)
     import_id = content_import.id
+    staged = 0
     try:
-        with path.open("rb") as binary:
-            columns, rows = read_rows(binary, file_format)
-            known = stager.field_names | {USER_ID_COLUMN}
-            unknown = [name for name in columns if name not in known]
-            if unknown:
-                raise FileProblem(
-                    f"The column {unknown[0]!r} is not a field of campaign "
-                    f"{content_import.campaign.slug!r} (its fields: "
-                    f"{', '.join(sorted(stager.field_names))})."
-                )
-            for chunk in _chunks(rows, STAGE_CHUNK):
-                bulk.insert_import_rows(stager.stage(chunk))
-                # Bounded transactions: SQLite's single writer (the worker)
-                # is never blocked for the whole length of a large file.
-                db.session.commit()
+        columns, rows = read_rows(binary, file_format)
+        known = stager.field_names | {USER_ID_COLUMN}
+        unknown = [name for name in columns if name not in known]
+        if unknown:
+            raise FileProblem(
+                f"The column {unknown[0]!r} is not a field of campaign "
+                f"{content_import.campaign.slug!r} (its fields: "
+                f"{', '.join(sorted(stager.field_names))})."
+            )
+        for chunk in _chunks(rows, STAGE_CHUNK):
+            bulk.insert_import_rows(stager.stage(chunk))
+            # Bounded transactions: SQLite's single writer (the worker)
+            # is never blocked for the whole length of a large file.
+            db.session.commit()
+            staged += len(chunk)
+            if progress is not None:
+                progress(staged)
     except FileProblem as problem:
         db.session.rollback()
         db.session.execute(delete(row_table).where(row_table.c.import_id == import_id))
@@ -214,6 +231,8 @@ def stage_file(content_import: ContentImport, path: Path, file_format: str) -> C
         return content_import
     duplicates = mark_duplicates(import_id)
     summarize(content_import, columns, stager.diffs, duplicates)
+    if summarized is not None:
+        summarized(content_import)
     db.session.commit()
     if bulk.postgresql():
         # Fresh statistics, or the apply's keyset query over a table that just

@@ -1,34 +1,41 @@
-"""Streamed imports: a CSV or NDJSON body of any size, through the admin's import pipeline.
+"""Streamed imports: a CSV or NDJSON body of any size, staged and applied by the worker.
 
-The body is copied to a file in bounded chunks as it arrives (never held in
-memory), then staged by staging.stage_file exactly as an uploaded file is:
-every row validated, diffed and written to `import_row` with COPY on
-PostgreSQL, in bounded transactions. The apply is the admin's apply job
-(changesets.start_apply, run by the worker in batches, each batch published
-after its commit); `GET .../imports/<id>` reports its status and progress.
+The request only stores the body, in ~1 MB chunks committed as they arrive
+(uploads.store_body: never held in memory, and in the database because web
+and worker share no disk on a platform), enqueues the import's job and
+answers 202 at once. The worker stages the body exactly as an uploaded file
+is staged (every row validated, diffed and written to `import_row`), then
+runs the admin's apply (batches, each published after its commit) when every
+row is valid or `?partial=true` was asked. `GET .../imports/<id>` reports
+each step.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
-from flask import current_app, jsonify, request, url_for
-from sqlalchemy import delete, select
+from flask import jsonify, request, url_for
+from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from ccadmin.admin.imports import import_state, redis_connection
+from ccadmin.admin.imports import apply_job, import_state, redis_connection
 from ccadmin.extensions import db
-from ccadmin.imports import changesets, staging
+from ccadmin.imports import changesets, staging, uploads
 from ccadmin.imports.parsing import FORMAT_CSV, FORMAT_JSONL
 from ccadmin.manage import auth
 from ccadmin.manage.campaigns import campaign_for
 from ccadmin.manage.errors import ApiError
 from ccadmin.manage.routes import operation, query_flag, require_media_type
-from ccadmin.models import ContentImport, ImportRow
-from ccadmin.models.imports import MODE_ALL, MODE_VALID_ONLY, STATUS_INVALID
+from ccadmin.models import ContentImport
+from ccadmin.models.imports import (
+    MODE_ALL,
+    MODE_VALID_ONLY,
+    STATUS_RECEIVED,
+    STATUS_RECEIVING,
+    STATUS_STAGING,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +44,6 @@ FORMATS = {
     "application/x-ndjson": FORMAT_JSONL,
     "application/jsonl": FORMAT_JSONL,
 }
-UPLOAD_FOLDER = "imports"
-CHUNK_BYTES = 1024 * 1024
 # Rows listed in an error report (the admin's preview shows the same first ones).
 REPORTED_ROWS = staging.REPORT_INVALID
 PARTIAL = {
@@ -55,25 +60,28 @@ ROW_BODY = {
         "per line (`user_id` plus fields). Fields left out keep their current values."
     ),
 }
+_BEFORE_STAGED = (STATUS_RECEIVING, STATUS_RECEIVED, STATUS_STAGING)
 
 
-def _save_body(path: Path) -> int:
-    """Copy the request body to `path` in chunks; the number of bytes written."""
-    # No limit of its own (None would mean the app's); the rows are checked one by one.
-    request.max_content_length = sys.maxsize
-    written = 0
-    stream = request.stream
-    with path.open("wb") as target:
-        while chunk := stream.read(CHUNK_BYTES):
-            target.write(chunk)
-            written += len(chunk)
-    return written
+def _staging_progress(content_import: ContentImport) -> dict[str, int]:
+    """Rows staged and bytes read so far, from the job, while the body is being staged."""
+    if content_import.status != STATUS_STAGING:
+        return {"rows": 0, "bytes": 0}
+    job = apply_job(content_import)
+    staged = job.meta.get("staging") if job is not None else None
+    return {"rows": 0, "bytes": 0, **(staged or {})}
 
 
 def state_document(content_import: ContentImport) -> dict[str, Any]:
     """Status, rows by outcome, progress and the error report of one import."""
     state = import_state(content_import)
     report = content_import.report or {}
+    received = content_import.upload_bytes or 0
+    staged = _staging_progress(content_import)
+    percent = state["percent"]
+    if content_import.status in _BEFORE_STAGED:
+        # Before the apply: how much of the body the worker has staged.
+        percent = min(99, 100 * staged["bytes"] // received) if received else 0
     return {
         "id": content_import.id,
         "campaign": content_import.campaign.slug,
@@ -89,9 +97,12 @@ def state_document(content_import: ContentImport) -> dict[str, Any]:
         "progress": {
             "done": state["done"],
             "total": state["total"],
-            "percent": state["percent"],
+            "percent": percent,
             "written": state["written"],
             "live": state["live"],
+            "received_bytes": received,
+            "staged_rows": staged["rows"],
+            "staged_bytes": staged["bytes"],
         },
         "errors": {
             "file": list(report.get("file_errors", [])),
@@ -114,73 +125,49 @@ def _answer(content_import: ContentImport, status: int) -> Response:
     return response
 
 
-def _stage(content_import: ContentImport, path: Path, file_format: str) -> ContentImport:
-    try:
-        return staging.stage_file(content_import, path, file_format)
-    except Exception:
-        log.exception("import %s could not be staged", content_import.id)
-        db.session.rollback()
-        db.session.execute(delete(ImportRow).where(ImportRow.import_id == content_import.id))
-        failed = db.session.get(ContentImport, content_import.id)
-        failed.status = STATUS_INVALID
-        failed.report = {"file_errors": ["The body could not be processed."], "invalid": []}
-        db.session.commit()
-        return failed
-
-
 @operation(
     "/campaigns/<slug>/imports",
     "POST",
-    summary="Import a CSV or NDJSON body of any size, applied by the worker",
+    summary="Import a CSV or NDJSON body of any size, staged and applied by the worker",
     description=(
-        "The body is streamed to disk and every row is validated before anything is "
-        "written; then the worker applies it in batches, each live after its commit. "
-        "Poll the import's address (the `Location` header) for progress."
+        "The body is stored as it streams in and the answer comes as soon as it is "
+        "stored whole. The worker then validates every row before anything is "
+        "written and applies the import in batches, each live after its commit. "
+        "Poll the import's address (the `Location` header) for its status and progress."
     ),
     scope="write",
     body=ROW_BODY,
     body_types=tuple(FORMATS),
     query=[PARTIAL],
     responses={
-        202: ("Validated and queued; poll `Location` for progress", "ImportState"),
-        422: ("The body or some rows are invalid; nothing will be applied", "ImportState"),
-        503: ("The job queue is unreachable; nothing will be applied", "Error"),
+        202: ("Stored and queued; poll `Location` for status and progress", "ImportState"),
     },
-    response_headers={202: ["Location"], 422: ["Location"]},
+    response_headers={202: ["Location"]},
 )
 def create_import(slug: str) -> Response:
     campaign = campaign_for(slug, write=True)
     mode = MODE_VALID_ONLY if query_flag("partial") else MODE_ALL
     file_format = FORMATS[require_media_type(tuple(FORMATS))]
-    actor = auth.actor()
     extension = "csv" if file_format == FORMAT_CSV else "ndjson"
-    content_import = changesets.new_import(campaign, f"API import.{extension}", actor)
-    folder = Path(current_app.instance_path) / UPLOAD_FOLDER
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{content_import.id}-api.{extension}"
+    content_import = changesets.new_import(
+        campaign, f"API import.{extension}", auth.actor(), status=STATUS_RECEIVING
+    )
+    content_import.mode = mode
+    content_import.upload_format = file_format
+    content_import.upload_bytes = 0
+    content_import.apply_when_staged = True
+    db.session.commit()
+    # No limit of its own (None would mean the app's); the rows are checked one by one.
+    request.max_content_length = sys.maxsize
     try:
-        try:
-            _save_body(path)
-        except Exception:
-            # The client went away mid-body (or the disk is full): nothing to keep.
-            db.session.rollback()
-            db.session.delete(db.session.get(ContentImport, content_import.id))
-            db.session.commit()
-            raise
-        content_import = _stage(content_import, path, file_format)
-    finally:
-        path.unlink(missing_ok=True)
-    if content_import.status == STATUS_INVALID:
-        return _answer(content_import, 422)
-    if mode == MODE_ALL and content_import.invalid_rows:
-        # Left previewed: the admin can still apply its valid rows, or discard it.
-        return _answer(content_import, 422)
-    try:
-        changesets.start_apply(content_import, mode, actor, redis_connection())
-    except changesets.ChangeSetError as error:
-        raise ApiError(
-            503, "queue_unavailable", str(error), headers={"Retry-After": "30"}
-        ) from None
+        uploads.store_body(content_import, request.stream)
+    except Exception:
+        # The client went away mid-body (or the database did): nothing to keep.
+        uploads.discard(content_import.id)
+        raise
+    uploads.mark_received(content_import)
+    # Unreachable Redis: the body is stored and marked received; the sweeper queues it.
+    uploads.enqueue_ingest(content_import, redis_connection())
     return _answer(content_import, 202)
 
 

@@ -7,7 +7,7 @@ each row wrote (`before_version + 1`).
 
 from __future__ import annotations
 
-from sqlalchemy import Index, PrimaryKeyConstraint
+from sqlalchemy import BigInteger, Index, LargeBinary, PrimaryKeyConstraint
 
 from ccadmin.extensions import db
 from ccadmin.models.types import BigId, JsonDoc, utcnow
@@ -16,9 +16,15 @@ KIND_IMPORT = "import"
 KIND_ROLLBACK = "rollback"
 KIND_REVERT = "revert"
 
-# validating: being read; invalid: the file cannot be applied at all (the
-# report says why); ready: previewed; scheduled/queued/applying: on its way;
-# applied; failed: stopped midway and undone; rolled_back: undone on request.
+# receiving: an API body streaming into import_chunk; received: stored whole,
+# waiting for the worker; staging: being read by the worker (the API's path);
+# validating: being read in the request (the admin's upload); invalid: the
+# file cannot be applied at all (the report says why); ready: previewed;
+# scheduled/queued/applying: on its way; applied; failed: stopped midway and
+# undone; rolled_back: undone on request.
+STATUS_RECEIVING = "receiving"
+STATUS_RECEIVED = "received"
+STATUS_STAGING = "staging"
 STATUS_VALIDATING = "validating"
 STATUS_INVALID = "invalid"
 STATUS_READY = "ready"
@@ -78,6 +84,13 @@ class ContentImport(db.Model):
     finished_at = db.Column(db.DateTime(timezone=True), nullable=True)
     rolled_back_by_id = db.Column(BigId, nullable=True)
     error = db.Column(db.Text, nullable=True)
+    # A body staged by the worker from import_chunk: its format (csv/jsonl),
+    # bytes stored so far, when it was stored whole, and whether the worker
+    # applies it once staged (the API) or leaves it previewed.
+    upload_format = db.Column(db.String(8), nullable=True)
+    upload_bytes = db.Column(BigInteger, nullable=True)
+    received_at = db.Column(db.DateTime(timezone=True), nullable=True)
+    apply_when_staged = db.Column(db.Boolean, nullable=True, default=False)
 
     campaign = db.relationship("Campaign", lazy="joined")
 
@@ -120,3 +133,22 @@ class ImportRow(db.Model):
     def after_version(self) -> int:
         """The version this row writes (or wrote)."""
         return (self.before_version or 0) + 1
+
+
+class ImportChunk(db.Model):
+    """A piece (about 1 MB) of an uploaded body, kept where web and worker both read it.
+
+    Web and worker processes share no disk on a platform; they share the
+    database. The chunks are deleted once the body is staged.
+    """
+
+    __tablename__ = "import_chunk"
+
+    import_id = db.Column(
+        BigId, db.ForeignKey("content_import.id", ondelete="CASCADE"), nullable=False
+    )
+    # 0, 1, 2...: the body is the chunks in this order.
+    seq = db.Column(db.Integer, nullable=False)
+    data = db.Column(LargeBinary, nullable=False)
+
+    __table_args__ = (PrimaryKeyConstraint("import_id", "seq", name="pk_import_chunk"),)

@@ -1,0 +1,326 @@
+"""Ingest API throughput: single PUTs, batches, and a streamed import to live in Redis.
+
+Starts its own stack on loopback: a private redis-server, the migrations, the
+admin web process under waitress (wsgi:app) and one worker (`python -m
+workers`), against DATABASE_URL (default: a temporary SQLite file). Creates a
+campaign of its own and a write token, then measures
+
+- single PUT requests/s: one client, one keep-alive connection, --put-seconds;
+- batch rows/s: --batches `content:batch` requests of --batch-rows NDJSON rows;
+- a streamed import of --rows rows: from the start of the upload to the last
+  row being live in Redis, broken down into upload (202 received), staged
+  (the worker validated and staged every row), applied (the last batch
+  committed) and live (the last user's key in Redis).
+
+    .venv/bin/python -m bench.ingest --rows 1000000
+    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/h_bench make bench-ingest
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import redis
+from rq import Queue
+
+from bench.seed import PrivateRedis
+from ccadmin import keys
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+# Phases of an import before its rows are staged (see docs/ingest.md).
+BEFORE_STAGED = {"receiving", "received", "staging"}
+POLL_SECONDS = 0.2
+MESSAGE = "Your code for today is SPRING{:07d}"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the streamed import")
+    parser.add_argument("--format", choices=("ndjson", "csv"), default="ndjson")
+    parser.add_argument("--put-seconds", type=float, default=10.0)
+    parser.add_argument("--batch-rows", type=int, default=10_000)
+    parser.add_argument("--batches", type=int, default=5)
+    parser.add_argument("--timeout", type=float, default=1800.0,
+                        help="seconds to wait for the import to be live")
+    return parser.parse_args()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+class Stack:
+    """Redis, web and worker processes of the benchmark, stopped together."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="ccbench-ingest-"))
+        self.redis = PrivateRedis()
+        self.processes: list[subprocess.Popen] = []
+        self.env: dict[str, str] = {}
+        self.port = free_port()
+
+    def start(self) -> redis.Redis:
+        client = self.redis.start()
+        database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{self.folder}/bench.db"
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "REDIS_URL": self.redis.url,
+            "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(32),
+            # One client may not be slowed by the per-token limit it measures around.
+            "CCADMIN_MANAGE_RATE_LIMIT": "100000000",
+            "LOG_LEVEL": "WARNING",
+        }
+        os.environ.update(self.env)
+        self.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"])
+        self.spawn([
+            sys.executable, "-m", "waitress", f"--listen={HOST}:{self.port}",
+            "--threads=8", "wsgi:app",
+        ])
+        self.spawn([sys.executable, "-m", "workers"])
+        self.wait_for_web()
+        return client
+
+    def run(self, command: list[str]) -> None:
+        subprocess.run(command, cwd=PROJECT_ROOT, env=self.env, check=True,
+                       stdout=subprocess.DEVNULL)
+
+    def spawn(self, command: list[str]) -> None:
+        # Their logs go to a file, shown if the benchmark fails.
+        log = (self.folder / "processes.log").open("ab")
+        self.processes.append(
+            subprocess.Popen(command, cwd=PROJECT_ROOT, env=self.env, start_new_session=True,
+                             stdout=log, stderr=subprocess.STDOUT)
+        )
+
+    def log_tail(self, lines: int = 40) -> str:
+        path = self.folder / "processes.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def wait_for_web(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://{HOST}:{self.port}/login", timeout=2).close()
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("the web process did not answer")
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.redis.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def create_campaign_and_token(slug: str) -> str:
+    """The benchmark's campaign and a write token for it (as the admin creates them)."""
+    from ccadmin.app import create_app
+    from ccadmin.extensions import db
+    from ccadmin.models import ManagementToken
+    from ccadmin.models.api_keys import hash_secret
+    from ccadmin.models.management_tokens import SCOPE_WRITE
+    from ccadmin.models.management_tokens import new_token_secret as new_secret
+    from ccadmin.seed import ensure_campaign
+
+    app = create_app()
+    with app.app_context():
+        ensure_campaign(slug, actor="bench")
+        secret = new_secret()
+        db.session.add(
+            ManagementToken(
+                name=f"bench-{slug}",
+                prefix=secret[:12],
+                secret_hash=hash_secret(secret),
+                scope=SCOPE_WRITE,
+                campaigns=[slug],
+            )
+        )
+        db.session.commit()
+        db.engine.dispose()
+    return secret
+
+
+class Client:
+    """One keep-alive connection to the ingest API."""
+
+    def __init__(self, port: int, token: str, timeout: float = 600.0) -> None:
+        self.connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    def call(self, method: str, path: str, body: bytes | None = None,
+             content_type: str | None = None) -> tuple[int, dict[str, str], bytes]:
+        headers = dict(self.headers)
+        if content_type:
+            headers["Content-Type"] = content_type
+        self.connection.request(method, path, body=body, headers=headers)
+        response = self.connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+
+
+def measure_puts(client: Client, slug: str, seconds: float) -> float:
+    """PUTs per second from one client over one connection."""
+    count = 0
+    started = time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds:
+        body = json.dumps({"fields": {"message": MESSAGE.format(count)}}).encode()
+        status, _, answer = client.call(
+            "PUT", f"/manage/v1/campaigns/{slug}/content/put-{count}", body, "application/json"
+        )
+        if status not in (200, 201):
+            raise RuntimeError(f"PUT answered {status}: {answer[:200]!r}")
+        count += 1
+    return count / elapsed
+
+
+def ndjson_rows(prefix: str, start: int, count: int) -> bytes:
+    return "".join(
+        f'{{"user_id":"{prefix}-{n}","message":"{MESSAGE.format(n)}"}}\n'
+        for n in range(start, start + count)
+    ).encode()
+
+
+def csv_rows(prefix: str, count: int) -> bytes:
+    lines = "".join(f"{prefix}-{n},{MESSAGE.format(n)}\n" for n in range(1, count + 1))
+    return ("user_id,message\n" + lines).encode()
+
+
+def measure_batches(client: Client, slug: str, rows: int, batches: int) -> float:
+    """Rows per second written by consecutive content:batch requests."""
+    bodies = [ndjson_rows(f"batch{number}", 1, rows) for number in range(batches)]
+    started = time.perf_counter()
+    for body in bodies:
+        status, _, answer = client.call(
+            "POST", f"/manage/v1/campaigns/{slug}/content:batch", body, "application/x-ndjson"
+        )
+        if status != 200:
+            raise RuntimeError(f"batch answered {status}: {answer[:200]!r}")
+    return rows * batches / (time.perf_counter() - started)
+
+
+def measure_import(
+    client: Client, redis_client: redis.Redis, slug: str, rows: int, body_format: str,
+    timeout: float,
+) -> dict[str, Any]:
+    """Seconds from the start of the upload to each phase of one streamed import."""
+    if body_format == "csv":
+        body, content_type = csv_rows("imp", rows), "text/csv"
+    else:
+        body, content_type = ndjson_rows("imp", 1, rows), "application/x-ndjson"
+    last_key = keys.entry_key(slug, f"imp-{rows}")
+    started = time.perf_counter()
+    status, headers, answer = client.call(
+        "POST", f"/manage/v1/campaigns/{slug}/imports", body, content_type
+    )
+    if status != 202:
+        raise RuntimeError(f"import answered {status}: {answer[:300]!r}")
+    times = {"upload": time.perf_counter() - started}
+    location = headers["Location"]
+    deadline = started + timeout
+    state: dict[str, Any] = {}
+    while "applied" not in times:
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"the import did not finish: {state}")
+        _, _, answer = client.call("GET", location)
+        state = json.loads(answer)
+        now = time.perf_counter() - started
+        if state["status"] not in BEFORE_STAGED:
+            times.setdefault("staged", now)
+        if state["status"] == "applied":
+            times["applied"] = now
+        elif state["status"] in ("invalid", "ready", "failed"):
+            raise RuntimeError(f"the import stopped as {state['status']}: {state['errors']}")
+        time.sleep(POLL_SECONDS)
+    while not redis_client.exists(last_key):
+        if time.perf_counter() > deadline:
+            raise RuntimeError("the last row did not reach Redis")
+        time.sleep(0.05)
+    times["live"] = time.perf_counter() - started
+    times["bytes"] = len(body)
+    times["written"] = state["progress"]["written"]
+    return times
+
+
+def wait_idle(redis_client: redis.Redis, timeout: float = 600.0) -> None:
+    """Until the worker has drained the publish jobs of the earlier measurements."""
+    queues = [Queue(name, connection=redis_client)
+              for name in (keys.PUBLISH_QUEUE, keys.IMPORT_QUEUE)]
+    deadline = time.monotonic() + timeout
+    while any(queue.count or queue.started_job_registry.count for queue in queues):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the worker did not drain its queues")
+        time.sleep(0.2)
+
+
+def wait_ready(redis_client: redis.Redis, timeout: float = 600.0) -> None:
+    """Until the worker has built Redis from the database (the ready marker)."""
+    deadline = time.monotonic() + timeout
+    while not redis_client.exists(keys.READY):
+        if time.monotonic() > deadline:
+            raise RuntimeError("Redis was not built within the timeout")
+        time.sleep(0.2)
+
+
+def main() -> None:
+    args = parse_args()
+    stack = Stack()
+    try:
+        redis_client = stack.start()
+        wait_ready(redis_client)
+        slug = f"ingest-{int(time.time())}"
+        token = create_campaign_and_token(slug)
+        client = Client(stack.port, token)
+        database = stack.env["DATABASE_URL"].split("://", 1)[0]
+        print(f"ingest benchmark: {database}, campaign {slug}", flush=True)
+        puts = measure_puts(client, slug, args.put_seconds)
+        print(f"  single PUT        {puts:10,.0f} requests/s (one client, keep-alive)",
+              flush=True)
+        batch = measure_batches(client, slug, args.batch_rows, args.batches)
+        print(f"  batch             {batch:10,.0f} rows/s ({args.batches} x "
+              f"{args.batch_rows:,} rows)", flush=True)
+        wait_idle(redis_client)
+        result = measure_import(
+            client, redis_client, slug, args.rows, args.format, args.timeout
+        )
+        print(f"  import {args.rows:,} rows ({args.format}, {result['bytes'] / 1e6:,.0f} MB):"
+              f" live in Redis after {result['live']:.1f} s", flush=True)
+        previous = 0.0
+        for phase in ("upload", "staged", "applied", "live"):
+            print(f"    {phase:<8} at {result[phase]:7.1f} s  (+{result[phase] - previous:.1f} s)")
+            previous = result[phase]
+        print(f"    {args.rows / result['live']:,.0f} rows/s end to end, "
+              f"{result['written']:,} rows written")
+    except Exception:
+        print(stack.log_tail(), file=sys.stderr)
+        raise
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()
