@@ -60,6 +60,10 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     ladder = [row for row in rows if row["scenario"] == "ladder" and row["server"] == "api"]
     result["target3_errors"] = {row["connections"]: row["errors"] for row in ladder}
     result["target3_p99_ms"] = {row["connections"]: row["p99_ms"] for row in ladder}
+    granian = [r for r in rows if r["scenario"] == "ladder (granian)" and r["server"] == "api"]
+    if granian:
+        result["target3_granian_errors"] = {row["connections"]: row["errors"] for row in granian}
+        result["target3_granian_p99_ms"] = {row["connections"]: row["p99_ms"] for row in granian}
     spike = _row(
         rows, "spike", "api", next((r["connections"] for r in rows if r["scenario"] == "spike"), 0)
     )
@@ -97,7 +101,11 @@ def write_html(results: dict[str, Any], path: Path) -> Path:
             "spike: fresh-connection probes (s to answer)",
         ),
     )
-    compared = [row for row in rows if row["scenario"] not in ("ladder", "spike", "10x spike")]
+    compared = [
+        row
+        for row in rows
+        if row["scenario"] not in ("ladder", "ladder (granian)", "spike", "10x spike")
+    ]
     for server in ("ceiling", "api"):
         picked = [row for row in compared if row["server"] == server]
         figure.add_trace(
@@ -109,19 +117,21 @@ def write_html(results: dict[str, Any], path: Path) -> Path:
             row=1,
             col=1,
         )
-    for server in ("ceiling", "api"):
-        picked = [row for row in rows if row["scenario"] == "ladder" and row["server"] == server]
-        connections = [row["connections"] for row in picked]
-        figure.add_trace(
-            go.Scatter(name=f"ladder {server}", x=connections, y=[r["rate"] for r in picked]),
-            row=1,
-            col=2,
-        )
-        figure.add_trace(
-            go.Scatter(name=f"p99 {server}", x=connections, y=[r["p99_ms"] for r in picked]),
-            row=2,
-            col=1,
-        )
+    for scenario in ("ladder", "ladder (granian)"):
+        for server in ("ceiling", "api"):
+            picked = [r for r in rows if r["scenario"] == scenario and r["server"] == server]
+            connections = [row["connections"] for row in picked]
+            name = f"{scenario} {server}"
+            figure.add_trace(
+                go.Scatter(name=name, x=connections, y=[r["rate"] for r in picked]),
+                row=1,
+                col=2,
+            )
+            figure.add_trace(
+                go.Scatter(name=f"p99 {name}", x=connections, y=[r["p99_ms"] for r in picked]),
+                row=2,
+                col=1,
+            )
     probes = results.get("spike", {}).get("probes", [])
     figure.add_trace(
         go.Scatter(

@@ -126,26 +126,26 @@ def metrics_overhead(bench: Bench, connections: int = 500) -> None:
     bench.record("metrics off/on", "metrics on", with_metrics, without["rate"])
 
 
-def ladder(bench: Bench, processes: int) -> dict[str, Any]:
+def ladder(bench: Bench, processes: int, scenario: str = "ladder", **env: str) -> dict[str, Any]:
     """Each step once, ours then the ceiling; RSS of each API process mid-step."""
     steps = [int(step) for step in bench.args.ladder.split(",")]
     seconds = bench.args.step_seconds
     rss: dict[int, list[float]] = {}
     ceilings: dict[int, float] = {}
-    with bench.server(HELLO, processes) as hello:
+    with bench.server(HELLO, processes, **env) as hello:
         for count in steps:
             result = bench.wrk(hello, count, seconds).as_dict()
             ceilings[count] = result["rate"]
-            bench.record("ladder", "ceiling", result, result["rate"])
+            bench.record(scenario, "ceiling", result, result["rate"])
             time.sleep(2)
-    with bench.server(API, processes) as api:
+    with bench.server(API, processes, **env) as api:
         bench.wrk(api, 500, 2)
         for count in steps:
             sampler = _later(seconds * 0.7, api.rss_mb)
             result = bench.wrk(api, count, seconds).as_dict()
             rss[count] = sampler()
             result["rss_mb"] = rss[count]
-            bench.record("ladder", "api", result, ceilings[count])
+            bench.record(scenario, "api", result, ceilings[count])
             time.sleep(2)
     return {str(count): sizes for count, sizes in rss.items()}
 
@@ -284,6 +284,7 @@ def main() -> int:
         tenfold(bench, 2)
         if not args.no_granian and importlib.util.find_spec("granian"):
             compare(bench, "granian 2 workers", 2, [500], API_SERVER="granian")
+            results["rss_mb_granian"] = ladder(bench, 2, "ladder (granian)", API_SERVER="granian")
         results["rows"] = bench.rows
         results["summary"] = report.summary(bench.rows)
         results["meta"]["seconds"] = round(time.monotonic() - started)

@@ -166,7 +166,12 @@ def serve_until_stopped(server: Any, stop: StopSignal, grace_seconds: float) -> 
     options = {"map": server._map, "use_poll": server.adj.asyncore_use_poll, "count": 1}
     try:
         while not stop.requested:
-            loop(timeout=server.adj.asyncore_loop_timeout, **options)
+            # At the limit the listener is not watched, so nothing would wake
+            # the loop for the connections waiting: look again soon for idle
+            # ones to close (adapt). Otherwise waitress's own wait is fine.
+            full = len(server._map) >= server.adj.connection_limit
+            timeout = SHED_INTERVAL_SECONDS if full else server.adj.asyncore_loop_timeout
+            loop(timeout=timeout, **options)
         drain(server, grace_seconds, lambda: loop(timeout=DRAIN_POLL_SECONDS, **options))
     finally:
         server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)

@@ -60,11 +60,6 @@ def waitress_options(settings: Settings) -> dict[str, Any]:
         # select() cannot watch more than 1,024 sockets and crashes the
         # process past that; poll() has no such limit.
         "asyncore_use_poll": True,
-        # Longest wait of one loop pass when nothing happens. At the
-        # connection limit the listener is not watched, so this is how soon
-        # the loop looks again for idle connections to close for the ones
-        # waiting (connections.adapt); waitress's 1 s would let them wait.
-        "asyncore_loop_timeout": connections.SHED_INTERVAL_SECONDS,
         "backlog": LISTEN_BACKLOG,
         # Connections silent for this long are closed (API_CHANNEL_TIMEOUT):
         # idle keep-alive callers, and clients that connect and send nothing
