@@ -71,6 +71,11 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     result["target4_p99_ms"] = spike.get("p99_ms")
     result["target4_probe_max_after_5s"] = spike.get("probe_max_after_5s")
     result["target4_probe_failures"] = spike.get("probe_failures")
+    granian_spike = next((row for row in rows if row["scenario"] == "spike (granian)"), {})
+    if granian_spike:
+        result["target4_granian_errors"] = granian_spike.get("errors")
+        result["target4_granian_p99_ms"] = granian_spike.get("p99_ms")
+        result["target4_granian_probe_max_after_5s"] = granian_spike.get("probe_max_after_5s")
     tenfold = [row for row in rows if row["scenario"] == "10x spike"]
     result["case15_errors"] = {row["server"]: row["errors"] for row in tenfold}
     result["case15_p99_ms"] = {row["server"]: row["p99_ms"] for row in tenfold}
@@ -104,7 +109,8 @@ def write_html(results: dict[str, Any], path: Path) -> Path:
     compared = [
         row
         for row in rows
-        if row["scenario"] not in ("ladder", "ladder (granian)", "spike", "10x spike")
+        if row["scenario"]
+        not in ("ladder", "ladder (granian)", "spike", "spike (granian)", "10x spike")
     ]
     for server in ("ceiling", "api"):
         picked = [row for row in compared if row["server"] == server]

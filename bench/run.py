@@ -180,11 +180,11 @@ def probe(port: int, api_key: str, users: int, timeout: float = 10.0) -> tuple[f
     return time.perf_counter() - started, outcome
 
 
-def spike(bench: Bench, processes: int) -> dict[str, Any]:
+def spike(bench: Bench, processes: int, scenario: str = "spike", **env: str) -> dict[str, Any]:
     """Idle to N connections at once (wrk opens them together), probed with fresh clients."""
     args = bench.args
     probes: list[dict[str, Any]] = []
-    with bench.server(API, processes) as api:
+    with bench.server(API, processes, **env) as api:
         bench.wrk(api, 50, 2)
         time.sleep(2)  # idle
         stop = threading.Event()
@@ -211,7 +211,7 @@ def spike(bench: Bench, processes: int) -> dict[str, Any]:
     result["probe_max_seconds"] = max((item["seconds"] for item in probes), default=None)
     late = [item["seconds"] for item in probes if item["at"] >= 5]
     result["probe_max_after_5s"] = max(late, default=None)
-    bench.record("spike", "api", result, 0)
+    bench.record(scenario, "api", result, 0)
     return result
 
 
@@ -285,6 +285,7 @@ def main() -> int:
         if not args.no_granian and importlib.util.find_spec("granian"):
             compare(bench, "granian 2 workers", 2, [500], API_SERVER="granian")
             results["rss_mb_granian"] = ladder(bench, 2, "ladder (granian)", API_SERVER="granian")
+            results["spike_granian"] = spike(bench, 2, "spike (granian)", API_SERVER="granian")
         results["rows"] = bench.rows
         results["summary"] = report.summary(bench.rows)
         results["meta"]["seconds"] = round(time.monotonic() - started)

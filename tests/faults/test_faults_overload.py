@@ -7,6 +7,7 @@ bench`; here a smaller one checks the same outcome on every test run.
 from __future__ import annotations
 
 import http.client
+import os
 import resource
 import socket
 import threading
@@ -107,6 +108,36 @@ def test_silent_sockets_past_the_limit_do_not_lock_callers_out(
         for client in silent:
             client.close()
     assert "closed" in api.log() and "idle connection(s) to make room" in api.log()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_an_api_at_its_connection_limit_waits_instead_of_spinning(
+    private_redis, processes, many_files
+):
+    """Full of silent sockets, with more queued, the loop sleeps between looks for idle ones.
+
+    A loop that polled without waiting would burn a whole core for as long
+    as the limit is reached; this one wakes every 0.1 s.
+    """
+    seeded(private_redis, 1)
+    api, port = processes.api({"API_CONNECTION_LIMIT": "50", "API_CHANNEL_TIMEOUT": "60"})
+    silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(80)]
+    try:
+        time.sleep(1.0)
+        before = cpu_seconds(api.pid)
+        time.sleep(3.0)
+        used = cpu_seconds(api.pid) - before
+    finally:
+        for client in silent:
+            client.close()
+    assert used < 1.0, f"the API used {used:.2f} s of CPU in 3 s while waiting"
+    print(f"case 14: {used:.2f} s of CPU in 3 s at the connection limit")
+    assert api.alive()
 
 
 def test_channel_timeout_cuts_silent_sockets_but_not_active_callers(private_redis, processes):
