@@ -18,6 +18,7 @@ from ccadmin import keys
 from ccadmin.extensions import db
 from ccadmin.metrics import series
 from ccadmin.models import AuditEvent
+from workers.store import EntryWrite, write_entries
 
 start_api = api_support.start_api
 
@@ -161,6 +162,17 @@ def failed_job(app, redis_client) -> str:
     registry = FailedJobRegistry(keys.PUBLISH_QUEUE, connection=redis_client)
     assert registry.get_job_ids() == [FAILED_JOB]
     return FAILED_JOB
+
+
+def test_applied_and_stale_entry_writes_are_counted(client, make_user, redis_client):
+    """The worker's compare-and-set counters: a replayed older version counts as stale."""
+    newer = [EntryWrite(keys.entry_key("promo", str(n)), 2, b"{}") for n in range(5)]
+    older = [EntryWrite(keys.entry_key("promo", str(n)), 1, b"{}") for n in range(3)]
+    write_entries(redis_client, newer)
+    write_entries(redis_client, older)
+    as_role(client, make_user, "viewer")
+    publishing = dashboard(client)["publishing"]
+    assert (publishing["writes"], publishing["stale_writes"]) == (5, 3)
 
 
 def test_failed_jobs_are_listed_with_their_error(client, make_user, failed_job):

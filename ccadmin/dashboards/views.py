@@ -50,7 +50,11 @@ def dashboard_data(range_name: str, campaign: str | None) -> dict[str, Any]:
         "meter": health.unhealthy_host_meter(minute),
         "processes": processes,
         "redis": redis_state,
-        "publishing": {**system.outbox_backlog(), **system.rq_state(connection)},
+        "publishing": {
+            **system.outbox_backlog(),
+            **system.rq_state(connection),
+            **system.write_counts(connection),
+        },
         "figures": figures.dashboard_figures(traffic, processes, redis_state),
     }
 

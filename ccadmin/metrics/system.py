@@ -101,6 +101,17 @@ def rq_state(connection: redis.Redis) -> dict[str, Any]:
     }
 
 
+def write_counts(connection: redis.Redis) -> dict[str, int]:
+    """Entry writes the workers applied, and stale ones they refused (older versions).
+
+    Stale writes are normal after retries and replays; a steady climb means
+    jobs are arriving out of order or running twice.
+    """
+    raw = connection.hmget(keys.STATS, keys.STAT_WRITES, keys.STAT_STALE_WRITES)
+    writes, stale = (int(value) if value else 0 for value in raw)
+    return {"writes": writes, "stale_writes": stale}
+
+
 def redis_state(connection: redis.Redis) -> dict[str, Any]:
     """Memory used against the limit, keys, clients, and the ready marker."""
     memory = connection.info("memory")

@@ -127,6 +127,7 @@
     text("outbox-oldest", seconds(publishing.oldest_seconds));
     text("outbox-failing", number(publishing.failing));
     text("outbox-last-error", publishing.last_error || "–");
+    text("write-counts", number(publishing.writes) + " / " + number(publishing.stale_writes));
     text("queue-depth", number(publishing.queue_depth));
     text("failed-count", number(publishing.failed_count));
     text(
