@@ -5,11 +5,15 @@ from __future__ import annotations
 import io
 import re
 
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
 from sqlalchemy import select
-from support import csrf_token
+from support import csrf_token, wait_until
 
+from ccadmin.admin.imports import redis_connection
 from ccadmin.extensions import db
 from ccadmin.models import ContentEntry, ContentImport
+from workers.imports import ingest_import
 
 IMPORTS = "/admin/imports/"
 SCHEMA = [{"name": "message", "max_length": 20}, {"name": "cta", "max_length": 10}]
@@ -33,6 +37,32 @@ def upload(client, campaign_id: int, filename: str, content: bytes, token: str |
 def latest_import() -> ContentImport | None:
     db.session.expire_all()
     return db.session.scalars(select(ContentImport).order_by(ContentImport.id.desc())).first()
+
+
+def run_staging(import_id: int) -> ContentImport:
+    """Run the upload's queued staging job here, as a worker would, and drop it from the queue."""
+    ingest_import(import_id)
+    try:
+        Job.fetch(f"import-{import_id}", connection=redis_connection()).delete()
+    except NoSuchJobError:
+        pass
+    db.session.expire_all()
+    return db.session.get(ContentImport, import_id)
+
+
+def upload_and_stage(client, campaign_id: int, filename: str, content: bytes) -> ContentImport:
+    """Upload a file and stage it in this process (no worker running); the staged import."""
+    response = upload(client, campaign_id, filename, content)
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return run_staging(latest_import().id)
+
+
+def staged_by_worker(timeout: float = 30.0) -> ContentImport:
+    """The latest import, once a running worker has staged it."""
+    return wait_until(
+        lambda: (item := latest_import()) and item.status not in ("received", "staging") and item,
+        timeout,
+    )
 
 
 def apply(client, import_id: int, mode: str = "all_or_nothing", run_at: str = ""):

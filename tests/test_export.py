@@ -6,7 +6,7 @@ import csv
 import io
 
 import pytest
-from import_support import IMPORTS, latest_import, upload
+from import_support import IMPORTS, latest_import, run_staging, upload
 from publishing_support import make_campaign
 from support import login
 
@@ -70,7 +70,7 @@ def test_export_then_import_changes_nothing(client, make_user, campaign):
     exported = client.get(f"{IMPORTS}export/{campaign.id}.csv").get_data()
     response = upload(client, campaign.id, "spring-content.csv", exported)
     assert response.status_code == 302
-    content_import = latest_import()
+    content_import = run_staging(latest_import().id)
     assert content_import.status == "ready", content_import.report
     assert (
         content_import.total_rows,

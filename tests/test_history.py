@@ -8,7 +8,7 @@ import time
 from datetime import UTC, datetime
 
 import pytest
-from import_support import IMPORTS, apply, latest_import, upload
+from import_support import IMPORTS, apply, latest_import, staged_by_worker, upload
 from publishing_support import delete_entry, make_campaign, save_entry, stored_entry
 from sqlalchemy import select
 from support import csrf_token, login, wait_until
@@ -98,7 +98,7 @@ def test_import_versions_appear_in_the_history(client, make_user, entry, spawn):
     login(client, "ed@example.com")
     spawn(["-m", "workers"])
     upload(client, entry.campaign_id, "a.csv", b"user_id,message\n42,from the file\n")
-    content_import = latest_import()
+    content_import = staged_by_worker()
     apply(client, content_import.id)
 
     def applied():
@@ -137,7 +137,7 @@ def test_a_campaign_switches_back_to_its_state_at_a_time(
     make_user("ed@example.com", role="editor")
     login(client, "ed@example.com")
     upload(client, campaign.id, "a.csv", b"user_id,message\ne,imported after\nd,d untouched\n")
-    apply(client, latest_import().id)
+    apply(client, staged_by_worker().id)
     wait_until(lambda: db.session.expire_all() or latest_import().status == "applied", 30)
 
     tools = f"/admin/campaign-tools/{campaign.id}/"

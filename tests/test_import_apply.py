@@ -5,7 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from import_support import IMPORTS, SCHEMA, apply, entries, latest_import, upload
+from import_support import (
+    IMPORTS,
+    SCHEMA,
+    apply,
+    entries,
+    latest_import,
+    staged_by_worker,
+    upload,
+    upload_and_stage,
+)
 from publishing_support import make_campaign, save_entry, stored_entry
 from sqlalchemy import func, select, update
 from support import csrf_token, login, wait_until
@@ -57,7 +66,7 @@ def test_valid_rows_only_applies_exactly_the_valid_rows(editor, campaign, redis_
         "spring.csv",
         b"user_id,message\n1,new one\n2,old 2\n9,brand new\n10,\n11,far far too long for this\n",
     )
-    content_import = latest_import()
+    content_import = staged_by_worker()
     assert (content_import.invalid_rows, content_import.status) == (2, "ready")
     assert apply(editor, content_import.id, "valid_only").status_code == 302
 
@@ -88,7 +97,7 @@ def test_rolling_back_an_import_restores_the_previous_versions(
 ):
     spawn(WORKER)
     upload(editor, campaign.id, "a.csv", b"user_id,message\n1,imported\n9,created\n")
-    content_import = latest_import()
+    content_import = staged_by_worker()
     apply(editor, content_import.id)
     wait_until(lambda: status(editor, content_import.id)["live"], TIMEOUT)
     save_entry(campaign, "9", "edited after")  # v2: edited since, so left alone
@@ -121,9 +130,13 @@ def sabotage(import_id: int, line: int) -> None:
     db.session.commit()
 
 
-def staged_import(editor, campaign, content: bytes) -> ContentImport:
-    upload(editor, campaign.id, "a.csv", content)
-    content_import = latest_import()
+def staged_import(editor, campaign, content: bytes, worker: bool = False) -> ContentImport:
+    """An uploaded file, staged (by the running worker, or here), marked queued."""
+    if worker:
+        upload(editor, campaign.id, "a.csv", content)
+        content_import = staged_by_worker()
+    else:
+        content_import = upload_and_stage(editor, campaign.id, "a.csv", content)
     content_import.status, content_import.applied_by = "queued", "ed@example.com"
     db.session.commit()
     return content_import
@@ -163,6 +176,7 @@ def test_failure_midway_undoes_the_committed_batches(editor, campaign, redis_cli
         editor,
         campaign,
         b"user_id,message\n9,created\n1,changed\n2,changed\n3,changed\n4,changed\n10,x\n",
+        worker=True,
     )
     sabotage(content_import.id, 7)  # user 10, in the third batch of two
     result = applying.apply_change_set(content_import.id, batch_size=2)
@@ -194,8 +208,9 @@ def test_failure_midway_undoes_the_committed_batches(editor, campaign, redis_cli
 
 
 def test_an_apply_whose_worker_died_can_be_resumed(editor, campaign, redis_client, spawn):
-    upload(editor, campaign.id, "a.csv", b"user_id,message\n1,resumed\n9,also resumed\n")
-    content_import = latest_import()
+    content_import = upload_and_stage(
+        editor, campaign.id, "a.csv", b"user_id,message\n1,resumed\n9,also resumed\n"
+    )
     # What a worker killed mid-apply leaves: applying, and no job to finish it.
     content_import.status, content_import.applied_by = "applying", "ed@example.com"
     db.session.commit()

@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+import io
 import json
+from datetime import timedelta
 
 import pytest
-from import_support import IMPORTS, SCHEMA, apply, entries, latest_import, shown_counts, upload
+from import_support import (
+    IMPORTS,
+    SCHEMA,
+    apply,
+    entries,
+    latest_import,
+    run_staging,
+    shown_counts,
+    upload,
+)
 from publishing_support import make_campaign
-from sqlalchemy import func, select
+from rq.job import Job
+from sqlalchemy import func, select, update
 from support import csrf_token, login
 
-from ccadmin import publishing
+from ccadmin import keys, publishing
+from ccadmin.admin.imports import redis_connection
 from ccadmin.extensions import db
-from ccadmin.models import ContentEntry, ImportRow, OutboxEvent
+from ccadmin.imports import changesets, uploads
+from ccadmin.models import ContentEntry, ContentImport, ImportRow, OutboxEvent
+from ccadmin.models.imports import ImportChunk
+from ccadmin.models.types import utcnow
+from workers.sweeper import drop_abandoned_uploads
 
 
 @pytest.fixture
@@ -36,13 +53,83 @@ def outbox_count() -> int:
     return db.session.execute(select(func.count()).select_from(OutboxEvent)).scalar_one()
 
 
+def chunk_count(import_id: int) -> int:
+    return db.session.execute(
+        select(func.count()).where(ImportChunk.import_id == import_id)
+    ).scalar_one()
+
+
 def preview(client, campaign, filename: str, content: bytes) -> tuple[str, object]:
-    """Upload, follow to the preview; returns (page, import)."""
+    """Upload, run the staging job, follow to the preview; returns (page, import)."""
     response = upload(client, campaign.id, filename, content)
     assert response.status_code == 302, response.get_data(as_text=True)
+    run_staging(latest_import().id)
     page = client.get(response.headers["Location"])
     assert page.status_code == 200
     return page.get_data(as_text=True), latest_import()
+
+
+def test_the_upload_only_stores_the_file_and_the_page_follows_its_staging(editor, campaign):
+    before = outbox_count()
+    content = b"user_id,message\n1,new text\n3,x\n"
+    response = upload(editor, campaign.id, "spring.csv", content)
+    assert response.status_code == 302
+    content_import = latest_import()
+    assert response.headers["Location"].endswith(f"{IMPORTS}{content_import.id}/")
+    assert (content_import.status, content_import.upload_format) == ("received", "csv")
+    assert content_import.upload_bytes == len(content) and not content_import.apply_when_staged
+    assert chunk_count(content_import.id) == 1
+    assert db.session.execute(select(func.count()).select_from(ImportRow)).scalar_one() == 0
+    job = Job.fetch(content_import.job_id, connection=redis_connection())
+    assert (job.func_name, job.args, job.origin) == (
+        uploads.INGEST_JOB,
+        (content_import.id,),
+        keys.IMPORT_QUEUE,
+    )
+    page = editor.get(response.headers["Location"]).get_data(as_text=True)
+    assert "Staging…" in page and 'data-phase="staging"' in page
+    assert 'data-running="true"' in page and "import-progress.js" in page
+    assert 'id="apply-form"' not in page and 'id="import-counts"' not in page
+    state = editor.get(f"{IMPORTS}{content_import.id}/status").get_json()
+    assert state["staging"] is True and state["received_bytes"] == len(content)
+
+    run_staging(content_import.id)
+    state = editor.get(f"{IMPORTS}{content_import.id}/status").get_json()
+    assert (state["status"], state["staging"]) == ("ready", False)
+    page = editor.get(response.headers["Location"]).get_data(as_text=True)
+    assert shown_counts(page) == {"total": 2, "new": 1, "changed": 1, "unchanged": 0, "invalid": 0}
+    assert 'id="apply-form"' in page and "Staging…" not in page
+    # Staged, not applied: the marketer confirms the preview first.
+    assert chunk_count(content_import.id) == 0
+    assert outbox_count() == before and entries(campaign.id)["1"].fields == {"message": "old"}
+
+
+def test_the_sweeper_deletes_uploads_that_never_arrived_whole(editor, campaign):
+    def stored(status: str, age: timedelta) -> ContentImport:
+        content_import = changesets.new_import(campaign, "a.csv", "ed", status=status)
+        uploads.store_body(content_import, io.BytesIO(b"user_id,message\n1,x\n"))
+        db.session.execute(
+            update(ContentImport)
+            .where(ContentImport.id == content_import.id)
+            .values(created_at=utcnow() - age, received_at=utcnow() - age)
+        )
+        db.session.commit()
+        return content_import
+
+    abandoned = stored("receiving", timedelta(hours=2))
+    arriving = stored("receiving", timedelta(minutes=5))
+    waiting = stored("received", timedelta(hours=2))
+    abandoned_id = abandoned.id
+    assert drop_abandoned_uploads() == [abandoned_id]
+    db.session.expire_all()
+    assert db.session.get(ContentImport, abandoned_id) is None
+    assert chunk_count(abandoned_id) == 0
+    assert chunk_count(arriving.id) == 1 and chunk_count(waiting.id) == 1
+    assert {item.status for item in db.session.scalars(select(ContentImport))} == {
+        "receiving",
+        "received",
+    }
+    assert drop_abandoned_uploads() == []
 
 
 def test_csv_preview_counts_invalid_rows_and_diffs(editor, campaign):
@@ -192,13 +279,15 @@ def test_upload_needs_the_csrf_token(editor, campaign):
     assert latest_import() is None
 
 
-def test_oversized_upload_is_refused_without_an_error_page(editor, campaign, app):
+# Over the request's limit (refused while parsing), or only over the file's.
+@pytest.mark.parametrize("rows", [600_000, 400])
+def test_oversized_upload_is_refused_without_an_error_page(editor, campaign, app, rows):
     from ccadmin.admin import imports
 
     limit = imports.MAX_UPLOAD_BYTES
     imports.MAX_UPLOAD_BYTES = 1000
     try:
-        response = upload(editor, campaign.id, "big.csv", b"user_id,message\n" + b"1,x\n" * 600_000)
+        response = upload(editor, campaign.id, "big.csv", b"user_id,message\n" + b"1,x\n" * rows)
     finally:
         imports.MAX_UPLOAD_BYTES = limit
     assert response.status_code == 302

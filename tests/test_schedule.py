@@ -8,7 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from import_support import IMPORTS, apply, latest_import, upload
+from import_support import IMPORTS, apply, latest_import, staged_by_worker, upload
 from publishing_support import delete_entry, make_campaign, save_entry, stored_entry
 from sqlalchemy import select
 from support import csrf_token, login, wait_until
@@ -104,9 +104,9 @@ def test_a_scheduled_import_applies_at_its_time_and_can_be_cancelled(
 ):
     spawn(["-m", "workers"])
     upload(editor, campaign.id, "a.csv", b"user_id,message\n1,imported later\n")
-    first = latest_import()
+    first = staged_by_worker()
     upload(editor, campaign.id, "b.csv", b"user_id,message\n5,never imported\n")
-    second = latest_import()
+    second = staged_by_worker()
     _, run_at = in_seconds(4)
     assert apply(editor, first.id, run_at=run_at).status_code == 302
     assert apply(editor, second.id, run_at=run_at).status_code == 302

@@ -32,10 +32,11 @@ def apply_import(import_id: int) -> dict[str, Any]:
 
 
 def ingest_import(import_id: int) -> dict[str, Any]:
-    """Stage a body stored by the ingest API, then apply it when it may be applied.
+    """Stage a body stored by an admin upload or the ingest API; apply it when it is to be.
 
-    One job for both, so a staged import is applied at once, under the job id
-    the admin's progress and stall checks already follow.
+    The admin's stays previewed for the marketer to confirm. One job for
+    both steps, so an API import is applied at once, under the job id the
+    progress and stall checks already follow.
     """
     job = get_current_job()
 
@@ -47,7 +48,9 @@ def ingest_import(import_id: int) -> dict[str, Any]:
     content_import = uploads.stage_upload(import_id, staged)
     if content_import is None:
         return {"import_id": import_id, "skipped": "not waiting to be staged"}
-    if content_import.status != STATUS_QUEUED:
+    # An admin upload waits for its preview to be confirmed: the marketer's
+    # apply queues its own job, which this one must not race once staged.
+    if not content_import.apply_when_staged or content_import.status != STATUS_QUEUED:
         return {"import_id": import_id, "status": content_import.status}
     return apply_import(import_id)
 

@@ -4,7 +4,8 @@ Every couple of seconds one process in the cluster (the holder of
 keys.SWEEPER_LOCK) rebuilds Redis when the ready marker is gone (DESIGN 5.5),
 re-enqueues outbox events whose job was lost, failed for good or died with its
 worker (DESIGN 5.4), re-enqueues the staging of stored import bodies whose
-job was lost the same way (staging is idempotent), and runs reconcile every
+job was lost the same way (staging is idempotent), deletes import bodies
+that never arrived whole (uploads.ABANDONED_AFTER), and runs reconcile every
 RECONCILE_INTERVAL and right after Redis restarted (a new INFO run_id: an
 append-only file can lose its last second of writes) (DESIGN 5.6). A second
 thread keeps the RQ worker's heartbeat going even while a sweep runs a long
@@ -163,6 +164,14 @@ def requeue_ingests(connection: redis.Redis, older_than: float = STALE_AFTER) ->
     return due
 
 
+def drop_abandoned_uploads(older_than: float = uploads.ABANDONED_AFTER) -> list[int]:
+    """Delete imports whose body stopped arriving (a web process died mid-upload)."""
+    dropped = uploads.delete_abandoned(older_than, SWEEP_BATCH)
+    if dropped:
+        log.warning("deleted imports whose upload never finished: %s", dropped)
+    return dropped
+
+
 def database_ready() -> bool:
     """True once migrations have created the tables the worker reads."""
     return inspect(db.engine).has_table(OutboxEvent.__tablename__)
@@ -253,6 +262,7 @@ class Sweeper(threading.Thread):
             connection.set(keys.REDIS_RUN_ID, run_id)
         requeue_unpublished(connection)
         requeue_ingests(connection)
+        drop_abandoned_uploads()
         if not connection.exists(keys.READY):
             return
         seen_run_id = connection.get(keys.REDIS_RUN_ID)

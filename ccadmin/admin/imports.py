@@ -1,5 +1,8 @@
 """Bulk import, its preview, apply with progress, schedule, rollback, and the CSV export.
 
+An upload only stores the file (in the database) and queues its staging;
+the page shows the staging's progress, then the preview to confirm.
+
 Everyone logged in reads (list, preview, progress, export); editors upload,
 apply, schedule, cancel and roll back. Every POST carries the CSRF token; the
 upload checks it itself, after raising the body limit for that one request
@@ -8,10 +11,9 @@ upload checks it itself, after raising the body limit for that one request
 
 from __future__ import annotations
 
-import logging
+import os
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import redis
 from flask import (
@@ -36,7 +38,7 @@ from wtforms.validators import ValidationError
 
 from ccadmin.admin.base import AccessControlled, actor
 from ccadmin.extensions import csrf, db
-from ccadmin.imports import changesets, export, staging
+from ccadmin.imports import changesets, export, uploads
 from ccadmin.imports.parsing import detect_format
 from ccadmin.models import Campaign, ContentImport, ImportRow, OutboxEvent
 from ccadmin.models.imports import (
@@ -47,22 +49,23 @@ from ccadmin.models.imports import (
     STATUS_INVALID,
     STATUS_QUEUED,
     STATUS_READY,
+    STATUS_RECEIVED,
+    STATUS_RECEIVING,
     STATUS_SCHEDULED,
+    STATUS_STAGING,
 )
 from ccadmin.models.users import ROLE_EDITOR
 from ccadmin.redis_client import get_redis
 
-log = logging.getLogger(__name__)
-
+# Stored whole and waiting for the worker, or being staged by it: the page polls.
+STAGING_STATUSES = (STATUS_RECEIVED, STATUS_STAGING)
 # Job states after which a job will not run again by itself.
 _DEAD_JOB_STATES = {JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
-UNEXPECTED = "The file could not be processed (an unexpected error); nothing was applied."
 
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
 # Room for the multipart envelope and the form's other fields.
 _UPLOAD_OVERHEAD = 1024 * 1024
 LIST_SIZE = 50
-UPLOAD_FOLDER = "imports"
 # What `<input type="datetime-local">` sends, with and without seconds.
 RUN_AT_FORMATS = ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M")
 
@@ -96,6 +99,14 @@ def parse_run_at(raw: str | None, future: bool = True) -> datetime | None:
     return moment
 
 
+def file_size(stream: IO[bytes]) -> int:
+    """Bytes of an uploaded file, measured without reading it (werkzeug spools it)."""
+    stream.seek(0, os.SEEK_END)
+    size = stream.tell()
+    stream.seek(0)
+    return size
+
+
 def apply_job(content_import: ContentImport) -> Job | None:
     """The change set's apply job, if Redis still knows it."""
     try:
@@ -114,11 +125,17 @@ def job_stalled(content_import: ContentImport, job: Job | None) -> bool:
 
 
 def import_state(content_import: ContentImport) -> dict[str, Any]:
-    """What the page's progress bar shows: status, rows done, batches live."""
+    """What the page's progress bar shows: status, rows staged or applied, batches live."""
     job = apply_job(content_import)
     progress = job.meta.get("progress") if job is not None else None
+    staging = content_import.status in STAGING_STATUSES
+    staged = (job.meta.get("staging") if job is not None and staging else None) or {}
+    received = content_import.upload_bytes or 0
     if content_import.status == STATUS_APPLIED:
         percent = 100
+    elif staging:
+        # How much of the stored file the worker has read; 100 only once staged.
+        percent = min(99, 100 * staged.get("bytes", 0) // received) if received else 0
     elif progress and progress.get("total"):
         percent = int(100 * progress["done"] / progress["total"])
     else:
@@ -143,6 +160,10 @@ def import_state(content_import: ContentImport) -> dict[str, Any]:
         "live": content_import.status == STATUS_APPLIED and published == len(event_ids),
         "error": content_import.error,
         "stalled": job_stalled(content_import, job),
+        "staging": staging,
+        "received_bytes": received,
+        "staged_rows": staged.get("rows", 0),
+        "staged_bytes": staged.get("bytes", 0),
     }
 
 
@@ -173,7 +194,12 @@ class ImportView(AccessControlled, BaseView):
 
     @expose("/upload", methods=("POST",))
     def upload_view(self) -> Response:
-        """Save the file to disk (streamed), validate and stage it, show the preview."""
+        """Store the file in the database and queue its staging; the page follows it.
+
+        The request never reads the rows: a million of them take longer to
+        validate than a platform's router waits, and the worker shares only
+        the database with the web process (imports/uploads.py).
+        """
         back = url_for(".index")
         request.max_content_length = MAX_UPLOAD_BYTES + _UPLOAD_OVERHEAD
         try:
@@ -193,35 +219,30 @@ class ImportView(AccessControlled, BaseView):
         if upload is None or not upload.filename:
             flash("Choose a file to upload.", "error")
             return redirect(back)
+        if file_size(upload.stream) > MAX_UPLOAD_BYTES:
+            flash(f"The file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB.", "error")
+            return redirect(back)
         filename = secure_filename(upload.filename) or "upload.csv"
-        content_import = changesets.new_import(campaign, filename, actor())
-        folder = Path(current_app.instance_path) / UPLOAD_FOLDER
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{content_import.id}-{filename}"
+        content_import = changesets.new_import(campaign, filename, actor(), status=STATUS_RECEIVING)
+        content_import.upload_format = detect_format(filename)
+        content_import.upload_bytes = 0
+        # Previewed first: the marketer applies it from the page.
+        content_import.apply_when_staged = False
+        db.session.commit()
         try:
-            upload.save(path)
-            if path.stat().st_size > MAX_UPLOAD_BYTES:
-                flash(f"The file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB.", "error")
-                db.session.delete(content_import)
-                db.session.commit()
-                return redirect(back)
-            staging.stage_file(content_import, path, detect_format(filename))
+            uploads.store_body(content_import, upload.stream)
+            uploads.mark_received(content_import)
         except Exception:
-            log.exception("import %s could not be staged", content_import.id)
-            db.session.rollback()
-            db.session.execute(delete(ImportRow).where(ImportRow.import_id == content_import.id))
-            failed = db.session.get(ContentImport, content_import.id)
-            failed.status = STATUS_INVALID
-            failed.report = {"file_errors": [UNEXPECTED], "invalid": [], "diffs": []}
-            db.session.commit()
-        finally:
-            # The staged rows in the database are the import from here on.
-            path.unlink(missing_ok=True)
+            # The database went away mid-file: nothing worth keeping.
+            uploads.discard(content_import.id)
+            raise
+        # Unreachable Redis: stored and marked received, the sweeper queues it.
+        uploads.enqueue_ingest(content_import, redis_connection())
         return redirect(url_for(".detail_view", import_id=content_import.id))
 
     @expose("/<int:import_id>/")
     def detail_view(self, import_id: int) -> str:
-        """The preview, the apply choices, and the progress bar while it runs."""
+        """The staging progress, then the preview, the apply choices and the apply's progress."""
         content_import = db.get_or_404(ContentImport, import_id)
         state = import_state(content_import)
         return self.render(
@@ -230,7 +251,7 @@ class ImportView(AccessControlled, BaseView):
             report=content_import.report or {},
             state=state,
             # Polled until the last batch is live, not only written.
-            running=content_import.status in (STATUS_QUEUED, STATUS_APPLYING)
+            running=content_import.status in (STATUS_QUEUED, STATUS_APPLYING, *STAGING_STATUSES)
             or (content_import.status == STATUS_APPLIED and not state["live"]),
             can_write=self.user_can_write(),
             mode_all=MODE_ALL,

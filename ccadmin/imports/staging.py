@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
-from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import bindparam, delete, func, select, text, update
@@ -177,12 +176,6 @@ class Stager:
             ),
             "before_deleted": None if entry is None else bool(entry.deleted),
         }
-
-
-def stage_file(content_import: ContentImport, path: Path, file_format: str) -> ContentImport:
-    """Read, validate and stage the whole file, then fill in the import's preview."""
-    with path.open("rb") as binary:
-        return stage_stream(content_import, binary, file_format)
 
 
 def stage_stream(

@@ -1,13 +1,16 @@
-"""Import bodies kept in the database and staged by the worker (the ingest API's path).
+"""Import bodies kept in the database and staged by the worker (the admin's and the API's).
 
 A platform's router cuts a request after about 30 s, and its web and worker
-processes share no disk; they share the database. So the request only
-stores the body, in chunks of about 1 MB (`import_chunk`) committed as they
-arrive, and enqueues "workers.imports.ingest_import" (ccadmin never imports
-workers). The job reads the chunks back in order as one stream, stages the
-rows exactly as an uploaded file is staged, deletes the chunks, and applies
-the import when it may. Staging again from the chunks replaces whatever a
-job that died left staged, so the sweeper can re-drive a lost job safely.
+processes share no disk; they share the database. So the request (an admin
+upload or an ingest API call) only stores the body, in chunks of about 1 MB
+(`import_chunk`) committed as they arrive, and enqueues
+"workers.imports.ingest_import" (ccadmin never imports workers). The job
+reads the chunks back in order as one stream, stages the rows, deletes the
+chunks, and applies the import when it may (the API's; the admin's waits for
+the marketer to confirm its preview). Staging again from the chunks replaces
+whatever a job that died left staged, so the sweeper can re-drive a lost job
+safely; it also deletes a body that never arrived whole (the web process died
+mid-upload) after ABANDONED_AFTER.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from ccadmin.models.imports import (
     STATUS_INVALID,
     STATUS_READY,
     STATUS_RECEIVED,
+    STATUS_RECEIVING,
     STATUS_STAGING,
     ImportChunk,
 )
@@ -45,7 +49,10 @@ CHUNK_BYTES = 1024 * 1024
 _READ_BUFFER = 64 * 1024
 # Statuses whose job the sweeper re-drives when it is lost (staging is idempotent).
 REDRIVEN = (STATUS_RECEIVED, STATUS_STAGING)
-UNPROCESSABLE = "The body could not be processed (an unexpected error); nothing was applied."
+# A body still `receiving` this long after its import was created will not
+# be finished: its request is gone (a router cuts one after 30 s or so).
+ABANDONED_AFTER = 3600.0
+UNPROCESSABLE = "The file could not be processed (an unexpected error); nothing was applied."
 
 chunk_table = ImportChunk.__table__
 row_table = ImportRow.__table__
@@ -227,3 +234,27 @@ def waiting_ingests(older_than: float, limit: int) -> list[ContentImport]:
             .limit(limit)
         )
     )
+
+
+def delete_abandoned(older_than: float = ABANDONED_AFTER, limit: int = 100) -> list[int]:
+    """Delete imports left `receiving` for `older_than` seconds, with their chunks; their ids."""
+    cutoff = utcnow() - timedelta(seconds=older_than)
+    abandoned = list(
+        db.session.scalars(
+            select(ContentImport.id)
+            .where(ContentImport.status == STATUS_RECEIVING, ContentImport.created_at <= cutoff)
+            .order_by(ContentImport.id)
+            .limit(limit)
+        )
+    )
+    if not abandoned:
+        db.session.rollback()
+        return []
+    db.session.execute(delete(chunk_table).where(chunk_table.c.import_id.in_(abandoned)))
+    db.session.execute(
+        delete(ContentImport.__table__).where(
+            ContentImport.id.in_(abandoned), ContentImport.status == STATUS_RECEIVING
+        )
+    )
+    db.session.commit()
+    return abandoned

@@ -20,7 +20,7 @@ from flask import jsonify, request, url_for
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from ccadmin.admin.imports import apply_job, import_state, redis_connection
+from ccadmin.admin.imports import import_state, redis_connection
 from ccadmin.extensions import db
 from ccadmin.imports import changesets, staging, uploads
 from ccadmin.imports.parsing import FORMAT_CSV, FORMAT_JSONL
@@ -29,13 +29,7 @@ from ccadmin.manage.campaigns import campaign_for
 from ccadmin.manage.errors import ApiError
 from ccadmin.manage.routes import operation, query_flag, require_media_type
 from ccadmin.models import ContentImport
-from ccadmin.models.imports import (
-    MODE_ALL,
-    MODE_VALID_ONLY,
-    STATUS_RECEIVED,
-    STATUS_RECEIVING,
-    STATUS_STAGING,
-)
+from ccadmin.models.imports import MODE_ALL, MODE_VALID_ONLY, STATUS_RECEIVING
 
 log = logging.getLogger(__name__)
 
@@ -60,28 +54,14 @@ ROW_BODY = {
         "per line (`user_id` plus fields). Fields left out keep their current values."
     ),
 }
-_BEFORE_STAGED = (STATUS_RECEIVING, STATUS_RECEIVED, STATUS_STAGING)
-
-
-def _staging_progress(content_import: ContentImport) -> dict[str, int]:
-    """Rows staged and bytes read so far, from the job, while the body is being staged."""
-    if content_import.status != STATUS_STAGING:
-        return {"rows": 0, "bytes": 0}
-    job = apply_job(content_import)
-    staged = job.meta.get("staging") if job is not None else None
-    return {"rows": 0, "bytes": 0, **(staged or {})}
 
 
 def state_document(content_import: ContentImport) -> dict[str, Any]:
     """Status, rows by outcome, progress and the error report of one import."""
+    # import_state: before the apply, the percent is how much of the body the
+    # worker has staged; then, how much of the apply is done.
     state = import_state(content_import)
     report = content_import.report or {}
-    received = content_import.upload_bytes or 0
-    staged = _staging_progress(content_import)
-    percent = state["percent"]
-    if content_import.status in _BEFORE_STAGED:
-        # Before the apply: how much of the body the worker has staged.
-        percent = min(99, 100 * staged["bytes"] // received) if received else 0
     return {
         "id": content_import.id,
         "campaign": content_import.campaign.slug,
@@ -97,12 +77,12 @@ def state_document(content_import: ContentImport) -> dict[str, Any]:
         "progress": {
             "done": state["done"],
             "total": state["total"],
-            "percent": percent,
+            "percent": state["percent"],
             "written": state["written"],
             "live": state["live"],
-            "received_bytes": received,
-            "staged_rows": staged["rows"],
-            "staged_bytes": staged["bytes"],
+            "received_bytes": state["received_bytes"],
+            "staged_rows": state["staged_rows"],
+            "staged_bytes": state["staged_bytes"],
         },
         "errors": {
             "file": list(report.get("file_errors", [])),

@@ -1,5 +1,6 @@
-"""A marketer's import in headless Chromium: upload, preview, apply, watch the progress bar
-reach 100%, and see the content served by the API (real waitress, worker and API processes)."""
+"""A marketer's import in headless Chromium: upload, watch the staging, preview, apply, watch
+the progress bar reach 100%, and see the content served by the API (real waitress, worker and
+API processes)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import urllib.request
 
 import pytest
 from publishing_support import make_campaign
-from support import PASSWORD, start_stack, wait_until
+from support import PASSWORD, free_port, start_admin, wait_until
 from test_browser_edit import CHROMIUM, SCREENSHOT_DIR, browser, fill, submit  # noqa: F401
 
 ROWS = 25_000  # three apply batches
@@ -30,6 +31,18 @@ def api_message(api_base: str, user_id: str) -> str | None:
         return None
 
 
+def preview_counts(driver) -> dict[str, str] | None:
+    """The preview's count table once the page shows it (it reloads itself after staging)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        cells = driver.find_elements(By.CSS_SELECTOR, "#import-counts td")
+        return {cell.get_attribute("class"): cell.text for cell in cells} or None
+    except StaleElementReferenceException:
+        return None
+
+
 def test_import_with_preview_and_progress_bar(app, spawn, make_user, browser, tmp_path):  # noqa: F811
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
@@ -42,7 +55,13 @@ def test_import_with_preview_and_progress_bar(app, spawn, make_user, browser, tm
         + "".join(f"{number},Hello number {number}\n" for number in range(1, ROWS + 1))
         + "bad,\n"
     )
-    web, api = start_stack(spawn)
+    web = start_admin(spawn)
+    api = f"http://127.0.0.1:{free_port()}"
+    spawn(
+        ["-m", "ccadmin.api"],
+        env={"API_PORT": api.rsplit(":", 1)[1], "API_PROCESSES": "1"},
+        ready_url=f"{api}/healthz",
+    )
 
     browser.get(f"{web}/admin/imports/")
     fill(browser, "email", "marketer@example.com")
@@ -53,11 +72,15 @@ def test_import_with_preview_and_progress_bar(app, spawn, make_user, browser, tm
     browser.find_element(By.ID, "file").send_keys(str(upload_file))
     submit(browser, browser.find_element(By.ID, "upload"))
 
-    # The preview: counts and the invalid row, nothing applied yet.
-    counts = {
-        cell.get_attribute("class"): cell.text
-        for cell in browser.find_elements(By.CSS_SELECTOR, "#import-counts td")
-    }
+    # The request only stored the file: the page waits for the worker to stage it.
+    assert "Staging…" in browser.find_element(By.ID, "import-staging").text
+    assert browser.find_element(By.ID, "import-status").text == "received"
+    assert not browser.find_elements(By.ID, "apply-form")
+    spawn(["-m", "workers"])
+
+    # The preview, once staged (the page reloads itself): counts and the
+    # invalid row, nothing applied yet.
+    counts = wait_until(lambda: preview_counts(browser), 60, interval=0.2)
     assert counts["count-new"] == str(ROWS) and counts["count-invalid"] == "1"
     assert "A message is required." in browser.find_element(By.ID, "invalid-rows").text
     assert api_message(api, "1") == "Hello"  # the fallback
