@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import os
 import signal
 import socket
@@ -12,14 +13,18 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import redis
+from api_support import ENV_KEY, mark_ready, publish_campaign, publish_entry
 from support import free_port, wait_until
 
 from ccadmin import config, embedded_redis, keys
 
 PROJECT_ROOT = config.PROJECT_ROOT
+# The endpoint key every API process of these tests accepts.
+AUTH = {"X-API-Key": ENV_KEY}
 # Worker and API start-up (imports, a first rebuild) on a busy 2-core machine.
 START_TIMEOUT = 30.0
 
@@ -467,3 +472,58 @@ class OutboxRowHeld:
     def release(self) -> None:
         self.connection.rollback()
         self.connection.close()
+
+
+def seed_promo(redis_server: RedisServer, users: int) -> dict[int, bytes]:
+    """Start the private Redis with campaign "promo" at /data and users 1..N; their bodies."""
+    client = redis_server.start()
+    publish_campaign(client, "promo", default_fields={"message": "Hi"}, serve_at_data=True)
+    mark_ready(client)
+    return {
+        user_id: publish_entry(client, "promo", str(user_id), 1, {"message": f"for {user_id}"})
+        for user_id in range(1, users + 1)
+    }
+
+
+class KeepAliveCallers:
+    """Callers that each loop on GET /data over one keep-alive connection, outcomes counted.
+
+    An outcome is the answer's status, or the name of the error that ended
+    the caller's loop.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.outcomes: Counter[str] = Counter()
+        self.threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def start(self, user_ids: range, seconds: float | None = None) -> None:
+        """One caller per user id, for `seconds` (None: until its connection fails)."""
+        for user_id in user_ids:
+            thread = threading.Thread(target=self._call, args=(user_id, seconds))
+            thread.start()
+            self.threads.append(thread)
+
+    def join(self, timeout: float = 30.0) -> Counter[str]:
+        for thread in self.threads:
+            thread.join(timeout=timeout)
+        return self.outcomes
+
+    def _count(self, outcome: str) -> None:
+        with self._lock:
+            self.outcomes[outcome] += 1
+
+    def _call(self, user_id: int, seconds: float | None) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        until = None if seconds is None else time.monotonic() + seconds
+        try:
+            while until is None or time.monotonic() < until:
+                connection.request("GET", f"/data?user_id={user_id}", headers=AUTH)
+                response = connection.getresponse()
+                response.read()
+                self._count(str(response.status))
+        except OSError as error:
+            self._count(type(error).__name__)
+        finally:
+            connection.close()

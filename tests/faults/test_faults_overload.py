@@ -10,15 +10,12 @@ import http.client
 import os
 import resource
 import socket
-import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
-from api_support import ENV_KEY, mark_ready, publish_campaign, publish_entry
+from fault_support import AUTH, KeepAliveCallers, seed_promo
 
-AUTH = {"X-API-Key": ENV_KEY}
 SILENT_SOCKETS = 1_000
 CONNECTION_LIMIT = 200
 
@@ -30,16 +27,6 @@ def many_files():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     yield
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
-
-def seeded(private_redis, users: int) -> dict[int, bytes]:
-    client = private_redis.start()
-    publish_campaign(client, "promo", default_fields={"message": "Hi"}, serve_at_data=True)
-    mark_ready(client)
-    return {
-        user_id: publish_entry(client, "promo", str(user_id), 1, {"message": f"for {user_id}"})
-        for user_id in range(1, users + 1)
-    }
 
 
 def resident_mb(pid: int) -> float:
@@ -83,7 +70,7 @@ def test_silent_sockets_past_the_limit_do_not_lock_callers_out(
     once the queue is drained. The process stays up and its memory stays
     where it was.
     """
-    bodies = seeded(private_redis, 20)
+    bodies = seed_promo(private_redis, 20)
     api, port = processes.api(
         {"API_CONNECTION_LIMIT": str(CONNECTION_LIMIT), "API_CHANNEL_TIMEOUT": "3"}
     )
@@ -124,7 +111,7 @@ def test_an_api_at_its_connection_limit_waits_instead_of_spinning(
     A loop that polled without waiting would burn a whole core for as long
     as the limit is reached; this one wakes every 0.1 s.
     """
-    seeded(private_redis, 1)
+    seed_promo(private_redis, 1)
     api, port = processes.api({"API_CONNECTION_LIMIT": "50", "API_CHANNEL_TIMEOUT": "60"})
     silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(80)]
     try:
@@ -142,7 +129,7 @@ def test_an_api_at_its_connection_limit_waits_instead_of_spinning(
 
 def test_channel_timeout_cuts_silent_sockets_but_not_active_callers(private_redis, processes):
     """Below the limit, a socket silent for API_CHANNEL_TIMEOUT is closed; a busy one is not."""
-    seeded(private_redis, 1)
+    seed_promo(private_redis, 1)
     _, port = processes.api({"API_CHANNEL_TIMEOUT": "2"})
     opened = time.monotonic()
     silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(50)]
@@ -171,35 +158,12 @@ def test_a_tenfold_spike_from_a_steady_baseline_is_answered_without_errors(
     private_redis, processes
 ):
     """20 keep-alive callers, then 200 for three seconds: every request a 200, no socket error."""
-    seeded(private_redis, 200)
+    seed_promo(private_redis, 200)
     _, port = processes.api()
-    outcomes: Counter[str] = Counter()
-    lock = threading.Lock()
-
-    def caller(user_id: int, seconds: float) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        until = time.monotonic() + seconds
-        try:
-            while time.monotonic() < until:
-                connection.request("GET", f"/data?user_id={user_id}", headers=AUTH)
-                response = connection.getresponse()
-                response.read()
-                with lock:
-                    outcomes[str(response.status)] += 1
-        except OSError as error:
-            with lock:
-                outcomes[type(error).__name__] += 1
-        finally:
-            connection.close()
-
-    baseline = [threading.Thread(target=caller, args=(n, 7.0)) for n in range(1, 21)]
-    spike = [threading.Thread(target=caller, args=(n, 3.0)) for n in range(21, 201)]
-    for thread in baseline:
-        thread.start()
+    callers = KeepAliveCallers(port)
+    callers.start(range(1, 21), seconds=7.0)
     time.sleep(2.0)
-    for thread in spike:
-        thread.start()
-    for thread in baseline + spike:
-        thread.join(timeout=30)
+    callers.start(range(21, 201), seconds=3.0)
+    outcomes = callers.join()
     assert set(outcomes) == {"200"}, outcomes
     assert outcomes["200"] > 200
