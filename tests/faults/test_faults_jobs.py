@@ -14,9 +14,10 @@ from ccadmin.extensions import db
 from ccadmin.models import ContentEntry, OutboxEvent
 from ccadmin.seed import seed_content
 
-# One outbox event for the whole batch: publishing it takes a few hundred
-# milliseconds, long enough to act while it runs, short enough for a 2 s timeout.
-BATCH = 10_000
+# One outbox event for the whole batch: publishing it takes under a second,
+# long enough that the job is still writing when the test (on a busy machine)
+# gets to freeze Redis after seeing the job start, short enough for a 2 s timeout.
+BATCH = 30_000
 
 
 def start_batch(client) -> int:
