@@ -131,6 +131,27 @@ def _recheck(content_import: ContentImport, drifted: list[Any]) -> list[dict[str
     return corrections
 
 
+def rows_to_apply(import_id: int, after_line: int = 0, limit: int | None = None) -> list[Any]:
+    """The valid staged rows past `after_line`, in line order: what apply_batch takes."""
+    query = (
+        select(
+            row_table.c.line,
+            row_table.c.user_id,
+            row_table.c.delete,
+            row_table.c.outcome,
+            row_table.c.expect_version,
+            row_table.c.before_version,
+        )
+        .where(
+            row_table.c.import_id == import_id,
+            row_table.c.outcome != OUTCOME_INVALID,
+            row_table.c.line > after_line,
+        )
+        .order_by(row_table.c.line)
+    )
+    return db.session.execute(query if limit is None else query.limit(limit)).all()
+
+
 def apply_batch(
     content_import: ContentImport, rows: list[Any], actor: str, enqueue: bool = True
 ) -> int | None:
@@ -209,23 +230,7 @@ def apply_change_set(
         progress(done, total)
     try:
         while True:
-            rows = db.session.execute(
-                select(
-                    row_table.c.line,
-                    row_table.c.user_id,
-                    row_table.c.delete,
-                    row_table.c.outcome,
-                    row_table.c.expect_version,
-                    row_table.c.before_version,
-                )
-                .where(
-                    row_table.c.import_id == import_id,
-                    row_table.c.outcome != OUTCOME_INVALID,
-                    row_table.c.line > content_import.applied_through_line,
-                )
-                .order_by(row_table.c.line)
-                .limit(batch_size)
-            ).all()
+            rows = rows_to_apply(import_id, content_import.applied_through_line, batch_size)
             if not rows:
                 break
             event_id = apply_batch(content_import, rows, actor, enqueue=publish is None)

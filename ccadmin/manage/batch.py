@@ -15,7 +15,6 @@ from collections import Counter
 from typing import Any
 
 from flask import jsonify
-from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from ccadmin.content_schema import user_id_error, validate_fields
@@ -32,7 +31,7 @@ from ccadmin.manage.routes import (
     read_body,
     require_media_type,
 )
-from ccadmin.models import Campaign, ContentImport, ImportRow
+from ccadmin.models import Campaign, ContentImport
 from ccadmin.models.imports import (
     KIND_IMPORT,
     MODE_ALL,
@@ -57,7 +56,6 @@ PARTIAL = {
     "schema": {"type": "boolean", "default": False},
     "description": "Write the valid rows even if some are invalid (default: all or nothing).",
 }
-row_table = ImportRow.__table__
 
 
 def parse_rows(media_type: str, raw: bytes) -> list[Any]:
@@ -182,18 +180,7 @@ def apply_rows(campaign: Campaign, rows: list[dict[str, Any]], lines: list[int],
     if counts.get(OUTCOME_INVALID):
         # row_errors applies the stager's rules first, so this is a bug, not bad input.
         raise RuntimeError("a batch row passed the API's checks but not the stager's")
-    staged = db.session.execute(
-        select(
-            row_table.c.line,
-            row_table.c.user_id,
-            row_table.c.delete,
-            row_table.c.outcome,
-            row_table.c.expect_version,
-            row_table.c.before_version,
-        )
-        .where(row_table.c.import_id == content_import.id)
-        .order_by(row_table.c.line)
-    ).all()
+    staged = applying.rows_to_apply(content_import.id)
     applying.apply_batch(content_import, staged, actor)
     content_import.applied_through_line = staged[-1].line
     applying.finish(content_import, actor)
