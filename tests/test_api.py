@@ -216,6 +216,22 @@ def test_unknown_inactive_and_unrouted(store, start_api):
     wait_until(lambda: call(port, "/v1/live?user_id=1").status == 404, timeout=5)
 
 
+def test_a_campaign_published_a_moment_ago_is_served_not_404(store, start_api):
+    """The config poller's copy may lag; a 404 for a campaign is only given on the current one."""
+    publish_campaign(store, "live", public=True)
+    mark_ready(store)
+    port = start_api()
+    assert call(port, "/v1/live?user_id=1").status == 200  # config loaded
+
+    for number in range(5):
+        slug = f"fresh{number}"
+        publish_campaign(store, slug, public=True)
+        publish_entry(store, slug, "7", 1, {"message": f"New {number}"})
+        answer = call(port, f"/v1/{slug}?user_id=7")
+        assert answer.status == 200, answer.body
+        assert answer.json()["message"] == f"New {number}"
+
+
 def test_other_methods_get_405_with_allow(promo, start_api):
     port = start_api()
     for method in ("PUT", "DELETE", "PATCH", "OPTIONS"):

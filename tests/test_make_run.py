@@ -255,9 +255,14 @@ def read_content(server: Devserver, api_key: str, user_id: str) -> dict:
     request = urllib.request.Request(
         f"{server.api_url}/data?user_id={user_id}", headers={"X-API-Key": api_key}
     )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        assert response.headers["Content-Type"].startswith("application/json")
-        return json.loads(response.read())
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.headers["Content-Type"].startswith("application/json")
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        raise AssertionError(
+            f"user {user_id}: {error.code} {error.read()!r}\n{server.printed()}"
+        ) from None
 
 
 def test_make_run_serves_an_admin_edit_and_stops_cleanly(devserver):

@@ -210,6 +210,12 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
     return False
 
 
+def _served(snapshot: ConfigSnapshot, slug: str | None) -> Campaign | None:
+    """The active campaign `slug` (None: the default one), if this config has it."""
+    campaign = snapshot.campaigns.get(slug or snapshot.default_campaign or "")
+    return campaign if campaign is not None and campaign.active else None
+
+
 class ConnectedContentApp:
     """The WSGI application: content routes plus /healthz, /readyz, /metrics."""
 
@@ -295,25 +301,23 @@ class ConnectedContentApp:
             raise redis_down() from None
         if snapshot is None:
             raise not_ready()
-        if slug is None:
-            slug = snapshot.default_campaign
-            if slug is None:
-                self._unless_building()
-                raise HttpError(404, "campaign_not_found", "no campaign is served at /data")
-        campaign = snapshot.campaigns.get(slug)
-        if campaign is None or not campaign.active:
-            self._unless_building()
-            raise HttpError(404, "campaign_not_found", "no such campaign")
+        campaign = _served(snapshot, slug)
+        if campaign is None:
+            # Before a 404: the poller may not have seen a campaign created, or
+            # a rebuild finished, in its last poll; a store still being built
+            # may not hold the campaign yet.
+            try:
+                ready, snapshot = self.store.ready_and_current()
+            except RedisUnavailable:
+                raise redis_down() from None
+            campaign = _served(snapshot, slug)
+            if campaign is None:
+                if not ready:
+                    raise not_ready()
+                if slug is None:
+                    raise HttpError(404, "campaign_not_found", "no campaign is served at /data")
+                raise HttpError(404, "campaign_not_found", "no such campaign")
         return snapshot, campaign
-
-    def _unless_building(self) -> None:
-        """Before a 404 for a campaign: a store still being rebuilt may not hold it yet."""
-        try:
-            ready = self.store.is_ready()
-        except RedisUnavailable:
-            raise redis_down() from None
-        if not ready:
-            raise not_ready()
 
     def _authorize(
         self, environ: dict[str, Any], snapshot: ConfigSnapshot, campaign: Campaign

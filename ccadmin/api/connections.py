@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import multiprocessing
 import select
 import signal
 import time
@@ -53,6 +54,9 @@ DRAIN_POLL_SECONDS = 0.05
 # `Connection: close`) than cut off. A request sent just as the connection
 # closes is the race every HTTP/1.1 server has; clients retry it.
 DRAIN_QUIET_SECONDS = 1.0
+# How long a process that closed its listener waits for its siblings on the
+# same port to close theirs before it starts closing keep-alive connections.
+SIBLINGS_CLOSE_SECONDS = 1.0
 
 
 class DrainingTask(WSGITask):
@@ -135,6 +139,32 @@ def shed_idle(server: Any, count: int) -> int:
     return len(oldest)
 
 
+class ListenerBoard:
+    """Which of the processes serving one port still have their listener open.
+
+    Shared memory made before the fork: slot `index` belongs to child
+    `index`; the supervisor opens it at each fork and clears it when the
+    child is gone, the child clears it once its listener is closed.
+    """
+
+    def __init__(self, count: int) -> None:
+        self._open = multiprocessing.RawArray("b", count)
+        self.index = -1
+
+    def opened(self, index: int) -> None:
+        self._open[index] = 1
+
+    def closed(self, index: int) -> None:
+        self._open[index] = 0
+
+    def mark_closed(self) -> None:
+        """In a child: its own listener is closed."""
+        self._open[self.index] = 0
+
+    def any_open(self) -> bool:
+        return any(self._open)
+
+
 class StopSignal:
     """SIGTERM/SIGINT, noted from the moment this is made; wakes the server's loop once it runs.
 
@@ -159,8 +189,16 @@ class StopSignal:
                 self.server.pull_trigger()  # wake the loop's poll()
 
 
-def serve_until_stopped(server: Any, stop: StopSignal, grace_seconds: float) -> None:
-    """Run the loop until `stop` is requested, then drain for up to `grace_seconds`."""
+def serve_until_stopped(
+    server: Any,
+    stop: StopSignal,
+    grace_seconds: float,
+    listeners: ListenerBoard | None = None,
+) -> None:
+    """Run the loop until `stop` is requested, then drain for up to `grace_seconds`.
+
+    `listeners` tells the sibling processes on the same port apart (see drain).
+    """
     stop.server = server
     loop = server.asyncore.loop
     options = {"map": server._map, "use_poll": server.adj.asyncore_use_poll, "count": 1}
@@ -172,15 +210,23 @@ def serve_until_stopped(server: Any, stop: StopSignal, grace_seconds: float) -> 
             full = len(server._map) >= server.adj.connection_limit
             timeout = SHED_INTERVAL_SECONDS if full else server.adj.asyncore_loop_timeout
             loop(timeout=timeout, **options)
-        drain(server, grace_seconds, lambda: loop(timeout=DRAIN_POLL_SECONDS, **options))
+        drain(server, grace_seconds, lambda: loop(timeout=DRAIN_POLL_SECONDS, **options), listeners)
     finally:
         server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
 
 
-def drain(server: Any, grace_seconds: float, one_pass: Any) -> None:
-    """Refuse new connections; finish what is in flight; close the rest."""
+def drain(
+    server: Any, grace_seconds: float, one_pass: Any, listeners: ListenerBoard | None = None
+) -> None:
+    """Refuse new connections; finish what is in flight; close the rest.
+
+    With sibling processes on the same port, keep-alive connections are
+    closed only once every sibling has closed its listener (or after
+    SIBLINGS_CLOSE_SECONDS): a caller told `Connection: close` reconnects at
+    once, and a connection the kernel queues on a sibling in the instant
+    before that sibling closes its listener is reset, not refused.
+    """
     started = time.monotonic()
-    server.draining = True
     # Closing a listener resets the connections still in its queue: take
     # them first (their requests are answered like the others), then close,
     # so the kernel refuses new connections (once every process holding the
@@ -188,6 +234,12 @@ def drain(server: Any, grace_seconds: float, one_pass: Any) -> None:
     _accept_queued(server)
     server.accepting = False
     wasyncore.dispatcher.close(server)  # the listener only; the trigger stays
+    if listeners is not None:
+        listeners.mark_closed()
+        until = min(started + SIBLINGS_CLOSE_SECONDS, started + grace_seconds)
+        while listeners.any_open() and time.monotonic() < until:
+            one_pass()
+    server.draining = True
     busy: list[Any] = []
     while time.monotonic() - started < grace_seconds:
         busy = []

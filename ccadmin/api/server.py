@@ -156,7 +156,12 @@ def _redacted(url: str) -> str:
     return url
 
 
-def serve_socket(listener: socket.socket, settings: Settings, app: str = API_APP) -> None:
+def serve_socket(
+    listener: socket.socket,
+    settings: Settings,
+    app: str = API_APP,
+    listeners: connections.ListenerBoard | None = None,
+) -> None:
     """Serve until SIGTERM/SIGINT in this process (a child, or the only process).
 
     On the signal, new connections are refused and requests in flight get
@@ -169,7 +174,7 @@ def serve_socket(listener: socket.socket, settings: Settings, app: str = API_APP
     # `Connection: close` on answers given while draining.
     server.channel_class = connections.ApiChannel
     connections.adapt(server)
-    connections.serve_until_stopped(server, stop, settings.api_shutdown_seconds)
+    connections.serve_until_stopped(server, stop, settings.api_shutdown_seconds, listeners)
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -192,6 +197,7 @@ class Supervisor:
         self.settings = settings
         self.app = app
         self.children: dict[int, tuple[int, float]] = {}
+        self.board = connections.ListenerBoard(len(listeners))
         self.stopping = False
         cpus = sorted(os.sched_getaffinity(0))
         # One child per CPU, pinned: an unpinned process flips between fast
@@ -210,6 +216,7 @@ class Supervisor:
         if listener is None:
             listener = listen(self.family, self.address, reuse_port=True)
         parent_pid = os.getpid()
+        self.board.opened(index)
         pid = os.fork()
         if pid:
             self.children[pid] = (index, time.monotonic())
@@ -228,7 +235,8 @@ class Supervisor:
             for other in self.listeners:
                 if other is not None and other is not listener:
                     other.close()
-            serve_socket(listener, self.settings, self.app)
+            self.board.index = index
+            serve_socket(listener, self.settings, self.app, self.board)
         except SystemExit:
             pass  # told to stop before waitress took over
         except BaseException:
@@ -259,7 +267,10 @@ class Supervisor:
             except ChildProcessError:
                 break
             index, started = self.children.pop(pid, (None, 0.0))
-            if index is None or self.stopping:
+            if index is None:
+                continue
+            self.board.closed(index)
+            if self.stopping:
                 continue
             log.warning(
                 "API process %d exited (status %d); starting a new one",

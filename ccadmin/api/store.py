@@ -313,6 +313,22 @@ class Store:
 
     # -- the config snapshot -----------------------------------------------------
 
+    def ready_and_current(self) -> tuple[bool, ConfigSnapshot]:
+        """Whether the store is built, and the config reloaded first if its version moved.
+
+        Asked before a 404 for a campaign, which the poller's copy may lag
+        behind by up to POLL_SECONDS. Two cheap reads: a stream of requests
+        for unknown campaigns reloads nothing.
+        """
+        pipe = self._client.pipeline(transaction=False)
+        pipe.exists(keys.READY)
+        pipe.get(keys.CONFIG_VERSION)
+        ready, version = self._call(pipe.execute)
+        current = self._snapshot
+        if version is not None and (current is None or version != current.version):
+            self.reload()
+        return bool(ready), self._snapshot
+
     def snapshot(self) -> ConfigSnapshot | None:
         """The current config; loaded synchronously if the poller has not yet.
 
