@@ -10,6 +10,7 @@ import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_INSTANCE = PROJECT_ROOT / "instance"
@@ -101,6 +102,16 @@ def parse_networks(name: str, raw: str | None) -> tuple[IpNetwork, ...]:
     return tuple(networks)
 
 
+def parse_redis_urls(name: str, value: str | None) -> tuple[str, ...]:
+    """Comma-separated `redis://` or `rediss://` URLs, each with a host."""
+    urls = tuple(part.strip() for part in (value or "").split(",") if part.strip())
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            raise ConfigError(f"{name}: {url!r} is not a redis://host:port URL")
+    return urls
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a process needs to know about its environment."""
@@ -181,6 +192,14 @@ class Settings:
     # (`CCADMIN_MANAGE_RATE_LIMIT`); past it, 429 with Retry-After. A batch of
     # 10,000 rows counts as one request. 0 turns the limit off.
     manage_rate_limit: int = 6000
+    # The content store (entries, campaign configs, the ready marker, metrics)
+    # on Redis Cluster: seed nodes, `redis://host:port` each
+    # (`REDIS_CLUSTER_URLS`, comma separated). RQ's queues and the admin's
+    # sessions stay on REDIS_URL: RQ needs a single Redis.
+    redis_cluster_urls: tuple[str, ...] = ()
+    # Read replicas of the REDIS_URL primary (`REDIS_READ_URLS`): API
+    # processes read entries and the config there; workers write the primary.
+    redis_read_urls: tuple[str, ...] = ()
 
     @property
     def embedded_redis(self) -> bool:
@@ -219,6 +238,10 @@ def load(environ: dict[str, str] | os._Environ | None = None) -> Settings:
     elif secret_key == DEV_SECRET_KEY and not local_default:
         raise ConfigError("SECRET_KEY must not be the local development value on a real database")
     cores = os.cpu_count() or 1
+    if env.get("REDIS_READ_URLS") and not env.get("REDIS_URL"):
+        raise ConfigError("REDIS_READ_URLS needs REDIS_URL: the primary they replicate")
+    if env.get("REDIS_READ_URLS") and env.get("REDIS_CLUSTER_URLS"):
+        raise ConfigError("set REDIS_CLUSTER_URLS or REDIS_READ_URLS, not both")
     return Settings(
         instance_path=instance_path,
         database_url=database_url,
@@ -265,4 +288,6 @@ def load(environ: dict[str, str] | os._Environ | None = None) -> Settings:
         manage_rate_limit=parse_int(
             "CCADMIN_MANAGE_RATE_LIMIT", env.get("CCADMIN_MANAGE_RATE_LIMIT"), 6000
         ),
+        redis_cluster_urls=parse_redis_urls("REDIS_CLUSTER_URLS", env.get("REDIS_CLUSTER_URLS")),
+        redis_read_urls=parse_redis_urls("REDIS_READ_URLS", env.get("REDIS_READ_URLS")),
     )

@@ -2,15 +2,19 @@
 
 Standard library only. Nothing else in the project spells a Redis key.
 
-Layout (PAYLOAD_VERSION 1):
-- entry_key(campaign, user_id): hash {v: version, b: pre-rendered JSON body}.
+Layout (KEYSPACE_VERSION 2), Redis Cluster safe: keys written together in one
+script or transaction share a hash tag, so they live in one slot.
+- entry_key(campaign, user_id): hash {v: version, b: pre-rendered JSON body},
+  tagged with the entry's group (ENTRY_GROUPS of them, spread over the
+  cluster's slots): a batch of writes is one script call per group.
   An empty body is a tombstone: the entry was deleted at version v, and an
   older write must not bring it back.
-- CAMPAIGNS: hash slug -> JSON campaign config (see campaign_config fields in
-  ccadmin/payload.py); DEFAULT_CAMPAIGN: the slug `/data` serves.
-- API_KEYS: hash sha256(secret) hex -> JSON {"name", "campaigns"} (null: all).
-- CONFIG_VERSION: incremented on every change to the three above, so API
-  processes reload their in-memory copy only when something changed.
+- The config, tagged {cfg}: CAMPAIGNS: hash slug -> JSON campaign config (see
+  campaign_config fields in ccadmin/payload.py); DEFAULT_CAMPAIGN: the slug
+  `/data` serves; API_KEYS: hash sha256(secret) hex -> JSON {"name",
+  "campaigns"} (null: all); CONFIG_VERSION: incremented on every change to
+  the three, so API processes reload their in-memory copy (one MULTI) only
+  when something changed.
 - READY: written only after a full build from the database; without it the
   API answers 503 rather than 404s or fallbacks built from an empty store.
 """
@@ -18,28 +22,35 @@ Layout (PAYLOAD_VERSION 1):
 from __future__ import annotations
 
 import hashlib
+import zlib
 
-# Bump when the stored body format changes; the namespace changes with it, so a
-# rebuild writes the new format beside the old and the API switches at deploy.
+# The stored body format (part of every ETag).
 PAYLOAD_VERSION = 1
-PREFIX = f"cc:{PAYLOAD_VERSION}"
+# Bumped with PAYLOAD_VERSION and whenever the key layout changes: a rebuild
+# writes the new namespace beside the old and the API switches at deploy.
+KEYSPACE_VERSION = 2
+PREFIX = f"cc:{KEYSPACE_VERSION}"
+# Entries are spread over this many hash tags: enough for an even spread over
+# any cluster size in use (16,384 slots), few enough that a batch of a few
+# thousand writes still carries several entries per script call.
+ENTRY_GROUPS = 1024
+CONFIG_TAG = "{cfg}"
 
 ENTRY_VERSION_FIELD = "v"
 ENTRY_BODY_FIELD = "b"
 
-CAMPAIGNS = f"{PREFIX}:campaigns"
-DEFAULT_CAMPAIGN = f"{PREFIX}:default_campaign"
-API_KEYS = f"{PREFIX}:api_keys"
-CONFIG_VERSION = f"{PREFIX}:config_version"
+CAMPAIGNS = f"{PREFIX}:{CONFIG_TAG}:campaigns"
+DEFAULT_CAMPAIGN = f"{PREFIX}:{CONFIG_TAG}:default_campaign"
+API_KEYS = f"{PREFIX}:{CONFIG_TAG}:api_keys"
+CONFIG_VERSION = f"{PREFIX}:{CONFIG_TAG}:config_version"
 READY = f"{PREFIX}:ready"
-REBUILD_LOCK = f"{PREFIX}:rebuild_lock"
 SWEEPER_LOCK = f"{PREFIX}:sweeper_lock"
 # Values replaced as a whole (DEFAULT_CAMPAIGN, API_KEYS) are compared by the
 # snapshot number a writer takes from SNAPSHOT_SEQUENCE before it reads the
 # database; CONFIG_SNAPSHOTS holds, per key, the number its value was built
 # from, so a writer that read the database earlier never overwrites a later one.
-SNAPSHOT_SEQUENCE = f"{PREFIX}:snapshot_sequence"
-CONFIG_SNAPSHOTS = f"{PREFIX}:config_snapshots"
+SNAPSHOT_SEQUENCE = f"{PREFIX}:{CONFIG_TAG}:snapshot_sequence"
+CONFIG_SNAPSHOTS = f"{PREFIX}:{CONFIG_TAG}:config_snapshots"
 # Held (with a TTL) by the worker that runs the periodic reconcile; its expiry
 # is the schedule, so the cluster reconciles once per interval.
 RECONCILE_LOCK = f"{PREFIX}:reconcile_lock"
@@ -50,15 +61,41 @@ RECONCILE_REPORT = f"{PREFIX}:reconcile_report"
 # different one means Redis restarted and may have lost its last writes.
 REDIS_RUN_ID = f"{PREFIX}:redis_run_id"
 # Hash of publishing counters: STAT_STALE_WRITES counts compare-and-set no-ops.
+# The writer adds what its scripts report after each batch.
 STATS = f"{PREFIX}:stats"
 STAT_STALE_WRITES = "stale_writes"
 STAT_WRITES = "writes"
+
+# A full rebuild (workers/rebuild.py) runs as one RQ job per chunk of entry
+# ids, on any number of workers. Its keys share the tag {rb}: a chunk is
+# recorded done, and the plan's counters and lock updated, in one script.
+REBUILD_TAG = "{rb}"
+# Held by the rebuild in progress (SET NX with a TTL, extended as chunks
+# progress); the value is the rebuild id, so a stalled rebuild is resumed
+# under the same id and the jobs of a replaced one can never extend it.
+REBUILD_LOCK = f"{PREFIX}:{REBUILD_TAG}:lock"
+# Hash, the plan of the current (or last) full rebuild, written by whoever
+# starts it: `id`, `chunk_size` (ids per chunk), `first_id`, `chunks` (chunk i
+# covers ids first_id + i * chunk_size up to the next chunk's; the last one
+# has no upper bound), `max_event_id` (outbox events it covers), `snapshot`,
+# `started_at` (Unix seconds), `campaigns`, `api_keys`; counters added once per
+# chunk: `chunks_done`, `entries`, `written`, `stale`; once READY is set,
+# `finished_at` (Unix seconds) and `report` (READY's JSON). The admin home
+# page shows progress from it.
+REBUILD_PLAN = f"{PREFIX}:{REBUILD_TAG}:plan"
+# Hash chunk index -> JSON {"worker", "entries", "seconds"}: the chunks done,
+# each set once (HSETNX), so a chunk that runs twice is counted once.
+REBUILD_CHUNKS = f"{PREFIX}:{REBUILD_TAG}:chunks"
 
 # RQ queue the web process enqueues publish jobs on.
 PUBLISH_QUEUE = "ccadmin-publish"
 # RQ queue of bulk jobs (imports, rollbacks, scheduled changes); the worker
 # takes publish jobs first, so a queued import never delays an edit.
 IMPORT_QUEUE = "ccadmin-imports"
+# RQ queue of full-rebuild chunk jobs; the worker takes it after the publish
+# queue (an edit is never held up) and before imports (while Redis is not
+# ready the API answers 503).
+REBUILD_QUEUE = "ccadmin-rebuild"
 
 # Entry changes, announced on a pub/sub channel so API processes can keep an
 # in-process cache correct (ccadmin/api/cache.py). Each message is a JSON
@@ -101,23 +138,46 @@ METRIC_BYTES = "b"  # b|campaign: body bytes sent
 METRIC_TIMEOUTS = "x"
 METRIC_PROCESS = "p"  # p|host|pid: requests answered by one API process
 METRIC_PUBLISH_LAG = "g"  # g|bucket index: outbox event created -> live in Redis
+# Every metrics key shares the tag {m}: a flush is one MULTI, also on a
+# cluster (a few small writes per API process and second, on one shard).
+METRICS_TAG = "{m}"
 # Sorted set of API processes ("host|pid") scored by their last flush time.
-METRIC_PROCESSES = f"{PREFIX}:m:processes"
+METRIC_PROCESSES = f"{PREFIX}:{METRICS_TAG}:processes"
 
 
 def metric_bucket_key(resolution: int, start: int) -> str:
     """Key of one metrics bucket: `start` is Unix seconds // resolution."""
-    return f"{PREFIX}:m:{resolution}:{start}"
+    return f"{PREFIX}:{METRICS_TAG}:{resolution}:{start}"
+
+
+def entry_group(campaign_slug: str, user_id: str) -> int:
+    """The hash-tag group of one entry: stable, and computed alike by writer and reader."""
+    name = f"{campaign_slug}:{user_id}".encode("utf-8", "surrogatepass")
+    return zlib.crc32(name) % ENTRY_GROUPS
 
 
 def entry_key(campaign_slug: str, user_id: str) -> str:
-    """Key of one user's pre-rendered content in one campaign."""
-    return f"{PREFIX}:e:{campaign_slug}:{user_id}"
+    """Key of one user's pre-rendered content in one campaign.
+
+    The tag comes before the user id, which a caller chooses: Redis Cluster
+    hashes the first {...} of a key.
+    """
+    return f"{PREFIX}:e:{{{entry_group(campaign_slug, user_id)}}}:{campaign_slug}:{user_id}"
 
 
 def entry_key_pattern(campaign_slug: str) -> str:
     """SCAN pattern for every entry of a campaign (used by reconcile)."""
-    return f"{PREFIX}:e:{campaign_slug}:*"
+    return f"{PREFIX}:e:{{*}}:{campaign_slug}:*"
+
+
+def entry_tag(key: str) -> str:
+    """The hash tag of an entry key: keys with the same tag share a slot."""
+    return key[key.index("{") + 1 : key.index("}")]
+
+
+def entry_user_id(key: str) -> str:
+    """The user id an entry key was made from (campaign slugs hold no ':')."""
+    return key[key.index("}") + 2 :].split(":", 1)[1]
 
 
 # Admin security state (ccadmin/security/), outside the payload namespace: a

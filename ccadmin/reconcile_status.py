@@ -10,7 +10,7 @@ import redis
 from flask import Flask, current_app
 
 from ccadmin import keys
-from ccadmin.redis_client import get_redis
+from ccadmin.redis_client import get_store
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 def last_reconcile_report() -> dict[str, Any] | None:
     """The report under keys.RECONCILE_REPORT; None if none yet or Redis is unreachable."""
     try:
-        raw = get_redis(current_app.config["CCADMIN_SETTINGS"]).get(keys.RECONCILE_REPORT)
+        raw = get_store(current_app.config["CCADMIN_SETTINGS"]).get(keys.RECONCILE_REPORT)
     except (redis.RedisError, OSError) as error:
         log.warning("reconcile report unavailable: %s", error)
         return None

@@ -30,9 +30,22 @@ else:
     os.environ.pop("REDIS_URL", None)
 os.environ["SECRET_KEY"] = "test-secret-key-not-for-production"
 os.environ["CCADMIN_API_KEYS"] = "env-key-one,env-key-two"
-for _name in ("CCADMIN_ADMIN_EMAIL", "CCADMIN_ADMIN_PASSWORD", "ADMIN_PORT", "API_PORT", "PORT"):
+for _name in (
+    "CCADMIN_ADMIN_EMAIL",
+    "CCADMIN_ADMIN_PASSWORD",
+    "ADMIN_PORT",
+    "API_PORT",
+    "PORT",
+    "REDIS_CLUSTER_URLS",
+    "REDIS_READ_URLS",
+):
     os.environ.pop(_name, None)
 
+from cluster_support import (  # noqa: E402, F401  (fixtures: one cluster per session)
+    cluster_client,
+    private_redis_cluster,
+    redis_cluster,
+)
 from support import PASSWORD  # noqa: E402
 
 from ccadmin import config, embedded_redis  # noqa: E402

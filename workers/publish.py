@@ -23,7 +23,7 @@ from ccadmin.metrics.lag import lag_seconds, record_publish_lag
 from ccadmin.models import ApiKey, Campaign, ContentEntry, OutboxEvent
 from ccadmin.models.outbox import KIND_API_KEYS, KIND_CAMPAIGN, KIND_CONTENT
 from ccadmin.models.types import utcnow
-from ccadmin.redis_client import get_redis
+from ccadmin.redis_client import get_redis, get_store
 from workers import store
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,12 @@ ENTRY_COLUMNS = (
 
 
 def redis_connection() -> redis.Redis:
-    """The Redis client of the current app."""
+    """The content store of the current app (a Redis Cluster client when configured)."""
+    return get_store(current_app.config["CCADMIN_SETTINGS"])
+
+
+def queue_connection() -> redis.Redis:
+    """The Redis of RQ's queues and workers."""
     return get_redis(current_app.config["CCADMIN_SETTINGS"])
 
 

@@ -182,25 +182,23 @@ def _remove_orphans(
     connection: redis.Redis, campaign_id: int | None, slug: str, report: Counter[str]
 ) -> None:
     """Delete Redis entries of `slug` that have no database row."""
-    prefix = keys.entry_key(slug, "")
     batch: list[str] = []
     for raw_key in connection.scan_iter(match=keys.entry_key_pattern(slug), count=1000):
         batch.append(raw_key.decode())
         if len(batch) >= RECONCILE_CHUNK:
-            _remove_orphan_batch(connection, campaign_id, prefix, batch, report)
+            _remove_orphan_batch(connection, campaign_id, batch, report)
             batch = []
     if batch:
-        _remove_orphan_batch(connection, campaign_id, prefix, batch, report)
+        _remove_orphan_batch(connection, campaign_id, batch, report)
 
 
 def _remove_orphan_batch(
     connection: redis.Redis,
     campaign_id: int | None,
-    prefix: str,
     redis_keys: list[str],
     report: Counter[str],
 ) -> None:
-    user_ids = [key[len(prefix) :] for key in redis_keys]
+    user_ids = [keys.entry_user_id(key) for key in redis_keys]
     known: set[str] = set()
     if campaign_id is not None:
         known = set(

@@ -5,11 +5,15 @@ version or a lower one, a campaign config only if its `version` is higher, and
 the values replaced as a whole only if they were built from a later database
 read. Every refused write is a no-op counted in keys.STATS, so running a job
 twice leaves the same state.
+
+Every script touches keys of one hash tag only, so the same calls work on a
+single Redis and on Redis Cluster; on a cluster, a batch of entries is split
+into one call per tag.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -23,13 +27,13 @@ from ccadmin import keys
 ENTRIES_PER_CALL = 100
 CALLS_PER_PIPELINE = 20
 
-# KEYS[1] stats, KEYS[2..n] entry keys. ARGV[1..5] the version field, body
-# field, the two counter names and the entry-changes channel, then (version,
-# body) per entry. The applied writes are announced on the channel (see
-# keys.ENTRY_CHANGES_FLUSH) inside the script, atomically with the writes.
+# KEYS: entry keys. ARGV[1..3] the version field, body field and the
+# entry-changes channel, then (version, body) per entry. The applied writes
+# are announced on the channel (see keys.ENTRY_CHANGES_FLUSH) inside the
+# script, atomically with the writes.
 _WRITE_ENTRIES = """
 local written, stale, changes = 0, 0, {}
-for i = 2, #KEYS do
+for i = 1, #KEYS do
   local version = tonumber(ARGV[2 * i + 2])
   local current = tonumber(redis.call('HGET', KEYS[i], ARGV[1]))
   if current and current >= version then
@@ -41,11 +45,7 @@ for i = 2, #KEYS do
     changes[#changes + 1] = version
   end
 end
-if written > 0 then
-  redis.call('HINCRBY', KEYS[1], ARGV[3], written)
-  redis.call('PUBLISH', ARGV[5], cjson.encode(changes))
-end
-if stale > 0 then redis.call('HINCRBY', KEYS[1], ARGV[4], stale) end
+if written > 0 then redis.call('PUBLISH', ARGV[3], cjson.encode(changes)) end
 return {written, stale}
 """
 
@@ -77,42 +77,35 @@ end
 return states
 """
 
-# KEYS[1] CAMPAIGNS, KEYS[2] CONFIG_VERSION, KEYS[3] stats. ARGV: the two
-# counter names, slug, version, config JSON.
+# KEYS[1] CAMPAIGNS, KEYS[2] CONFIG_VERSION. ARGV: slug, version, config JSON.
 _WRITE_CAMPAIGN = """
-local stored = redis.call('HGET', KEYS[1], ARGV[3])
+local stored = redis.call('HGET', KEYS[1], ARGV[1])
 if stored then
   local ok, config = pcall(cjson.decode, stored)
   if ok and type(config) == 'table' and tonumber(config['version'])
-      and tonumber(config['version']) >= tonumber(ARGV[4]) then
-    redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
+      and tonumber(config['version']) >= tonumber(ARGV[2]) then
     return 0
   end
 end
-redis.call('HSET', KEYS[1], ARGV[3], ARGV[5])
-redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('INCR', KEYS[2])
 return 1
 """
 
 # KEYS[1] the value (a string or a hash), KEYS[2] CONFIG_SNAPSHOTS,
-# KEYS[3] CONFIG_VERSION, KEYS[4] stats. ARGV: the two counter names, the
-# snapshot number, 'string' or 'hash', then the value (string: 0 or 1
-# argument, none = delete; hash: field, value pairs).
+# KEYS[3] CONFIG_VERSION. ARGV: the snapshot number, 'string' or 'hash',
+# then the value (string: 0 or 1 argument, none = delete; hash: field, value
+# pairs).
 _WRITE_SNAPSHOT = """
 local current = tonumber(redis.call('HGET', KEYS[2], KEYS[1]))
-if current and current >= tonumber(ARGV[3]) then
-  redis.call('HINCRBY', KEYS[4], ARGV[2], 1)
-  return 0
-end
+if current and current >= tonumber(ARGV[1]) then return 0 end
 redis.call('DEL', KEYS[1])
-if ARGV[4] == 'string' then
-  if #ARGV >= 5 then redis.call('SET', KEYS[1], ARGV[5]) end
+if ARGV[2] == 'string' then
+  if #ARGV >= 3 then redis.call('SET', KEYS[1], ARGV[3]) end
 else
-  for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+  for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 end
-redis.call('HSET', KEYS[2], KEYS[1], ARGV[3])
-redis.call('HINCRBY', KEYS[4], ARGV[1], 1)
+redis.call('HSET', KEYS[2], KEYS[1], ARGV[1])
 redis.call('INCR', KEYS[3])
 return 1
 """
@@ -151,16 +144,28 @@ class WriteCounts:
         self.stale += other.stale
 
 
+_SOURCES = (
+    _WRITE_ENTRIES,
+    _REPAIR_ENTRY,
+    _ENTRY_STATES,
+    _WRITE_CAMPAIGN,
+    _WRITE_SNAPSHOT,
+    _EXTEND_LOCK,
+)
+
+
 class _Scripts:
     """The scripts, called by EVALSHA (redis-py loads them on a NOSCRIPT reply)."""
 
     def __init__(self, connection: redis.Redis):
-        self.write_entries = connection.register_script(_WRITE_ENTRIES)
-        self.repair_entry = connection.register_script(_REPAIR_ENTRY)
-        self.entry_states = connection.register_script(_ENTRY_STATES)
-        self.write_campaign = connection.register_script(_WRITE_CAMPAIGN)
-        self.write_snapshot = connection.register_script(_WRITE_SNAPSHOT)
-        self.extend_lock = connection.register_script(_EXTEND_LOCK)
+        (
+            self.write_entries,
+            self.repair_entry,
+            self.entry_states,
+            self.write_campaign,
+            self.write_snapshot,
+            self.extend_lock,
+        ) = (connection.register_script(source) for source in _SOURCES)
 
 
 _registered: list[_Scripts] = []
@@ -170,11 +175,70 @@ def scripts(connection: redis.Redis) -> _Scripts:
     """The scripts, registered once per process; callers pass their own client."""
     if not _registered:
         _registered.append(_Scripts(connection))
+        if is_cluster(connection):
+            load_scripts(connection)
     return _registered[0]
 
 
-def _counters() -> list[str]:
-    return [keys.STAT_WRITES, keys.STAT_STALE_WRITES]
+def is_cluster(connection: Any) -> bool:
+    return isinstance(connection, redis.RedisCluster)
+
+
+def load_scripts(connection: redis.RedisCluster) -> None:
+    """Load every script on every node, replicas included, so a failover finds them.
+
+    A cluster pipeline does not load scripts on a NOSCRIPT reply the way a
+    single-Redis pipeline does; _execute reloads and retries instead.
+    """
+    for source in _SOURCES:
+        connection.execute_command("SCRIPT LOAD", source, target_nodes=connection.ALL_NODES)
+
+
+def _execute(connection: redis.Redis, build: Callable[[Any], None]) -> list[Any]:
+    """Build a pipeline with `build` and run it.
+
+    On a cluster node missing a script (a node added or restarted), load the
+    scripts and run it again: every write here is a compare-and-set, so a
+    repeat changes nothing already applied.
+    """
+    for attempt in (1, 2):
+        pipeline = connection.pipeline(transaction=False)
+        build(pipeline)
+        try:
+            return pipeline.execute()
+        except redis.exceptions.NoScriptError:
+            if attempt == 2 or not is_cluster(connection):
+                raise
+            load_scripts(connection)
+    raise AssertionError("unreachable")
+
+
+def _invoke(pipeline: Any, script: Any, keys_: list[str], args: list[Any]) -> None:
+    """Queue one script call on a pipeline.
+
+    redis-py's cluster pipeline refuses scripts; an EVALSHA sent as a plain
+    command is routed by its keys like any other (the scripts are loaded on
+    every node, see load_scripts).
+    """
+    if isinstance(pipeline, redis.cluster.ClusterPipeline):
+        pipeline.execute_command("EVALSHA", script.sha, len(keys_), *keys_, *args)
+    else:
+        script(keys=keys_, args=args, client=pipeline)
+
+
+def _call(connection: redis.Redis, script: Any, keys_: list[str], args: list[Any]) -> Any:
+    """One script call outside a pipeline (the config writes and locks)."""
+    return _execute(connection, lambda pipe: _invoke(pipe, script, keys_, args))[0]
+
+
+def _count(connection: redis.Redis, counts: WriteCounts) -> None:
+    """Add a batch's applied and refused writes to keys.STATS."""
+    added = {keys.STAT_WRITES: counts.written, keys.STAT_STALE_WRITES: counts.stale}
+    pipeline = connection.pipeline(transaction=False)
+    for name, count in added.items():
+        if count:
+            pipeline.hincrby(keys.STATS, name, count)
+    pipeline.execute()
 
 
 def announced(connection: redis.Redis) -> None:
@@ -183,16 +247,41 @@ def announced(connection: redis.Redis) -> None:
     Redis sends replies and pub/sub messages of one command batch together,
     before it reads the next command; a second round trip therefore means
     every API process has the announcement in its socket, so a publish is
-    visible to the very next request, whichever process answers it.
+    visible to the very next request, whichever process answers it. (On a
+    cluster, announcements travel the cluster bus to the other nodes: the
+    API does not keep an in-process cache there, see ccadmin/api/store.py.)
     """
-    connection.ping()
+    if not is_cluster(connection):
+        connection.ping()
 
 
 def changes_channel(connection: redis.Redis) -> str:
     """The entry-changes channel of the database this connection writes to."""
+    if is_cluster(connection):
+        return keys.entry_changes_channel(0)
     return keys.entry_changes_channel(
         int(connection.connection_pool.connection_kwargs.get("db", 0))
     )
+
+
+def _calls(connection: redis.Redis, items: list[Any], key: Callable[[Any], str]) -> list[list[Any]]:
+    """`items` split into script calls of at most ENTRIES_PER_CALL.
+
+    On a cluster, one hash tag per call (tags in order of first appearance,
+    items in their order).
+    """
+    if not is_cluster(connection):
+        groups: list[list[Any]] = [items]
+    else:
+        by_tag: dict[str, list[Any]] = {}
+        for item in items:
+            by_tag.setdefault(keys.entry_tag(key(item)), []).append(item)
+        groups = list(by_tag.values())
+    return [
+        group[start : start + ENTRIES_PER_CALL]
+        for group in groups
+        for start in range(0, len(group), ENTRIES_PER_CALL)
+    ]
 
 
 def _chunks(items: Iterable[EntryWrite], size: int) -> Iterator[list[EntryWrite]]:
@@ -210,25 +299,24 @@ def write_entries(connection: redis.Redis, entries: Iterable[EntryWrite]) -> Wri
     """Compare-and-set many entries, pipelined (not transactional) in chunks."""
     script = scripts(connection).write_entries
     counts = WriteCounts()
-    head = [
-        keys.ENTRY_VERSION_FIELD,
-        keys.ENTRY_BODY_FIELD,
-        *_counters(),
-        changes_channel(connection),
-    ]
-    for group in _chunks(entries, ENTRIES_PER_CALL * CALLS_PER_PIPELINE):
-        pipeline = connection.pipeline(transaction=False)
-        for start in range(0, len(group), ENTRIES_PER_CALL):
-            call_keys = [keys.STATS]
+    head = [keys.ENTRY_VERSION_FIELD, keys.ENTRY_BODY_FIELD, changes_channel(connection)]
+
+    def build(pipeline: Any, calls: list[list[EntryWrite]]) -> None:
+        for call in calls:
             call_args: list[Any] = list(head)
-            for entry in group[start : start + ENTRIES_PER_CALL]:
-                call_keys.append(entry.key)
+            for entry in call:
                 call_args.append(entry.version)
                 call_args.append(entry.body)
-            script(keys=call_keys, args=call_args, client=pipeline)
-        for written, stale in pipeline.execute():
-            counts.written += written
-            counts.stale += stale
+            _invoke(pipeline, script, [entry.key for entry in call], call_args)
+
+    for group in _chunks(entries, ENTRIES_PER_CALL * CALLS_PER_PIPELINE):
+        calls = _calls(connection, group, lambda entry: entry.key)
+        batch = WriteCounts()
+        for written, stale in _execute(connection, lambda pipe, c=calls: build(pipe, c)):
+            batch.written += written
+            batch.stale += stale
+        _count(connection, batch)
+        counts.add(batch)
     if counts.written:
         announced(connection)
     return counts
@@ -242,18 +330,22 @@ def write_entry(connection: redis.Redis, key: str, version: int, body: bytes) ->
 def entry_states(connection: redis.Redis, entry_keys: list[str]) -> list[tuple[int | None, int]]:
     """(version or None, body length) of each key, a few script calls per round trip."""
     script = scripts(connection).entry_states
-    pipeline = connection.pipeline(transaction=False)
-    for start in range(0, len(entry_keys), ENTRIES_PER_CALL):
-        script(
-            keys=entry_keys[start : start + ENTRIES_PER_CALL],
-            args=[keys.ENTRY_VERSION_FIELD, keys.ENTRY_BODY_FIELD],
-            client=pipeline,
-        )
-    states: list[tuple[int | None, int]] = []
-    for reply in pipeline.execute():
-        for index in range(0, len(reply), 2):
-            version = reply[index]
-            states.append((int(version) if version else None, reply[index + 1]))
+    calls = _calls(connection, list(enumerate(entry_keys)), lambda item: item[1])
+
+    def build(pipeline: Any) -> None:
+        for call in calls:
+            _invoke(
+                pipeline,
+                script,
+                [key for _, key in call],
+                [keys.ENTRY_VERSION_FIELD, keys.ENTRY_BODY_FIELD],
+            )
+
+    states: list[tuple[int | None, int]] = [(None, 0)] * len(entry_keys)
+    for call, reply in zip(calls, _execute(connection, build), strict=True):
+        for position, (index, _) in enumerate(call):
+            version = reply[2 * position]
+            states[index] = (int(version) if version else None, reply[2 * position + 1])
     return states
 
 
@@ -269,7 +361,7 @@ def repair_entry(
         b"" if replacement is None else replacement.body,
         changes_channel(connection),
     ]
-    repaired = bool(scripts(connection).repair_entry(keys=[key], args=args, client=connection))
+    repaired = bool(_call(connection, scripts(connection).repair_entry, [key], args))
     if repaired:
         announced(connection)
     return repaired
@@ -277,12 +369,16 @@ def repair_entry(
 
 def write_campaign(connection: redis.Redis, slug: str, version: int, config_json: str) -> bool:
     """Compare-and-set one campaign config on its `version`; bumps CONFIG_VERSION."""
-    written = scripts(connection).write_campaign(
-        keys=[keys.CAMPAIGNS, keys.CONFIG_VERSION, keys.STATS],
-        args=[*_counters(), slug, version, config_json],
-        client=connection,
+    written = bool(
+        _call(
+            connection,
+            scripts(connection).write_campaign,
+            [keys.CAMPAIGNS, keys.CONFIG_VERSION],
+            [slug, version, config_json],
+        )
     )
-    return bool(written)
+    _count(connection, WriteCounts(written=int(written), stale=int(not written)))
+    return written
 
 
 def remove_campaigns(connection: redis.Redis, slugs: Iterable[str]) -> int:
@@ -302,38 +398,39 @@ def next_snapshot(connection: redis.Redis) -> int:
     return int(connection.incr(keys.SNAPSHOT_SEQUENCE))
 
 
+def _write_snapshot(connection: redis.Redis, key: str, args: list[Any]) -> bool:
+    written = bool(
+        _call(
+            connection,
+            scripts(connection).write_snapshot,
+            [key, keys.CONFIG_SNAPSHOTS, keys.CONFIG_VERSION],
+            args,
+        )
+    )
+    _count(connection, WriteCounts(written=int(written), stale=int(not written)))
+    return written
+
+
 def write_default_campaign(connection: redis.Redis, snapshot: int, slug: str | None) -> bool:
     """Point `/data` at `slug` (None: at nothing) unless a later snapshot did already."""
-    args: list[Any] = [*_counters(), snapshot, "string"]
+    args: list[Any] = [snapshot, "string"]
     if slug is not None:
         args.append(slug)
-    written = scripts(connection).write_snapshot(
-        keys=[keys.DEFAULT_CAMPAIGN, keys.CONFIG_SNAPSHOTS, keys.CONFIG_VERSION, keys.STATS],
-        args=args,
-        client=connection,
-    )
-    return bool(written)
+    return _write_snapshot(connection, keys.DEFAULT_CAMPAIGN, args)
 
 
 def write_api_keys(connection: redis.Redis, snapshot: int, api_keys: dict[str, str]) -> bool:
     """Replace the whole API key hash unless a later snapshot did already."""
-    args: list[Any] = [*_counters(), snapshot, "hash"]
+    args: list[Any] = [snapshot, "hash"]
     for secret_hash, document in sorted(api_keys.items()):
         args.extend((secret_hash, document))
-    written = scripts(connection).write_snapshot(
-        keys=[keys.API_KEYS, keys.CONFIG_SNAPSHOTS, keys.CONFIG_VERSION, keys.STATS],
-        args=args,
-        client=connection,
-    )
-    return bool(written)
+    return _write_snapshot(connection, keys.API_KEYS, args)
 
 
 def mark_ready(connection: redis.Redis, report_json: str) -> None:
     """Set the ready marker after a full build and tell API caches to drop everything."""
-    pipeline = connection.pipeline(transaction=True)
-    pipeline.set(keys.READY, report_json)
-    pipeline.publish(changes_channel(connection), keys.ENTRY_CHANGES_FLUSH)
-    pipeline.execute()
+    connection.set(keys.READY, report_json)
+    connection.publish(changes_channel(connection), keys.ENTRY_CHANGES_FLUSH)
     announced(connection)
 
 
@@ -346,12 +443,12 @@ def take_lock(connection: redis.Redis, name: str, token: str, ttl: int) -> bool:
 
 def extend_lock(connection: redis.Redis, name: str, token: str, ttl: int) -> bool:
     """Extend a lock `token` holds; False if it expired and someone else took it."""
-    return bool(scripts(connection).extend_lock(keys=[name], args=[token, ttl], client=connection))
+    return bool(_call(connection, scripts(connection).extend_lock, [name], [token, ttl]))
 
 
 def release_lock(connection: redis.Redis, name: str, token: str) -> bool:
     """Release a lock if `token` still holds it."""
-    return bool(scripts(connection).extend_lock(keys=[name], args=[token, 0], client=connection))
+    return bool(_call(connection, scripts(connection).extend_lock, [name], [token, 0]))
 
 
 def stats(connection: redis.Redis) -> dict[str, int]:

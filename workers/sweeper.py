@@ -36,7 +36,7 @@ from ccadmin.imports import uploads
 from ccadmin.models import OutboxEvent
 from ccadmin.models.types import utcnow
 from workers import store
-from workers.publish import redis_connection
+from workers.publish import queue_connection, redis_connection
 from workers.rebuild import RebuildInProgress, rebuild_all, reconcile
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,15 @@ def database_ready() -> bool:
 
 
 def redis_run_id(connection: redis.Redis) -> str:
-    """The Redis server's run_id: a new one after every restart."""
+    """The Redis server's run_id: a new one after every restart.
+
+    On a cluster, the run_ids of the primaries: a restart or a failover
+    (replication is asynchronous, the promoted replica may miss the last
+    writes) changes it.
+    """
+    if store.is_cluster(connection):
+        replies = connection.info("server", target_nodes=connection.PRIMARIES)
+        return ",".join(sorted(str(reply["run_id"]) for reply in replies.values()))
     return str(connection.info("server")["run_id"])
 
 
@@ -221,7 +229,7 @@ class Sweeper(threading.Thread):
         while not self.stopping.is_set():
             try:
                 with self.app.app_context():
-                    self.heartbeat(redis_connection())
+                    self.heartbeat(queue_connection())
             except Exception:
                 log.exception("heartbeat failed")
             self.stopping.wait(HEARTBEAT_INTERVAL)
@@ -260,8 +268,8 @@ class Sweeper(threading.Thread):
             # Just built from the database: the next reconcile is due in an interval.
             connection.set(keys.RECONCILE_LOCK, self.token, ex=RECONCILE_INTERVAL)
             connection.set(keys.REDIS_RUN_ID, run_id)
-        requeue_unpublished(connection)
-        requeue_ingests(connection)
+        requeue_unpublished(queue_connection())
+        requeue_ingests(queue_connection())
         drop_abandoned_uploads()
         if not connection.exists(keys.READY):
             return

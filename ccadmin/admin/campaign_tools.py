@@ -25,7 +25,7 @@ from ccadmin.imports.parsing import FileProblem
 from ccadmin.models import Campaign, ContentImport, ScheduledChange
 from ccadmin.models.imports import STATUS_SCHEDULED
 from ccadmin.models.users import ROLE_EDITOR
-from ccadmin.redis_client import get_redis
+from ccadmin.redis_client import get_redis, get_store
 
 FIELD_PREFIX = "field_"
 
@@ -33,7 +33,7 @@ FIELD_PREFIX = "field_"
 def run_preview(campaign: Campaign, user_id: str) -> preview.Preview:
     """Preview one user's call with this app's settings and Redis."""
     settings = current_app.config["CCADMIN_SETTINGS"]
-    return preview.preview(settings, get_redis(settings), campaign, user_id)
+    return preview.preview(settings, get_store(settings), campaign, user_id)
 
 
 def snippet_for(campaign: Campaign, auth: str) -> snippets.Snippet:
@@ -163,7 +163,7 @@ class CampaignToolsView(AccessControlled, BaseView):
             return redirect(url_for(".tools_view", campaign_id=campaign_id))
         try:
             result = coverage.check_coverage(
-                get_redis(current_app.config["CCADMIN_SETTINGS"]),
+                get_store(current_app.config["CCADMIN_SETTINGS"]),
                 campaign.slug,
                 coverage.user_ids(upload.stream),
             )

@@ -34,7 +34,7 @@ from ccadmin.models import Campaign, ContentEntry, OutboxEvent
 from ccadmin.models.content import USER_ID_MAX_LENGTH
 from ccadmin.models.users import ROLE_EDITOR
 from ccadmin.preview import CALLER_BODY_LIMIT
-from ccadmin.redis_client import get_redis
+from ccadmin.redis_client import get_store
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def fetch_live_versions(entries: list[ContentEntry]) -> dict[int, int | None] | 
     if not entries:
         return {}
     try:
-        client = get_redis(current_app.config["CCADMIN_SETTINGS"])
+        client = get_store(current_app.config["CCADMIN_SETTINGS"])
         pipe = client.pipeline(transaction=False)
         for entry in entries:
             pipe.hget(keys.entry_key(entry.campaign.slug, entry.user_id), keys.ENTRY_VERSION_FIELD)

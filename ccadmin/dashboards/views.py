@@ -18,7 +18,7 @@ from ccadmin.admin.base import AccessControlled, actor
 from ccadmin.extensions import db
 from ccadmin.metrics import figures, health, series, system
 from ccadmin.publishing import record_audit
-from ccadmin.redis_client import get_redis
+from ccadmin.redis_client import get_redis, get_store
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +28,18 @@ MAX_CAMPAIGN_LENGTH = 63
 
 
 def _redis() -> redis.Redis:
+    """The queues' Redis (RQ's jobs and workers)."""
     return get_redis(current_app.config["CCADMIN_SETTINGS"])
+
+
+def _store() -> redis.Redis:
+    """The content store (metrics, campaigns, the ready marker)."""
+    return get_store(current_app.config["CCADMIN_SETTINGS"])
 
 
 def dashboard_data(range_name: str, campaign: str | None) -> dict[str, Any]:
     """Everything the page shows, as JSON: figures, the meter, system state."""
-    connection = _redis()
+    connection = _store()
     now = time.time()
     traffic = series.read_range(connection, series.RANGES[range_name], campaign, now)
     minute = health.last_minute(connection, now)
@@ -52,7 +58,7 @@ def dashboard_data(range_name: str, campaign: str | None) -> dict[str, Any]:
         "redis": redis_state,
         "publishing": {
             **system.outbox_backlog(),
-            **system.rq_state(connection),
+            **system.rq_state(_redis()),
             **system.write_counts(connection),
         },
         "figures": figures.dashboard_figures(traffic, processes, redis_state),

@@ -113,17 +113,28 @@ def write_counts(connection: redis.Redis) -> dict[str, int]:
 
 
 def redis_state(connection: redis.Redis) -> dict[str, Any]:
-    """Memory used against the limit, keys, clients, and the ready marker."""
-    memory = connection.info("memory")
-    clients = connection.info("clients")
+    """Memory used against the limit, keys, clients, and the ready marker.
+
+    On a cluster, the sums over the primaries (each one's limit applies to
+    its own shard; the page shows the total).
+    """
+    memory = _info(connection, "memory")
+    clients = _info(connection, "clients")
     return {
-        "used_memory": memory.get("used_memory", 0),
-        "maxmemory": memory.get("maxmemory", 0),
-        "maxmemory_policy": memory.get("maxmemory_policy"),
+        "used_memory": sum(reply.get("used_memory", 0) for reply in memory),
+        "maxmemory": sum(reply.get("maxmemory", 0) for reply in memory),
+        "maxmemory_policy": memory[0].get("maxmemory_policy"),
         "keys": connection.dbsize(),
-        "connected_clients": clients.get("connected_clients", 0),
+        "connected_clients": sum(reply.get("connected_clients", 0) for reply in clients),
         "ready": bool(connection.exists(keys.READY)),
     }
+
+
+def _info(connection: redis.Redis, section: str) -> list[dict[str, Any]]:
+    """One INFO section per server: the primaries of a cluster, else the one Redis."""
+    if isinstance(connection, redis.RedisCluster):
+        return list(connection.info(section, target_nodes=connection.PRIMARIES).values())
+    return [connection.info(section)]
 
 
 def api_processes(
