@@ -24,7 +24,7 @@ from sqlalchemy import select
 from ccadmin import keys
 from ccadmin.api.app import ConnectedContentApp
 from ccadmin.api.counters import Counters
-from ccadmin.api.store import Store
+from ccadmin.api.store import Store, connect
 from ccadmin.config import Settings
 from ccadmin.extensions import db
 from ccadmin.models import Campaign, ContentEntry
@@ -86,12 +86,9 @@ def content_path(campaign: Campaign, user_id: str) -> str:
 
 def call_api(settings: Settings, path: str, method: str = "GET") -> tuple[str, list, bytes]:
     """One request through a fresh instance of the real API app (no cache, no threads)."""
-    api_settings = dataclasses.replace(settings, api_keys=(_PREVIEW_KEY,))
-    client = redis.Redis.from_url(
-        settings.effective_redis_url,
-        socket_timeout=settings.api_redis_timeout,
-        socket_connect_timeout=settings.api_redis_timeout,
-    )
+    # The primary, not a replica: the preview shows what is published now.
+    api_settings = dataclasses.replace(settings, api_keys=(_PREVIEW_KEY,), redis_read_urls=())
+    client = connect(api_settings)
     app = ConnectedContentApp(Store(api_settings, client=client), Counters())
     route, _, query = path.partition("?")
     environ: dict[str, Any] = {
@@ -118,7 +115,10 @@ def call_api(settings: Settings, path: str, method: str = "GET") -> tuple[str, l
     try:
         body = b"".join(app(environ, start_response))
     finally:
-        client.connection_pool.disconnect()
+        if isinstance(client, redis.RedisCluster):
+            client.close()
+        else:
+            client.connection_pool.disconnect()
     return answer["status"], answer["headers"], body
 
 

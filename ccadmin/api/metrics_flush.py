@@ -6,7 +6,9 @@ to the metrics buckets of that second at every resolution (keys.py), in ONE
 MULTI/EXEC pipeline. HINCRBY sums, so any number of processes on any number of
 hosts add up. If Redis is down the deltas wait in memory (bounded) and go out
 with the next flush that works: an outage loses nothing shorter than
-MAX_PENDING_SECONDS, and a request never waits on this thread.
+MAX_PENDING_SECONDS, and a request never waits on this thread. The counts go
+to the content store's writable side: the cluster, or REDIS_URL (the primary
+when the API reads replicas).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections import Counter
 
 import redis
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from ccadmin import keys
@@ -37,6 +40,7 @@ from ccadmin.api.counters import (
     Key,
 )
 from ccadmin.config import Settings
+from ccadmin.redis_client import cluster_client
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +121,14 @@ class MetricsFlusher(threading.Thread):
         self,
         counters: Counters,
         settings: Settings,
-        client: redis.Redis | None = None,
+        client: redis.Redis | redis.RedisCluster | None = None,
     ) -> None:
         super().__init__(name="metrics-flusher", daemon=True)
         self.counters = counters
-        self.client = client if client is not None else _connect(settings)
+        self.settings = settings
+        # Connected at the first flush: a cluster client contacts the nodes
+        # when it is made, and the API must start while they are down.
+        self.client = client
         self.process = process_name()
         self._last: Counter[Key] = Counter()
         self.pending: dict[int, Counter[str]] = {}
@@ -153,13 +160,15 @@ class MetricsFlusher(threading.Thread):
         batch = {second: self.pending[second] for second in sorted(self.pending)}
         batch = dict(list(batch.items())[:CATCH_UP_SECONDS])
         now = time.time()
-        pipe = self.client.pipeline(transaction=True)
-        add_to_buckets(pipe, batch)
-        pipe.zadd(keys.METRIC_PROCESSES, {self.process: now})
-        pipe.zremrangebyscore(keys.METRIC_PROCESSES, "-inf", now - FORGET_PROCESS_SECONDS)
         try:
+            if self.client is None:
+                self.client = _connect(self.settings)
+            pipe = self.client.pipeline(transaction=True)
+            add_to_buckets(pipe, batch)
+            pipe.zadd(keys.METRIC_PROCESSES, {self.process: now})
+            pipe.zremrangebyscore(keys.METRIC_PROCESSES, "-inf", now - FORGET_PROCESS_SECONDS)
             pipe.execute()
-        except redis.RedisError as error:
+        except (redis.RedisError, RedisClusterException) as error:
             if not self._failing:
                 log.warning("metrics flush to Redis failed (%s); keeping the counts", error)
             self._failing = True
@@ -172,9 +181,22 @@ class MetricsFlusher(threading.Thread):
         return True
 
 
-def _connect(settings: Settings) -> redis.Redis:
-    # A client of its own: the flusher must never take a serving thread's
-    # connection, and a Redis that is down costs it one timeout per second.
+def _connect(settings: Settings) -> redis.Redis | redis.RedisCluster:
+    """The content store's writable side: the cluster, else REDIS_URL (never a replica).
+
+    A client of its own: the flusher must never take a serving thread's
+    connection, and a Redis that is down costs it one timeout per second.
+    """
+    if settings.redis_cluster_urls:
+        client = cluster_client(
+            settings.redis_cluster_urls,
+            socket_timeout=FLUSH_TIMEOUT,
+            socket_connect_timeout=FLUSH_TIMEOUT,
+        )
+        # Counts wait in memory for the next flush: retrying inside one costs time.
+        client.set_retry(Retry(NoBackoff(), 0))
+        return client
+    # With read replicas, REDIS_URL is their primary: replicas refuse writes.
     return redis.Redis.from_url(
         settings.effective_redis_url,
         socket_timeout=FLUSH_TIMEOUT,

@@ -8,13 +8,29 @@ cache (cache.py) or by one `HMGET`; a subscriber thread feeds the cache the
 worker's announcements. Every Redis call goes through a short circuit
 breaker so a Redis that is down costs one timeout per second, not one per
 request.
+
+The store can sit on three topologies (docs/configuration.md):
+- one Redis (REDIS_URL): everything above, the fastest path;
+- a primary with read replicas (REDIS_READ_URLS): each process reads one
+  replica and subscribes there (Redis replicates the announcements in order
+  with the writes, so the cache stays right); "no content" is confirmed on
+  the primary, and the primary answers while the replica is unreachable or
+  out of sync with it;
+- Redis Cluster (REDIS_CLUSTER_URLS): announcements reach other nodes over
+  the cluster bus after the write is live, so the cache never answers there;
+  it only keeps last-known copies for outages. Each node has a breaker of its
+  own: a node that stops answering costs its own entries only, until the
+  cluster declares it failed (Redis then refuses every slot until a replica
+  is promoted, unless `cluster-allow-reads-when-down` is on).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
+import os
 import select
 import threading
 import time
@@ -25,11 +41,13 @@ from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
+from redis.exceptions import ClusterError, RedisClusterException
 from redis.retry import Retry
 
 from ccadmin import keys
 from ccadmin.api.cache import EntryCache
 from ccadmin.config import Settings
+from ccadmin.redis_client import cluster_client
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +74,13 @@ PONG_SECONDS = 2.0
 RESUBSCRIBE_SECONDS = 0.5
 # The subscriber's name in CLIENT LIST, so operators can tell it apart.
 SUBSCRIBER_NAME = "ccadmin-api-entry-changes"
+# On Redis Cluster, attempts after a node failed, each on a reloaded slot map:
+# one finds the promoted replica once a failover is done; more would only add
+# timeouts while it is not, and the caller gives up after 2 s.
+CLUSTER_RETRIES = 1
+# Errors that mean a node does not answer: its breaker trips. (A cluster that
+# cannot be reached at all, or a slot no node serves, is not a RedisError.)
+_DOWN_ERRORS = (redis.ConnectionError, redis.TimeoutError, ClusterError, RedisClusterException)
 # The tail of the one command on the hot path, `HMGET key v b`, packed once:
 # going through redis-py's command layer (argument checks, retry wrapper,
 # pool checkout) cost more CPU than the rest of the request (docs/performance.md).
@@ -186,10 +211,10 @@ def build_snapshot(
     )
 
 
-def connect(settings: Settings) -> redis.Redis:
-    """A client for one process: fail fast, never retry, one connection per thread."""
-    pool = redis.BlockingConnectionPool.from_url(
-        settings.effective_redis_url,
+def _pool(url: str, settings: Settings, **overrides: Any) -> redis.BlockingConnectionPool:
+    """A pool for one Redis: fail fast, never retry, one connection per thread."""
+    return redis.BlockingConnectionPool(
+        **{**redis.connection.parse_url(url), **overrides},
         max_connections=settings.api_threads + SPARE_CONNECTIONS,
         # Waiting for a free connection counts against the same budget as a
         # Redis call; with one connection per thread it should never happen.
@@ -200,42 +225,124 @@ def connect(settings: Settings) -> redis.Redis:
         # the last-known copies handle failures instead.
         retry=Retry(NoBackoff(), 0),
     )
-    return redis.Redis(connection_pool=pool)
 
 
-class Store:
-    """The API's view of Redis for one process (create it after fork)."""
+def connect(settings: Settings) -> redis.Redis | redis.RedisCluster:
+    """The store's client for one process: the cluster when configured, else REDIS_URL.
 
-    def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
-        self._client = client if client is not None else connect(settings)
-        self._env_keys = _env_keys(settings)
-        self._snapshot: ConfigSnapshot | None = None
-        self._loaded_at = 0.0
+    On a cluster this contacts the seed nodes at once (redis-py loads the slot
+    map in the constructor) and raises RedisClusterException if none answers.
+    """
+    if settings.redis_cluster_urls:
+        client = cluster_client(
+            settings.redis_cluster_urls,
+            socket_timeout=settings.api_redis_timeout,
+            socket_connect_timeout=settings.api_redis_timeout,
+        )
+        client.set_retry(Retry(NoBackoff(), CLUSTER_RETRIES))
+        return client
+    return redis.Redis(connection_pool=_pool(settings.effective_redis_url, settings))
+
+
+def connect_replica(settings: Settings, primary: redis.Redis) -> redis.Redis:
+    """This process's read replica: one of REDIS_READ_URLS, picked by pid.
+
+    Processes of one host have consecutive pids, so they spread over the
+    replicas. The database number is the primary's: a replica holds the
+    primary's databases, whatever its URL says.
+    """
+    url = settings.redis_read_urls[os.getpid() % len(settings.redis_read_urls)]
+    db = primary.connection_pool.connection_kwargs.get("db", 0)
+    return redis.Redis(connection_pool=_pool(url, settings, db=db))
+
+
+def _address(client: redis.Redis) -> str:
+    """host:port (or the socket path) of a client, for logs: never its password."""
+    options = client.connection_pool.connection_kwargs
+    return options.get("path") or f"{options.get('host')}:{options.get('port')}"
+
+
+def _own_connection(client: redis.Redis) -> Any:
+    """A connection outside the client's pool, with the pool's settings."""
+    pool = client.connection_pool
+    return pool.connection_class(**pool.connection_kwargs)
+
+
+def _hmget(connection: Any, key: str) -> list[bytes | None]:
+    """`HMGET key v b` on a connection of one thread's own (with the pool's timeouts)."""
+    encoded = key.encode("utf-8")
+    command = [b"%s$%d\r\n%s\r\n%s" % (_HMGET_HEAD, len(encoded), encoded, _HMGET_FIELDS)]
+    # A connection opened before a Redis restart fails on first use; one
+    # reconnect tells a dead socket from a dead Redis, which would otherwise
+    # trip the breaker for every thread after each restart.
+    reused = connection._sock is not None
+    while True:
+        try:
+            connection.send_packed_command(command, check_health=False)
+            return connection.read_response()
+        except redis.TimeoutError:
+            connection.disconnect()
+            raise
+        except redis.ConnectionError:
+            connection.disconnect()
+            if not reused:
+                raise
+            reused = False
+        except BaseException:
+            # Whatever was half sent or half read must not reach the next request.
+            connection.disconnect()
+            raise
+
+
+def _read_ready(client: Any) -> bool:
+    return bool(client.exists(keys.READY))
+
+
+def _read_poll(client: Any) -> tuple[bytes | None, int]:
+    pipe = client.pipeline(transaction=False)
+    pipe.get(keys.CONFIG_VERSION)
+    pipe.exists(keys.READY)
+    version, ready = pipe.execute()
+    return version, ready
+
+
+def _read_config(client: Any) -> list[Any]:
+    pipe = client.pipeline(transaction=True)
+    pipe.get(keys.CONFIG_VERSION)
+    pipe.hgetall(keys.CAMPAIGNS)
+    pipe.get(keys.DEFAULT_CAMPAIGN)
+    pipe.hgetall(keys.API_KEYS)
+    return pipe.execute()
+
+
+class Breaker:
+    """Skips one Redis for BREAKER_SECONDS after it failed; then one call probes it."""
+
+    def __init__(self, name: str, meanwhile: str) -> None:
+        self.name = name
+        # What answers while it is down, for the log line.
+        self.meanwhile = meanwhile
         self._retry_at = 0.0
         self._tripped = False
-        self.cache = EntryCache(settings.api_cache_size)
-        # One connection per serving thread for entry reads, outside the pool.
-        self._threads = threading.local()
-        self._channel = keys.entry_changes_channel(
-            int(self._client.connection_pool.connection_kwargs.get("db", 0))
-        )
-        self._poller: threading.Thread | None = None
 
-    # -- the breaker ---------------------------------------------------------
+    def call(self, command: Callable[..., Any], *args: Any, probe: bool = False) -> Any:
+        """`command(*args)`, or RedisUnavailable when it fails or failed moments ago.
 
-    def _call(self, command: Callable[..., Any], *args: Any, probe: bool = False) -> Any:
+        `probe` calls even while the breaker is open (the config poller's
+        calls double as the probe).
+        """
         if not probe:
             now = time.monotonic()
             if now < self._retry_at:
-                raise RedisUnavailable("Redis failed moments ago; not retrying yet")
+                raise RedisUnavailable(f"{self.name} failed moments ago; not retrying yet")
             if self._tripped:
                 # This request probes; the others keep skipping until it is done.
                 self._retry_at = now + BREAKER_SECONDS
         try:
             result = command(*args)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except _DOWN_ERRORS as exc:
             if not self._tripped:
-                log.warning("Redis unreachable (%s); serving last-known copies", exc)
+                log.warning("%s unreachable (%s); %s", self.name, exc, self.meanwhile)
             self._tripped = True
             self._retry_at = time.monotonic() + BREAKER_SECONDS
             raise RedisUnavailable(str(exc)) from exc
@@ -244,8 +351,114 @@ class Store:
         if self._tripped:
             self._tripped = False
             self._retry_at = 0.0
-            log.info("Redis answers again")
+            log.info("%s answers again", self.name)
         return result
+
+
+class Store:
+    """The API's view of Redis for one process (create it after fork).
+
+    `client`, when given, is the one store it reads (a Redis, or a
+    RedisCluster); read replicas are used only when the Store connects itself.
+    """
+
+    def __init__(
+        self, settings: Settings, client: redis.Redis | redis.RedisCluster | None = None
+    ) -> None:
+        self._settings = settings
+        self._cluster = (
+            isinstance(client, redis.RedisCluster)
+            if client is not None
+            else bool(settings.redis_cluster_urls)
+        )
+        self._connecting = threading.Lock()
+        self._client = client if client is not None else self._connect_at_start()
+        self._replica: redis.Redis | None = None
+        if client is None and settings.redis_read_urls:
+            self._replica = connect_replica(settings, self._client)
+            self._replica_breaker = Breaker(
+                f"read replica {_address(self._replica)}", "reading the primary"
+            )
+        # Reads go to the replica only while it follows the primary (the
+        # poller asks it every POLL_SECONDS); never when there is none.
+        self._replica_in_sync = self._replica is not None
+        self._env_keys = _env_keys(settings)
+        self._snapshot: ConfigSnapshot | None = None
+        self._loaded_at = 0.0
+        self.cache = EntryCache(settings.api_cache_size)
+        # One connection per serving thread for entry reads, outside the pool.
+        self._threads = threading.local()
+        self._poller: threading.Thread | None = None
+        if self._cluster:
+            self._breaker = Breaker("Redis Cluster", "serving last-known copies")
+            self._node_breakers: dict[str, Breaker] = {}
+            self._fetch = self._fetch_from_cluster
+            self._channel = keys.entry_changes_channel(0)
+            self._log_cluster_cache()
+        else:
+            db = int(self._client.connection_pool.connection_kwargs.get("db", 0))
+            self._channel = keys.entry_changes_channel(db)
+            if self._replica is None:
+                self._breaker = Breaker("Redis", "serving last-known copies")
+                # The hot path: the breaker around one HMGET, no frame in between.
+                self._fetch = functools.partial(self._breaker.call, self._read_entry)
+            else:
+                self._breaker = Breaker("the primary Redis", "answering from the replica")
+                self._fetch = self._fetch_from_replica
+                log.info(
+                    "reading read replica %s (%d configured); misses are confirmed on "
+                    "the primary %s",
+                    _address(self._replica),
+                    len(settings.redis_read_urls),
+                    _address(self._client),
+                )
+        self._call = self._breaker.call
+
+    def _connect_at_start(self) -> Any:
+        """The store client; on a cluster that does not answer yet, None (see _primary)."""
+        if not self._cluster:
+            return connect(self._settings)
+        try:
+            return connect(self._settings)
+        except (redis.RedisError, RedisClusterException) as exc:
+            # The API must still start and answer 503s; a later call connects.
+            log.warning("Redis Cluster unreachable at start (%s); connecting later", exc)
+            return None
+
+    def _log_cluster_cache(self) -> None:
+        if not self.cache.capacity:
+            return
+        log.info(
+            "Redis Cluster: the in-process entry cache answers no request (entry "
+            "announcements reach this process over the cluster bus only after the "
+            "write is live, so a cached copy could outlive a newer version); it keeps "
+            "last-known copies for outages only"
+        )
+
+    def _primary(self) -> Any:
+        """The store client (single Redis, the primary, or the cluster), connected."""
+        client = self._client
+        if client is None:
+            with self._connecting:
+                if self._client is None:
+                    self._client = connect(self._settings)
+                client = self._client
+        return client
+
+    def _on_primary(self, read: Callable[[Any], Any]) -> Any:
+        return read(self._primary())
+
+    def _on_reader(self, read: Callable[[Any], Any], probe: bool = False) -> Any:
+        """`read(client)` on the replica while it is in sync, else (or if it fails) the primary.
+
+        RedisUnavailable only when the primary fails too.
+        """
+        if self._replica_in_sync:
+            try:
+                return self._replica_breaker.call(read, self._replica, probe=probe)
+            except RedisUnavailable:
+                pass
+        return self._call(self._on_primary, read, probe=probe)
 
     # -- reads -----------------------------------------------------------------
 
@@ -262,54 +475,113 @@ class Store:
         if hit is not None:
             return hit
         ticket = cache.ticket()
-        raw_version, body = self._call(self._read_entry, key)
+        raw_version, body = self._fetch(key)
         version = int(raw_version) if raw_version else 0
         if not body:
-            # Only a ready store can say "no content"; the check comes after
-            # the read, so a marker set in between still counts.
-            if not self.is_ready():
-                raise NotReady()
-            body = b""
+            version, body = self._no_content(key, version)
         cache.fill(key, version, body, ticket)
         return version, body
 
+    def _no_content(self, key: str, version: int) -> tuple[int, bytes]:
+        """What to answer when the read found no content: confirmed, or NotReady."""
+        if self._replica is not None:
+            # A replica may lag: only the primary may say "no content" (the
+            # fallback or 404 would ship an empty message for a user who has one).
+            (raw_version, body), ready = self._call(self._confirm_on_primary, key)
+            version = int(raw_version) if raw_version else 0
+            if body:
+                return version, body
+        else:
+            # Only a ready store can say "no content"; the check comes after
+            # the read, so a marker set in between still counts.
+            ready = self.is_ready()
+        if not ready:
+            raise NotReady()
+        return version, b""
+
+    def _confirm_on_primary(self, key: str) -> list[Any]:
+        """The entry and the ready marker on the primary, in one round trip."""
+        pipe = self._primary().pipeline(transaction=False)
+        pipe.hmget(key, keys.ENTRY_VERSION_FIELD, keys.ENTRY_BODY_FIELD)
+        pipe.exists(keys.READY)
+        return pipe.execute()
+
     def _read_entry(self, key: str) -> list[bytes | None]:
-        """One HMGET on this thread's own connection (with the pool's timeouts)."""
+        """One HMGET on this thread's own connection to the primary."""
         try:
             connection = self._threads.connection
         except AttributeError:
-            pool = self._client.connection_pool
-            connection = self._threads.connection = pool.connection_class(**pool.connection_kwargs)
-        encoded = key.encode("utf-8")
-        command = [b"%s$%d\r\n%s\r\n%s" % (_HMGET_HEAD, len(encoded), encoded, _HMGET_FIELDS)]
-        # A connection opened before a Redis restart fails on first use; one
-        # reconnect tells a dead socket from a dead Redis, which would
-        # otherwise trip the breaker for every thread after each restart.
-        reused = connection._sock is not None
-        while True:
+            connection = self._threads.connection = _own_connection(self._client)
+        return _hmget(connection, key)
+
+    def _fetch_from_replica(self, key: str) -> list[bytes | None]:
+        if self._replica_in_sync:
             try:
-                connection.send_packed_command(command, check_health=False)
-                return connection.read_response()
-            except redis.TimeoutError:
-                connection.disconnect()
-                raise
-            except redis.ConnectionError:
-                connection.disconnect()
-                if not reused:
-                    raise
-                reused = False
-            except BaseException:
-                # Whatever was half sent or half read must not reach the next request.
-                connection.disconnect()
-                raise
+                return self._replica_breaker.call(self._read_replica_entry, key)
+            except RedisUnavailable:
+                pass  # logged by its breaker
+        return self._call(self._read_entry, key)
+
+    def _read_replica_entry(self, key: str) -> list[bytes | None]:
+        """One HMGET on this thread's own connection to the replica."""
+        try:
+            connection = self._threads.replica
+        except AttributeError:
+            connection = self._threads.replica = _own_connection(self._replica)
+        return _hmget(connection, key)
+
+    def _fetch_from_cluster(self, key: str) -> list[bytes | None]:
+        """HMGET through redis-py's cluster routing, behind the key's node's own breaker."""
+        client = self._client
+        if client is None:
+            client = self._call(self._primary)
+        try:
+            node = client.get_node_from_key(key)
+        except RedisClusterException as exc:
+            raise RedisUnavailable(str(exc)) from exc
+        breaker = self._node_breakers.get(node.name)
+        if breaker is None:
+            breaker = self._node_breakers.setdefault(
+                node.name,
+                Breaker(
+                    f"Redis Cluster node {node.name}", "serving last-known copies of its entries"
+                ),
+            )
+        raw_version, body = breaker.call(
+            client.hmget, key, keys.ENTRY_VERSION_FIELD, keys.ENTRY_BODY_FIELD
+        )
+        known = self.cache.last_known(key)
+        if known is not None and known[0] > (int(raw_version) if raw_version else 0):
+            # A repair lowered or removed the entry, announced where this
+            # process does not listen: the older copy must not be kept over it.
+            self.cache.apply([(key, 0)])
+        return [raw_version, body]
 
     def last_known(self, slug: str, user_id: str) -> tuple[int, bytes] | None:
-        """The last (version, body) this process read for the entry, or None."""
-        return self.cache.last_known(keys.entry_key(slug, user_id))
+        """The last (version, body) this process read for the entry, or None.
+
+        With a replica, also what the replica holds when it answers: the
+        primary failed, and the replica's copy may be newer than ours.
+        """
+        key = keys.entry_key(slug, user_id)
+        copy = self.cache.last_known(key)
+        if self._replica is not None:
+            replica_copy = self._replica_copy(key)
+            if replica_copy is not None and (copy is None or replica_copy[0] >= copy[0]):
+                copy = replica_copy
+        return copy
+
+    def _replica_copy(self, key: str) -> tuple[int, bytes] | None:
+        """The replica's content for `key` (None: none, or no answer), in or out of sync."""
+        try:
+            raw_version, body = self._replica_breaker.call(self._read_replica_entry, key)
+        except RedisUnavailable:
+            return None
+        return (int(raw_version), body) if raw_version and body else None
 
     def is_ready(self) -> bool:
         """True when a full build from the database has completed (keys.READY)."""
-        return bool(self._call(self._client.exists, keys.READY))
+        return self._on_reader(_read_ready)
 
     # -- the config snapshot -----------------------------------------------------
 
@@ -318,15 +590,13 @@ class Store:
 
         Asked before a 404 for a campaign, which the poller's copy may lag
         behind by up to POLL_SECONDS. Two cheap reads: a stream of requests
-        for unknown campaigns reloads nothing.
+        for unknown campaigns reloads nothing. Asked of the primary: a replica
+        that lags must not turn a new campaign into 404s.
         """
-        pipe = self._client.pipeline(transaction=False)
-        pipe.exists(keys.READY)
-        pipe.get(keys.CONFIG_VERSION)
-        ready, version = self._call(pipe.execute)
+        version, ready = self._call(self._on_primary, _read_poll)
         current = self._snapshot
         if version is not None and (current is None or version != current.version):
-            self.reload()
+            self.reload(from_primary=True)
         return bool(ready), self._snapshot
 
     def snapshot(self) -> ConfigSnapshot | None:
@@ -341,14 +611,13 @@ class Store:
             current = self._snapshot
         return current
 
-    def reload(self, probe: bool = False) -> None:
+    def reload(self, probe: bool = False, from_primary: bool = False) -> None:
         """Read the whole config in one MULTI and swap it in."""
-        pipe = self._client.pipeline(transaction=True)
-        pipe.get(keys.CONFIG_VERSION)
-        pipe.hgetall(keys.CAMPAIGNS)
-        pipe.get(keys.DEFAULT_CAMPAIGN)
-        pipe.hgetall(keys.API_KEYS)
-        version, campaigns, default_campaign, api_keys = self._call(pipe.execute, probe=probe)
+        if from_primary:
+            loaded = self._call(self._on_primary, _read_config, probe=probe)
+        else:
+            loaded = self._on_reader(_read_config, probe)
+        version, campaigns, default_campaign, api_keys = loaded
         self._loaded_at = time.monotonic()
         if version is None:
             # An empty (restarted) Redis: keep routing with the config we had
@@ -361,20 +630,58 @@ class Store:
     def refresh(self) -> None:
         """One poll: note the ready marker, reload when the version moved or the copy is old."""
         current = self._snapshot
-        pipe = self._client.pipeline(transaction=False)
-        pipe.get(keys.CONFIG_VERSION)
-        pipe.exists(keys.READY)
         try:
-            version, ready = self._call(pipe.execute, probe=True)
+            version, ready, cache_valid = self._poll_state()
         except RedisUnavailable:
             self.cache.set_ready(False)
             raise
         # Losing the marker (a restart, a flush) invalidates the cache: its
         # entries may be gone from Redis without any announcement.
-        self.cache.set_ready(bool(ready))
+        self.cache.set_ready(cache_valid)
         stale = time.monotonic() - self._loaded_at > FULL_RELOAD_SECONDS
         if current is None or version != current.version or stale:
             self.reload(probe=True)
+
+    def _poll_state(self) -> tuple[bytes | None, int, bool]:
+        """(config version, ready marker, whether the cache may answer) where reads go."""
+        if self._replica is not None:
+            state = self._poll_replica()
+            if state is not None:
+                return state
+        version, ready = self._call(self._on_primary, _read_poll, probe=True)
+        # With a replica, announcements come from the replica: while reads go
+        # to the primary, the cache must not answer.
+        return version, ready, bool(ready) and self._replica is None
+
+    def _poll_replica(self) -> tuple[bytes | None, int, bool] | None:
+        """The poll on the replica, with its link to the primary; None when it cannot serve."""
+        pipe = self._replica.pipeline(transaction=False)
+        pipe.get(keys.CONFIG_VERSION)
+        pipe.exists(keys.READY)
+        pipe.execute_command("ROLE")
+        try:
+            version, ready, role = self._replica_breaker.call(pipe.execute, probe=True)
+        except RedisUnavailable:
+            # Logged by its breaker; requests skip it until it answers a poll.
+            self._replica_in_sync = False
+            return None
+        # ROLE of a replica: [b"slave", host, port, link state, offset]. A
+        # replica whose link is down serves whatever it had, for as long as it
+        # stays down: a promoted or detached one no longer follows at all.
+        link = role[3] if role[0] == b"slave" else role[0]
+        in_sync = link == b"connected"
+        if in_sync != self._replica_in_sync:
+            address = _address(self._replica)
+            if in_sync:
+                log.info("read replica %s answers and follows the primary; reading it", address)
+            else:
+                log.warning(
+                    "read replica %s does not follow the primary (%s); reading the primary",
+                    address,
+                    link.decode(errors="replace"),
+                )
+            self._replica_in_sync = in_sync
+        return (version, ready, bool(ready)) if in_sync else None
 
     def start_polling(self) -> None:
         """Start the daemon threads that keep the snapshot and the cache current."""
@@ -382,7 +689,8 @@ class Store:
             return
         self._poller = threading.Thread(target=self._poll, name="config-poller", daemon=True)
         self._poller.start()
-        if self.cache.capacity:
+        # On a cluster the cache only keeps last-known copies: nothing to feed.
+        if self.cache.capacity and not self._cluster:
             threading.Thread(
                 target=self._subscribe_forever, name="entry-changes", daemon=True
             ).start()
@@ -390,10 +698,12 @@ class Store:
     # -- entry announcements -----------------------------------------------------
 
     def _subscribe_forever(self) -> None:
-        pool = self._client.connection_pool
+        # Where the entries are read: the replica's stream carries the
+        # announcements in order with the writes they announce.
+        source = self._replica if self._replica is not None else self._client
         while True:
             # A connection of its own, outside the pool: it stays subscribed.
-            connection = pool.connection_class(**pool.connection_kwargs)
+            connection = _own_connection(source)
             try:
                 self._listen(connection)
             except (redis.RedisError, OSError, ValueError) as exc:
