@@ -160,6 +160,11 @@ class Settings:
     # second. `API_METRICS=0` turns both off (the dashboard and `/metrics` go
     # quiet); it exists to measure their overhead, which stays under 5%.
     api_metrics: bool = True
+    # Pin each waitress process to one CPU of its affinity mask (DESIGN 9).
+    # `API_PIN_CPUS=0` where the mask is not this process's own: a container
+    # without exclusive CPUs sees the host's, and every pod would pin to the
+    # same ones (docs/scaling.md).
+    api_pin_cpus: bool = True
     # The endpoint's public base URL (`CCADMIN_API_URL`, e.g. https://content.example.com),
     # used in the Braze snippets the admin generates; unset, they show a placeholder.
     api_public_url: str | None = None
@@ -271,6 +276,7 @@ def load(environ: dict[str, str] | os._Environ | None = None) -> Settings:
         api_cache_size=parse_int("API_CACHE_SIZE", env.get("API_CACHE_SIZE"), 100_000, 0),
         api_server=parse_choice("API_SERVER", env.get("API_SERVER"), API_SERVERS),
         api_metrics=parse_bool("API_METRICS", env.get("API_METRICS"), True),
+        api_pin_cpus=parse_bool("API_PIN_CPUS", env.get("API_PIN_CPUS"), True),
         api_public_url=(env.get("CCADMIN_API_URL") or "").rstrip("/") or None,
         trusted_proxies=parse_int("CCADMIN_TRUSTED_PROXIES", env.get("CCADMIN_TRUSTED_PROXIES"), 0),
         session_idle_minutes=parse_int(

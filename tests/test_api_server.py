@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import time
 from pathlib import Path
 
 import api_support
@@ -92,3 +93,29 @@ def test_several_processes_share_one_port(store, spawn):
     assert parent.wait(timeout=15) == 0
     for child in replaced:
         assert not Path(f"/proc/{child}").exists()
+
+
+
+def test_each_process_is_pinned_to_its_own_cpu_unless_told_not_to(store, spawn):
+    mark_ready(store)
+    cpus = os.sched_getaffinity(0)
+    pinned = [{cpu} for cpu in sorted(cpus)][:2] if len(cpus) > 1 else [cpus, cpus]
+    for pin, expected in (("1", pinned), ("0", [cpus, cpus])):
+        port = free_port()
+        parent = spawn(
+            ["-m", "ccadmin.api"],
+            env={
+                "API_PORT": str(port),
+                "API_PROCESSES": "2",
+                "API_HOST": "127.0.0.1",
+                "API_PIN_CPUS": pin,
+            },
+            ready_url=f"http://127.0.0.1:{port}/healthz",
+        )
+        pid = parent.pid
+        children = wait_until(lambda pid=pid: len(_children(pid)) == 2 and _children(pid))
+        time.sleep(1.0)  # a child pins itself first thing after the fork
+        masks = sorted((os.sched_getaffinity(child) for child in children), key=sorted)
+        assert masks == expected, pin
+        os.kill(parent.pid, signal.SIGTERM)
+        assert parent.wait(timeout=15) == 0

@@ -202,7 +202,7 @@ class Supervisor:
         cpus = sorted(os.sched_getaffinity(0))
         # One child per CPU, pinned: an unpinned process flips between fast
         # and slow runs as the GIL hands off across cores (DESIGN 9).
-        self.cpus = cpus if len(cpus) > 1 else []
+        self.cpus = cpus if len(cpus) > 1 and settings.api_pin_cpus else []
 
     def spawn(self, index: int) -> None:
         """Fork child number `index`; it serves until told to stop.
@@ -320,7 +320,8 @@ def serve(settings: Settings, app: str = API_APP) -> None:
         round(settings.api_redis_timeout * 1000),
     )
     if settings.api_processes == 1:
-        pin_to_one_cpu()
+        if settings.api_pin_cpus:
+            pin_to_one_cpu()
         serve_socket(listeners[0], settings, app)
     else:
         Supervisor(listeners, settings, app).run()
