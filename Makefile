@@ -26,7 +26,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not slow and not browser"
 
-# The load benchmark (docs/performance.md): loopback only, about 9 minutes.
+# The load benchmark (docs/performance.md): loopback only, about 11 minutes.
 # BENCH_ARGS=--full runs 30 s ladder steps; --sweep-threads also tries 4/8/16/32 threads.
 bench: $(STAMP)
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: sudo apt-get install wrk" >&2; exit 1; }

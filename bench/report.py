@@ -20,6 +20,11 @@ _COLUMNS = (
     ("ratio", 6, "{}"),
 )
 _TITLES = ("scenario", "server", "conns", "req/s", "p50 ms", "p99 ms", "errors", "ratio")
+# The Redis Cluster runs: paired single/cluster at 500 connections, and the
+# ladder on the cluster (its ratio: against the single-Redis ladder's API row).
+CLUSTER_PAIRED = "cluster/single"
+CLUSTER_LADDER = "ladder (cluster)"
+_LADDERS = ("ladder", "ladder (granian)", CLUSTER_LADDER)
 
 
 def print_header() -> None:
@@ -83,6 +88,16 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         rows, "metrics off/on", "metrics on", 500
     ).get("ratio")
     result["target5_rss_mb_at_15000"] = _row(rows, "ladder", "api", 15_000).get("rss_mb")
+    paired = _row(rows, CLUSTER_PAIRED, "cluster", 500)
+    if paired:
+        result["cluster_single_ratio_at_500"] = paired.get("ratio")
+        single = _row(rows, CLUSTER_PAIRED, "single", 500).get("rate")
+        result["cluster_single_rates_at_500"] = [single, paired.get("rate")]
+    on_cluster = [r for r in rows if r["scenario"] == CLUSTER_LADDER and r["server"] == "api"]
+    if on_cluster:
+        result["cluster_ladder_ratio"] = {row["connections"]: row["ratio"] for row in on_cluster}
+        result["cluster_ladder_errors"] = {row["connections"]: row["errors"] for row in on_cluster}
+        result["cluster_ladder_p99_ms"] = {row["connections"]: row["p99_ms"] for row in on_cluster}
     return result
 
 
@@ -100,7 +115,7 @@ def write_html(results: dict[str, Any], path: Path) -> Path:
         rows=2,
         cols=2,
         subplot_titles=(
-            "requests/s: API vs hello-world ceiling",
+            "requests/s: API vs hello-world ceiling (and cluster vs single Redis)",
             "ladder: requests/s by connections",
             "ladder: p99 latency (ms) by connections",
             "spike: fresh-connection probes (s to answer)",
@@ -109,11 +124,12 @@ def write_html(results: dict[str, Any], path: Path) -> Path:
     compared = [
         row
         for row in rows
-        if row["scenario"]
-        not in ("ladder", "ladder (granian)", "spike", "spike (granian)", "10x spike")
+        if row["scenario"] not in (*_LADDERS, "spike", "spike (granian)", "10x spike")
     ]
-    for server in ("ceiling", "api"):
+    for server in ("ceiling", "api", "single", "cluster"):
         picked = [row for row in compared if row["server"] == server]
+        if not picked:
+            continue
         figure.add_trace(
             go.Bar(
                 name=server,
@@ -123,9 +139,11 @@ def write_html(results: dict[str, Any], path: Path) -> Path:
             row=1,
             col=1,
         )
-    for scenario in ("ladder", "ladder (granian)"):
+    for scenario in _LADDERS:
         for server in ("ceiling", "api"):
             picked = [r for r in rows if r["scenario"] == scenario and r["server"] == server]
+            if not picked:
+                continue
             connections = [row["connections"] for row in picked]
             name = f"{scenario} {server}"
             figure.add_trace(

@@ -5,8 +5,10 @@ path, then measures on loopback: one process and two processes (ours and the
 ceiling, the median of several short runs), the connection ladder, a spike
 from idle to 10,000 connections with fresh-connection probes, the resident
 memory of each API process at 15,000 connections, the cost of metrics
-recording (on vs off), and the same app under granian when it is installed.
-Prints a table and writes JSON and an HTML report under bench/results/.
+recording (on vs off), the API with its content store on a local Redis
+Cluster (3 primaries, 3 replicas) against the API on the single Redis, and
+the same app under granian when it is installed. Prints a table and writes
+JSON and an HTML report under bench/results/.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import json
 import os
 import random
 import resource
+import shutil
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -29,10 +33,15 @@ from typing import Any
 
 from bench import report, seed, wrk
 from bench.servers import API, HELLO, Server
+from ccadmin.local_cluster import PRIMARY_COUNT, LocalCluster
+from ccadmin.redis_client import cluster_client
 
 RESULTS = Path(__file__).with_name("results")
 # Threads per waitress process: measured with --sweep-threads (docs/performance.md).
 THREAD_CHOICES = (4, 8, 16, 32)
+# Redis's own default. The bench starves every process of CPU at times; with
+# the test suite's 1 s a busy node could be voted out and fail over mid-run.
+CLUSTER_NODE_TIMEOUT_MS = 15_000
 
 
 def parse_args() -> argparse.Namespace:
@@ -49,6 +58,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tenfold-seconds", type=float, default=30.0, help="10x spike length")
     parser.add_argument("--sweep-threads", action="store_true", help="also try 4/8/16/32")
     parser.add_argument("--no-granian", action="store_true")
+    parser.add_argument("--no-cluster", action="store_true", help="skip the Redis Cluster runs")
+    parser.add_argument(
+        "--cluster-step-seconds", type=float, default=5.0, help="per ladder step on the cluster"
+    )
     args = parser.parse_args()
     if args.full:
         args.step_seconds = 30.0
@@ -234,6 +247,62 @@ def tenfold(bench: Bench, processes: int) -> None:
     bench.record("10x spike", "added", added, 0)
 
 
+def cluster(bench: Bench, processes: int) -> dict[str, Any]:
+    """The API with its content store on a local Redis Cluster, against the single Redis.
+
+    The cluster is seeded with the same users through the same write path.
+    The queues' Redis (REDIS_URL) stays the single one: the API needs it for
+    nothing on the request path. First paired runs at 500 connections
+    (single-Redis API as the "ceiling" side, so the ratio is cluster/single),
+    then the ladder, each step's ratio taken against the single-Redis
+    ladder's API row at the same connection count.
+    """
+    args = bench.args
+    folder = Path(tempfile.mkdtemp(prefix="ccbench-cluster-"))
+    started = time.monotonic()
+    try:
+        with LocalCluster(folder, node_timeout_ms=CLUSTER_NODE_TIMEOUT_MS) as local:
+            urls = ",".join(local.urls)
+            client = cluster_client(tuple(local.urls))
+            try:
+                print(f"seeding {args.users:,} users into a local Redis Cluster ...", flush=True)
+                seed.seed(client, args.users, bench.api_key)
+            finally:
+                client.close()
+            seeded = round(time.monotonic() - started)
+            print(f"cluster started and seeded in {seeded} s", flush=True)
+            on_cluster = {"REDIS_CLUSTER_URLS": urls}
+            with (
+                bench.server(API, processes) as single,
+                bench.server(API, processes, **on_cluster) as clustered,
+            ):
+                theirs, ours = bench.paired(single, clustered, 500)
+            bench.record(report.CLUSTER_PAIRED, "single", theirs, theirs["rate"])
+            bench.record(report.CLUSTER_PAIRED, "cluster", ours, theirs["rate"])
+            single_rates = {
+                row["connections"]: row["rate"]
+                for row in bench.rows
+                if row["scenario"] == "ladder" and row["server"] == "api"
+            }
+            with bench.server(API, processes, **on_cluster) as api:
+                bench.wrk(api, 500, 2)
+                for count in [int(step) for step in args.ladder.split(",")]:
+                    sampler = _later(args.cluster_step_seconds * 0.7, api.rss_mb)
+                    result = bench.wrk(api, count, args.cluster_step_seconds).as_dict()
+                    result["rss_mb"] = sampler()
+                    bench.record(report.CLUSTER_LADDER, "api", result, single_rates.get(count, 0))
+                    time.sleep(2)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {
+        "primaries": PRIMARY_COUNT,
+        "replicas": PRIMARY_COUNT,
+        "node_timeout_ms": CLUSTER_NODE_TIMEOUT_MS,
+        "start_and_seed_seconds": seeded,
+        "step_seconds": args.cluster_step_seconds,
+    }
+
+
 def sweep_threads(bench: Bench) -> dict[int, float]:
     """Requests/s of one API process at 500 connections per thread count (and its ceiling)."""
     rates = {}
@@ -282,6 +351,8 @@ def main() -> int:
         results["rss_mb"] = ladder(bench, 2)
         results["spike"] = spike(bench, 2)
         tenfold(bench, 2)
+        if not args.no_cluster:
+            results["cluster"] = cluster(bench, 2)
         if not args.no_granian and importlib.util.find_spec("granian"):
             compare(bench, "granian 2 workers", 2, [500], API_SERVER="granian")
             results["rss_mb_granian"] = ladder(bench, 2, "ladder (granian)", API_SERVER="granian")

@@ -64,17 +64,32 @@ class PrivateRedis:
         self.folder.rmdir()
 
 
-def _entries(users: int, start: int = 1) -> Iterator[store.EntryWrite]:
-    for user in range(start, users + 1):
-        user_id = str(user)
-        body = payload.render_payload(
-            CAMPAIGN, user_id, 1, {"message": f"Your code for today is SPRING{user:07d}"}
-        )
-        yield store.EntryWrite(keys.entry_key(CAMPAIGN, user_id), 1, body)
+def _entries(users: int) -> Iterator[store.EntryWrite]:
+    """Users 1..users, grouped by hash tag.
+
+    On Redis Cluster each script call carries one tag's entries; in user
+    order a batch of 2,000 would hold hundreds of tags (calls of two entries
+    each), grouped it holds one or two.
+    """
+    by_group: dict[int, list[int]] = {}
+    for user in range(1, users + 1):
+        by_group.setdefault(keys.entry_group(CAMPAIGN, str(user)), []).append(user)
+    for group in sorted(by_group):
+        for user in by_group[group]:
+            user_id = str(user)
+            body = payload.render_payload(
+                CAMPAIGN, user_id, 1, {"message": f"Your code for today is SPRING{user:07d}"}
+            )
+            yield store.EntryWrite(keys.entry_key(CAMPAIGN, user_id), 1, body)
 
 
-def seed(client: redis.Redis, users: int) -> str:
-    """Write `users` entries, the campaign (served at /data) and a key; returns the key."""
+def seed(client: redis.Redis | redis.RedisCluster, users: int, api_key: str | None = None) -> str:
+    """Write `users` entries, the campaign (served at /data) and a key; returns the key.
+
+    The same calls seed a single Redis and a Redis Cluster (workers.store
+    splits its script calls by hash tag there); pass the first store's
+    `api_key` to the second so one wrk script serves both.
+    """
     config_json = payload.campaign_config(
         slug=CAMPAIGN,
         version=1,
@@ -86,7 +101,7 @@ def seed(client: redis.Redis, users: int) -> str:
     )
     store.write_campaign(client, CAMPAIGN, 1, config_json)
     store.write_default_campaign(client, store.next_snapshot(client), CAMPAIGN)
-    api_key = secrets.token_urlsafe(24)
+    api_key = api_key or secrets.token_urlsafe(24)
     digest = hashlib.sha256(api_key.encode("utf-8")).hexdigest()
     document = json.dumps({"name": "bench", "campaigns": None})
     store.write_api_keys(client, store.next_snapshot(client), {digest: document})
