@@ -23,8 +23,9 @@ from sqlalchemy import select
 
 from ccadmin import keys
 from ccadmin.api.app import ConnectedContentApp
+from ccadmin.api.clients import connect
 from ccadmin.api.counters import Counters
-from ccadmin.api.store import Store, connect
+from ccadmin.api.store import Store
 from ccadmin.config import Settings
 from ccadmin.extensions import db
 from ccadmin.models import Campaign, ContentEntry

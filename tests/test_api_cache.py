@@ -12,7 +12,7 @@ from support import free_port, wait_until
 
 from ccadmin import keys, payload
 from ccadmin.api.cache import EntryCache
-from ccadmin.api.store import SUBSCRIBER_NAME
+from ccadmin.api.entry_changes import SUBSCRIBER_NAME
 from workers import store as worker_store
 
 store = api_support.store

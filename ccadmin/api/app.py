@@ -17,6 +17,8 @@ from urllib.parse import unquote_to_bytes
 
 from ccadmin import config, payload
 from ccadmin.api import auth
+from ccadmin.api.breaker import RedisUnavailable
+from ccadmin.api.config_snapshot import Campaign, ConfigSnapshot
 from ccadmin.api.counters import (
     AUTH_FAILURES,
     FALLBACKS,
@@ -27,7 +29,7 @@ from ccadmin.api.counters import (
     DisabledCounters,
 )
 from ccadmin.api.metrics_flush import MetricsFlusher
-from ccadmin.api.store import Campaign, ConfigSnapshot, NotReady, RedisUnavailable, Store
+from ccadmin.api.store import NotReady, Store
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from base64 import b64decode
 from collections.abc import Mapping
 from functools import lru_cache
 
-from ccadmin.api.store import ApiKey, ConfigSnapshot
+from ccadmin.api.config_snapshot import ApiKey, ConfigSnapshot
 from ccadmin.config import IpNetwork
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

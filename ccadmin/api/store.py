@@ -9,6 +9,9 @@ worker's announcements. Every Redis call goes through a short circuit
 breaker so a Redis that is down costs one timeout per second, not one per
 request.
 
+Alongside: config_snapshot.py (parsing the config), clients.py (the Redis
+clients and the packed HMGET), breaker.py, entry_changes.py (the subscriber).
+
 The store can sit on three topologies (docs/configuration.md):
 - one Redis (REDIS_URL): everything above, the fastest path;
 - a primary with read replicas (REDIS_READ_URLS): each process reads one
@@ -27,27 +30,28 @@ The store can sit on three topologies (docs/configuration.md):
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import logging
-import os
-import select
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from types import MappingProxyType
+from collections.abc import Callable
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.exceptions import ClusterError, RedisClusterException
-from redis.retry import Retry
+from redis.exceptions import RedisClusterException
 
 from ccadmin import keys
+from ccadmin.api.breaker import Breaker, RedisUnavailable
 from ccadmin.api.cache import EntryCache
+from ccadmin.api.clients import (
+    client_address,
+    connect,
+    connect_replica,
+    hmget_entry,
+    own_connection,
+)
+from ccadmin.api.config_snapshot import ConfigSnapshot, build_snapshot, env_api_keys
+from ccadmin.api.entry_changes import follow_entry_changes
 from ccadmin.config import Settings
-from ccadmin.redis_client import cluster_client
 
 log = logging.getLogger(__name__)
 
@@ -57,241 +61,10 @@ POLL_SECONDS = 0.5
 # Reload in full even without a version change: a Redis restored from an old
 # snapshot can hand out a CONFIG_VERSION number this process already saw.
 FULL_RELOAD_SECONDS = 10.0
-# After a connection error or timeout, requests skip Redis for this long (one
-# request probes when it ends). Short enough to recover fast, long enough
-# that a hung Redis cannot tie up every thread in timeouts.
-BREAKER_SECONDS = 0.75
-# Extra pool connections beyond the serving threads: the config poller and
-# readiness probes must not wait behind requests.
-SPARE_CONNECTIONS = 2
-# The subscriber pings its connection this often when no message arrived and
-# gives up on it when the answer takes longer than PONG_SECONDS: a silently
-# dead connection (a network partition) would otherwise lose announcements
-# while the cache keeps answering.
-PING_SECONDS = 1.0
-PONG_SECONDS = 2.0
-# Pause before subscribing again after the subscription broke.
-RESUBSCRIBE_SECONDS = 0.5
-# The subscriber's name in CLIENT LIST, so operators can tell it apart.
-SUBSCRIBER_NAME = "ccadmin-api-entry-changes"
-# On Redis Cluster, attempts after a node failed, each on a reloaded slot map:
-# one finds the promoted replica once a failover is done; more would only add
-# timeouts while it is not, and the caller gives up after 2 s.
-CLUSTER_RETRIES = 1
-# Errors that mean a node does not answer: its breaker trips. (A cluster that
-# cannot be reached at all, or a slot no node serves, is not a RedisError.)
-_DOWN_ERRORS = (redis.ConnectionError, redis.TimeoutError, ClusterError, RedisClusterException)
-# The tail of the one command on the hot path, `HMGET key v b`, packed once:
-# going through redis-py's command layer (argument checks, retry wrapper,
-# pool checkout) cost more CPU than the rest of the request (docs/performance.md).
-_HMGET_HEAD = b"*4\r\n$5\r\nHMGET\r\n"
-_HMGET_FIELDS = b"".join(
-    b"$%d\r\n%s\r\n" % (len(field), field)
-    for field in (keys.ENTRY_VERSION_FIELD.encode(), keys.ENTRY_BODY_FIELD.encode())
-)
-
-
-class RedisUnavailable(Exception):
-    """Redis did not answer (down, timing out, or the breaker is open)."""
 
 
 class NotReady(Exception):
     """Redis answers but holds no complete build, and the entry is not there."""
-
-
-@dataclass(frozen=True, slots=True)
-class Campaign:
-    """One campaign's published config, with its response headers precomputed."""
-
-    slug: str
-    version: int
-    active: bool
-    public: bool
-    fallback: str
-    max_age: int
-    fallback_prefix: str
-    fallback_suffix: str
-    cache_control: str
-    etag_prefix: str
-
-    @property
-    def fallback_etag(self) -> str:
-        """The fallback body changes only with the campaign's version."""
-        return f'{self.etag_prefix}f{self.version}"'
-
-
-@dataclass(frozen=True, slots=True)
-class ApiKey:
-    """A valid key: its SHA-256 digest and the campaigns it may read (None: all)."""
-
-    digest: bytes
-    name: str
-    campaigns: frozenset[str] | None
-
-
-@dataclass(frozen=True, slots=True)
-class ConfigSnapshot:
-    """Everything a request needs besides the entry itself; never mutated."""
-
-    version: bytes
-    campaigns: Mapping[str, Campaign]
-    default_campaign: str | None
-    api_keys: tuple[ApiKey, ...]
-
-
-def parse_campaign(raw: bytes | str) -> Campaign:
-    """A Campaign from the JSON payload.campaign_config() wrote."""
-    config = json.loads(raw)
-    slug = str(config["slug"])
-    max_age = max(0, int(config["max_age"]))
-    return Campaign(
-        slug=slug,
-        version=int(config["version"]),
-        active=bool(config["active"]),
-        public=bool(config["public"]),
-        fallback=str(config["fallback"]),
-        max_age=max_age,
-        fallback_prefix=str(config["fallback_prefix"]),
-        fallback_suffix=str(config["fallback_suffix"]),
-        cache_control=f"private, max-age={max_age}",
-        etag_prefix=f'"{keys.PAYLOAD_VERSION}-{slug}-',
-    )
-
-
-def _parse_api_key(digest_hex: bytes | str, raw: bytes | str) -> ApiKey:
-    if isinstance(digest_hex, bytes):
-        digest_hex = digest_hex.decode("ascii")
-    config = json.loads(raw)
-    campaigns = config.get("campaigns")
-    return ApiKey(
-        digest=bytes.fromhex(digest_hex),
-        name=str(config.get("name") or ""),
-        campaigns=None if campaigns is None else frozenset(str(slug) for slug in campaigns),
-    )
-
-
-def _env_keys(settings: Settings) -> tuple[ApiKey, ...]:
-    return tuple(
-        ApiKey(
-            digest=hashlib.sha256(secret.encode("utf-8")).digest(),
-            name="CCADMIN_API_KEYS",
-            campaigns=None,
-        )
-        for secret in settings.api_keys
-    )
-
-
-def build_snapshot(
-    version: bytes,
-    campaigns: Mapping[bytes, bytes],
-    default_campaign: bytes | None,
-    api_keys: Mapping[bytes, bytes],
-    env_keys: tuple[ApiKey, ...],
-) -> ConfigSnapshot:
-    """Parse what Redis holds; one malformed item is skipped, not fatal."""
-    parsed: dict[str, Campaign] = {}
-    for slug, raw in campaigns.items():
-        try:
-            campaign = parse_campaign(raw)
-        except (ValueError, KeyError, TypeError):
-            log.warning("skipping malformed campaign config %r", slug)
-            continue
-        parsed[campaign.slug] = campaign
-    valid_keys = list(env_keys)
-    for digest_hex, raw in api_keys.items():
-        try:
-            valid_keys.append(_parse_api_key(digest_hex, raw))
-        except (ValueError, TypeError, AttributeError):
-            log.warning("skipping malformed API key entry %r", digest_hex)
-    return ConfigSnapshot(
-        version=version,
-        campaigns=MappingProxyType(parsed),
-        default_campaign=default_campaign.decode("utf-8") if default_campaign else None,
-        api_keys=tuple(valid_keys),
-    )
-
-
-def _pool(url: str, settings: Settings, **overrides: Any) -> redis.BlockingConnectionPool:
-    """A pool for one Redis: fail fast, never retry, one connection per thread."""
-    return redis.BlockingConnectionPool(
-        **{**redis.connection.parse_url(url), **overrides},
-        max_connections=settings.api_threads + SPARE_CONNECTIONS,
-        # Waiting for a free connection counts against the same budget as a
-        # Redis call; with one connection per thread it should never happen.
-        timeout=settings.api_redis_timeout,
-        socket_timeout=settings.api_redis_timeout,
-        socket_connect_timeout=settings.api_redis_timeout,
-        # A retry doubles the wait on a Redis that is down; the breaker and
-        # the last-known copies handle failures instead.
-        retry=Retry(NoBackoff(), 0),
-    )
-
-
-def connect(settings: Settings) -> redis.Redis | redis.RedisCluster:
-    """The store's client for one process: the cluster when configured, else REDIS_URL.
-
-    On a cluster this contacts the seed nodes at once (redis-py loads the slot
-    map in the constructor) and raises RedisClusterException if none answers.
-    """
-    if settings.redis_cluster_urls:
-        client = cluster_client(
-            settings.redis_cluster_urls,
-            socket_timeout=settings.api_redis_timeout,
-            socket_connect_timeout=settings.api_redis_timeout,
-        )
-        client.set_retry(Retry(NoBackoff(), CLUSTER_RETRIES))
-        return client
-    return redis.Redis(connection_pool=_pool(settings.effective_redis_url, settings))
-
-
-def connect_replica(settings: Settings, primary: redis.Redis) -> redis.Redis:
-    """This process's read replica: one of REDIS_READ_URLS, picked by pid.
-
-    Processes of one host have consecutive pids, so they spread over the
-    replicas. The database number is the primary's: a replica holds the
-    primary's databases, whatever its URL says.
-    """
-    url = settings.redis_read_urls[os.getpid() % len(settings.redis_read_urls)]
-    db = primary.connection_pool.connection_kwargs.get("db", 0)
-    return redis.Redis(connection_pool=_pool(url, settings, db=db))
-
-
-def _address(client: redis.Redis) -> str:
-    """host:port (or the socket path) of a client, for logs: never its password."""
-    options = client.connection_pool.connection_kwargs
-    return options.get("path") or f"{options.get('host')}:{options.get('port')}"
-
-
-def _own_connection(client: redis.Redis) -> Any:
-    """A connection outside the client's pool, with the pool's settings."""
-    pool = client.connection_pool
-    return pool.connection_class(**pool.connection_kwargs)
-
-
-def _hmget(connection: Any, key: str) -> list[bytes | None]:
-    """`HMGET key v b` on a connection of one thread's own (with the pool's timeouts)."""
-    encoded = key.encode("utf-8")
-    command = [b"%s$%d\r\n%s\r\n%s" % (_HMGET_HEAD, len(encoded), encoded, _HMGET_FIELDS)]
-    # A connection opened before a Redis restart fails on first use; one
-    # reconnect tells a dead socket from a dead Redis, which would otherwise
-    # trip the breaker for every thread after each restart.
-    reused = connection._sock is not None
-    while True:
-        try:
-            connection.send_packed_command(command, check_health=False)
-            return connection.read_response()
-        except redis.TimeoutError:
-            connection.disconnect()
-            raise
-        except redis.ConnectionError:
-            connection.disconnect()
-            if not reused:
-                raise
-            reused = False
-        except BaseException:
-            # Whatever was half sent or half read must not reach the next request.
-            connection.disconnect()
-            raise
 
 
 def _read_ready(client: Any) -> bool:
@@ -313,46 +86,6 @@ def _read_config(client: Any) -> list[Any]:
     pipe.get(keys.DEFAULT_CAMPAIGN)
     pipe.hgetall(keys.API_KEYS)
     return pipe.execute()
-
-
-class Breaker:
-    """Skips one Redis for BREAKER_SECONDS after it failed; then one call probes it."""
-
-    def __init__(self, name: str, meanwhile: str) -> None:
-        self.name = name
-        # What answers while it is down, for the log line.
-        self.meanwhile = meanwhile
-        self._retry_at = 0.0
-        self._tripped = False
-
-    def call(self, command: Callable[..., Any], *args: Any, probe: bool = False) -> Any:
-        """`command(*args)`, or RedisUnavailable when it fails or failed moments ago.
-
-        `probe` calls even while the breaker is open (the config poller's
-        calls double as the probe).
-        """
-        if not probe:
-            now = time.monotonic()
-            if now < self._retry_at:
-                raise RedisUnavailable(f"{self.name} failed moments ago; not retrying yet")
-            if self._tripped:
-                # This request probes; the others keep skipping until it is done.
-                self._retry_at = now + BREAKER_SECONDS
-        try:
-            result = command(*args)
-        except _DOWN_ERRORS as exc:
-            if not self._tripped:
-                log.warning("%s unreachable (%s); %s", self.name, exc, self.meanwhile)
-            self._tripped = True
-            self._retry_at = time.monotonic() + BREAKER_SECONDS
-            raise RedisUnavailable(str(exc)) from exc
-        except redis.RedisError as exc:
-            raise RedisUnavailable(str(exc)) from exc
-        if self._tripped:
-            self._tripped = False
-            self._retry_at = 0.0
-            log.info("%s answers again", self.name)
-        return result
 
 
 class Store:
@@ -377,12 +110,12 @@ class Store:
         if client is None and settings.redis_read_urls:
             self._replica = connect_replica(settings, self._client)
             self._replica_breaker = Breaker(
-                f"read replica {_address(self._replica)}", "reading the primary"
+                f"read replica {client_address(self._replica)}", "reading the primary"
             )
         # Reads go to the replica only while it follows the primary (the
         # poller asks it every POLL_SECONDS); never when there is none.
         self._replica_in_sync = self._replica is not None
-        self._env_keys = _env_keys(settings)
+        self._env_keys = env_api_keys(settings)
         self._snapshot: ConfigSnapshot | None = None
         self._loaded_at = 0.0
         self.cache = EntryCache(settings.api_cache_size)
@@ -408,9 +141,9 @@ class Store:
                 log.info(
                     "reading read replica %s (%d configured); misses are confirmed on "
                     "the primary %s",
-                    _address(self._replica),
+                    client_address(self._replica),
                     len(settings.redis_read_urls),
-                    _address(self._client),
+                    client_address(self._client),
                 )
         self._call = self._breaker.call
 
@@ -511,8 +244,8 @@ class Store:
         try:
             connection = self._threads.connection
         except AttributeError:
-            connection = self._threads.connection = _own_connection(self._client)
-        return _hmget(connection, key)
+            connection = self._threads.connection = own_connection(self._client)
+        return hmget_entry(connection, key)
 
     def _fetch_from_replica(self, key: str) -> list[bytes | None]:
         if self._replica_in_sync:
@@ -527,8 +260,8 @@ class Store:
         try:
             connection = self._threads.replica
         except AttributeError:
-            connection = self._threads.replica = _own_connection(self._replica)
-        return _hmget(connection, key)
+            connection = self._threads.replica = own_connection(self._replica)
+        return hmget_entry(connection, key)
 
     def _fetch_from_cluster(self, key: str) -> list[bytes | None]:
         """HMGET through redis-py's cluster routing, behind the key's node's own breaker."""
@@ -671,7 +404,7 @@ class Store:
         link = role[3] if role[0] == b"slave" else role[0]
         in_sync = link == b"connected"
         if in_sync != self._replica_in_sync:
-            address = _address(self._replica)
+            address = client_address(self._replica)
             if in_sync:
                 log.info("read replica %s answers and follows the primary; reading it", address)
             else:
@@ -691,74 +424,14 @@ class Store:
         self._poller.start()
         # On a cluster the cache only keeps last-known copies: nothing to feed.
         if self.cache.capacity and not self._cluster:
+            # Where the entries are read: that stream carries the announcements.
+            source = self._replica if self._replica is not None else self._client
             threading.Thread(
-                target=self._subscribe_forever, name="entry-changes", daemon=True
+                target=follow_entry_changes,
+                args=(source, self._channel, self.cache),
+                name="entry-changes",
+                daemon=True,
             ).start()
-
-    # -- entry announcements -----------------------------------------------------
-
-    def _subscribe_forever(self) -> None:
-        # Where the entries are read: the replica's stream carries the
-        # announcements in order with the writes they announce.
-        source = self._replica if self._replica is not None else self._client
-        while True:
-            # A connection of its own, outside the pool: it stays subscribed.
-            connection = _own_connection(source)
-            try:
-                self._listen(connection)
-            except (redis.RedisError, OSError, ValueError) as exc:
-                log.warning("entry announcements lost (%s); cache dropped", exc)
-            except Exception:
-                log.exception("entry announcement handling failed; cache dropped")
-            finally:
-                self.cache.detach()
-                connection.disconnect()
-            time.sleep(RESUBSCRIBE_SECONDS)
-
-    def _listen(self, connection: Any) -> None:
-        """Subscribe, then apply announcements until the connection fails."""
-        connection.connect()
-        connection.send_command("CLIENT", "SETNAME", SUBSCRIBER_NAME)
-        connection.read_response()
-        connection.send_command("SUBSCRIBE", self._channel)
-        # push_request: hand subscription replies back instead of to a handler.
-        reply = connection.read_response(push_request=True)
-        if not reply or reply[0] != b"subscribe":
-            raise redis.ConnectionError(f"unexpected reply to SUBSCRIBE: {reply!r}")
-        # The socket is redis-py's own: poll() on it lets this thread sleep
-        # without the GIL and lets request threads see unread announcements.
-        sock = connection._sock
-        watcher = select.poll()
-        watcher.register(sock, select.POLLIN)
-        self.cache.attach(sock.fileno())
-        pinged_at: float | None = None
-        heard_at = time.monotonic()
-        while True:
-            if watcher.poll(PING_SECONDS * 1000):
-                self.cache.set_busy(True)
-                try:
-                    while connection.can_read(timeout=0):
-                        self._handle(connection.read_response(push_request=True))
-                finally:
-                    self.cache.set_busy(False)
-                heard_at = time.monotonic()
-                pinged_at = None
-            now = time.monotonic()
-            if pinged_at is not None and now - pinged_at > PONG_SECONDS:
-                raise redis.TimeoutError("no answer to PING on the subscription")
-            if pinged_at is None and now - heard_at >= PING_SECONDS:
-                connection.send_command("PING")
-                pinged_at = now
-
-    def _handle(self, reply: Any) -> None:
-        if not isinstance(reply, list) or reply[0] != b"message":
-            return  # a pong, or a subscribe confirmation
-        data = reply[2]
-        if data == keys.ENTRY_CHANGES_FLUSH.encode():
-            self.cache.flush(keep_copies=False)
-            return
-        flat = json.loads(data)
-        self.cache.apply([(flat[i], int(flat[i + 1])) for i in range(0, len(flat), 2)])
 
     def _poll(self) -> None:
         while True:
