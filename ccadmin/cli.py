@@ -6,25 +6,38 @@ which is reached by dotted path because ccadmin never imports workers.
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import click
+import redis
 from flask import Flask, current_app
 from flask.cli import with_appcontext
+from rq import SimpleWorker
 from rq.utils import import_attribute
 from sqlalchemy import select
 
-from ccadmin import publishing, seed
+from ccadmin import keys, publishing, reconcile_status, seed
 from ccadmin.extensions import db
 from ccadmin.models import AdminUser, ApiKey, Campaign, OutboxEvent
 from ccadmin.models.api_keys import hash_secret, new_secret
 from ccadmin.models.users import ROLES
-from ccadmin.redis_client import get_redis
+from ccadmin.redis_client import get_redis, get_store
 
-REBUILD_JOB = "workers.rebuild.rebuild_all"
+START_REBUILD = "workers.rebuild.start_rebuild"
+# What the sweeper does for a rebuild in progress: enqueue chunks lost with a
+# worker, resume a stalled one.
+DRIVE_REBUILD = "workers.sweeper.ensure_ready"
+# The command works chunk jobs itself, and looks for lost ones this often.
+REBUILD_POLL_SECONDS = 1.0
+# Seconds between heartbeats of the command's own RQ worker: the sweeper
+# takes a worker silent for 10 s for dead and runs its chunk again.
+REBUILD_HEARTBEAT_SECONDS = 2.0
 RECONCILE_JOB = "workers.rebuild.reconcile"
 MIN_PASSWORD_LENGTH = 12
 CLI_ACTOR = "cli"
@@ -36,10 +49,10 @@ def init_app(app: Flask) -> None:
         app.cli.add_command(command)
 
 
-def _run_worker_function(dotted_path: str) -> Any:
+def _run_worker_function(dotted_path: str, *args: Any, **kwargs: Any) -> Any:
     """Run a worker function here and now, in this app context."""
-    function: Callable[[], Any] = import_attribute(dotted_path)
-    return function()
+    function: Callable[..., Any] = import_attribute(dotted_path)
+    return function(*args, **kwargs)
 
 
 @click.command("seed")
@@ -130,23 +143,18 @@ def create_api_key(name: str, campaigns: tuple[str, ...], secret: str | None) ->
 @click.command("publish")
 @click.option("--all", "rebuild", is_flag=True, help="Rebuild Redis from the database now.")
 @click.option("--pending", is_flag=True, help="Enqueue every unpublished outbox event.")
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(min=1),
+    help="With --all: entry ids per chunk job (default: the worker's, 50,000).",
+)
 @with_appcontext
-def publish(rebuild: bool, pending: bool) -> None:
+def publish(rebuild: bool, pending: bool, chunk_size: int | None) -> None:
     """Publish to Redis: a full rebuild (--all) or the pending outbox events (--pending)."""
     if rebuild == pending:
         raise click.UsageError("give exactly one of --all or --pending")
     if rebuild:
-        started = time.monotonic()
-        try:
-            report = _run_worker_function(REBUILD_JOB)
-        except RuntimeError as error:  # another rebuild holds the lock
-            raise click.ClickException(str(error)) from None
-        seconds = time.monotonic() - started
-        click.echo(
-            f"Rebuilt Redis in {seconds:.1f} s: {report['entries']} entries "
-            f"({report['written']} written, {report['stale']} already current), "
-            f"{report['campaigns']} campaigns, {report['api_keys']} API keys; ready."
-        )
+        _rebuild({} if chunk_size is None else {"chunk_size": chunk_size})
         return
     event_ids = list(
         db.session.execute(
@@ -159,6 +167,74 @@ def publish(rebuild: bool, pending: bool) -> None:
     if not publishing.enqueue_publish(event_ids, connection):
         raise click.ClickException("the queue is unreachable; nothing was enqueued")
     click.echo(f"Enqueued {len(event_ids)} unpublished outbox events.")
+
+
+def _rebuild(options: dict[str, Any]) -> None:
+    """Start a full rebuild and work its chunk jobs here, beside any running worker,
+    until it has set the ready marker."""
+    started = time.monotonic()
+    try:
+        status = _run_worker_function(START_REBUILD, **options)
+    except RuntimeError as error:  # another rebuild holds the lock
+        raise click.ClickException(str(error)) from None
+    if not status["finished"]:
+        click.echo(
+            f"Full rebuild {status['rebuild_id']}: {status['chunks']} chunks of "
+            f"{status['chunk_size']:,} ids, worked here and by every running worker."
+        )
+        _work_rebuild(status)
+    ready = get_store(current_app.config["CCADMIN_SETTINGS"]).get(keys.READY)
+    if ready is None:
+        raise click.ClickException("the rebuild finished but the ready marker is gone; run again")
+    report = json.loads(ready)
+    seconds = time.monotonic() - started
+    click.echo(
+        f"Rebuilt Redis in {seconds:.1f} s: {report['entries']} entries "
+        f"({report['written']} written, {report['stale']} already current) "
+        f"in {report['chunks']} chunk(s) by {report['workers']} worker(s), "
+        f"{report['campaigns']} campaigns, {report['api_keys']} API keys; ready."
+    )
+
+
+def _work_rebuild(status: dict[str, Any]) -> None:
+    settings = current_app.config["CCADMIN_SETTINGS"]
+    connection = get_redis(settings)
+    shown = status["chunks_done"]
+    with click.progressbar(length=status["chunks"], label="Rebuilding") as bar:
+        bar.update(shown)
+        while True:
+            _work_chunk_jobs(connection)
+            current = reconcile_status.rebuild_progress()
+            if current is None or current["rebuild_id"] != status["rebuild_id"]:
+                raise click.ClickException("the rebuild was replaced (Redis emptied?); run again")
+            bar.update(current["chunks_done"] - shown)
+            shown = current["chunks_done"]
+            if current["finished"]:
+                return
+            _run_worker_function(DRIVE_REBUILD, get_store(settings))
+            time.sleep(REBUILD_POLL_SECONDS)
+
+
+def _work_chunk_jobs(connection: redis.Redis) -> None:
+    """Run the queued chunk jobs in this process (an RQ worker in burst mode)."""
+    worker = SimpleWorker([keys.REBUILD_QUEUE], connection=connection)
+    stopping = threading.Event()
+
+    def beat() -> None:
+        while not stopping.wait(REBUILD_HEARTBEAT_SECONDS):
+            if connection.exists(worker.key):
+                worker.heartbeat()
+
+    heartbeat = threading.Thread(target=beat, name="heartbeat", daemon=True)
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    heartbeat.start()
+    try:
+        worker.work(burst=True, logging_level=None)
+    finally:
+        stopping.set()
+        heartbeat.join()
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
 
 
 @click.command("reconcile")

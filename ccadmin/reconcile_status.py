@@ -1,9 +1,12 @@
-"""The last reconcile's report (written by the worker), for the admin home page."""
+"""The last reconcile's report and the full rebuild's progress (both written by the
+worker), for the admin home page."""
 
 from __future__ import annotations
 
 import json
 import logging
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -30,6 +33,61 @@ def last_reconcile_report() -> dict[str, Any] | None:
         return None
 
 
+def rebuild_progress(now: float | None = None) -> dict[str, Any] | None:
+    """The current or last full rebuild (keys.REBUILD_PLAN) with its rate and ETA;
+    None if none has run since Redis was emptied, or Redis is unreachable.
+
+    The ETA assumes the chunks left take as long as the chunks done: ids are
+    split evenly, so a chunk is about as much work as any other.
+    """
+    try:
+        connection = get_store(current_app.config["CCADMIN_SETTINGS"])
+        raw = connection.hgetall(keys.REBUILD_PLAN)
+        locked = bool(connection.exists(keys.REBUILD_LOCK))
+    except (redis.RedisError, OSError) as error:
+        log.warning("rebuild progress unavailable: %s", error)
+        return None
+    plan = {name.decode(): value.decode() for name, value in raw.items()}
+    try:
+        return _progress(plan, locked, time.time() if now is None else now)
+    except (KeyError, ValueError):
+        return None
+
+
+def _progress(plan: dict[str, str], locked: bool, now: float) -> dict[str, Any]:
+    chunks, done = int(plan["chunks"]), int(plan.get("chunks_done", 0))
+    entries = int(plan.get("entries", 0))
+    started_at = float(plan["started_at"])
+    finished_at = float(plan["finished_at"]) if "finished_at" in plan else None
+    elapsed = max((finished_at or now) - started_at, 0.001)
+    eta = None
+    if finished_at is None and done:
+        eta = elapsed * (chunks - done) / done
+    return {
+        "rebuild_id": plan["id"],
+        "chunks": chunks,
+        "chunks_done": done,
+        "percent": 100.0 if not chunks else round(100.0 * done / chunks, 1),
+        "entries": entries,
+        "written": int(plan.get("written", 0)),
+        "stale": int(plan.get("stale", 0)),
+        "started_at": _iso(started_at),
+        "finished_at": None if finished_at is None else _iso(finished_at),
+        "seconds": round(elapsed, 1),
+        "rate": round(entries / elapsed),
+        "eta_seconds": None if eta is None else round(eta),
+        "finished": finished_at is not None,
+        # Unfinished and unlocked: nothing progressed for the lock's TTL; the
+        # sweeper resumes it from its plan.
+        "stalled": finished_at is None and not locked,
+    }
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
 def init_app(app: Flask) -> None:
-    """Templates call `last_reconcile_report()` only where they show it."""
+    """Templates call these only where they show them."""
     app.jinja_env.globals["last_reconcile_report"] = last_reconcile_report
+    app.jinja_env.globals["rebuild_progress"] = rebuild_progress

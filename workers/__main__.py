@@ -103,7 +103,7 @@ def main() -> None:
     try:
         while True:
             worker = PublishWorker(
-                [keys.PUBLISH_QUEUE, keys.IMPORT_QUEUE],
+                [keys.PUBLISH_QUEUE, keys.REBUILD_QUEUE, keys.IMPORT_QUEUE],
                 connection=connection,
                 job_class=AppJob,
                 imminent_shutdown_seconds=settings.worker_shutdown_seconds,

@@ -1,28 +1,40 @@
 """Full rebuild of Redis from the database (the ready marker), and reconcile.
 
-`rebuild_all()` writes everything the API reads and then sets keys.READY, so
-an empty Redis is never mistaken for "no content" (DESIGN 5.5). `reconcile()`
-compares database versions with Redis and repairs the difference (DESIGN 5.6).
-Both are run by the sweeper and by `flask publish --all` / `flask reconcile`.
+A full rebuild writes everything the API reads and then sets keys.READY, so
+an empty Redis is never mistaken for "no content" (DESIGN 5.5). Whoever
+starts it (the sweeper when READY is missing, or `flask publish --all`)
+publishes the config, splits the entry table into ranges of ids and
+enqueues one RQ job per range on keys.REBUILD_QUEUE, so every worker takes
+part. A chunk job writes its range with the compare-and-set writes (a rerun,
+or a publish job racing it, changes nothing), records the chunk done and
+extends the lock; the job that records the last chunk finalizes. A chunk
+lost with a dead worker is enqueued again by the sweeper; a rebuild whose
+lock expired is resumed from its plan (workers/rebuild_plan.py).
+
+`reconcile()` compares database versions with Redis and repairs the
+difference (DESIGN 5.6), run by the sweeper and by `flask reconcile`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
+import socket
 import time
-import uuid
 from collections import Counter
 from typing import Any
 
 import redis
+from rq import Queue, get_current_job
 from sqlalchemy import Row, func, select, update
 
 from ccadmin import keys
 from ccadmin.extensions import db
 from ccadmin.models import OutboxEvent
 from ccadmin.models.types import utcnow
-from workers import store
+from workers import rebuild_plan, store
 from workers.publish import (
     ENTRY_COLUMNS,
     campaign_slugs,
@@ -31,76 +43,247 @@ from workers.publish import (
     entry_write,
     publish_api_keys,
     publish_campaigns,
+    queue_connection,
     redis_connection,
     write_rows,
 )
+from workers.rebuild_plan import Plan, Recorded
 
 log = logging.getLogger(__name__)
 
-# The lock outlives a stalled rebuild by this long; it is extended per chunk.
+# The lock outlives a rebuild in which nothing progresses by this long; every
+# page a chunk job writes extends it. Past it, the sweeper resumes the plan.
 REBUILD_LOCK_TTL = 120
-REBUILD_CHUNK = 10_000
+# Ids per chunk job: 200 jobs for 10 million entries, each a few seconds of
+# work, so workers share the load evenly and a lost chunk costs little.
+CHUNK_IDS = 50_000
+# Rows per query inside a chunk (keyset pagination on id).
+PAGE_ROWS = 10_000
+# A chunk is seconds of work; this only bounds a job stuck on its database.
+CHUNK_JOB_TIMEOUT = 1_800
+REBUILD_JOB = "workers.rebuild.rebuild_chunk"
 RECONCILE_CHUNK = 2_000
-PROGRESS_EVERY = 5.0
 
 
 class RebuildInProgress(RuntimeError):
     """Another process holds the rebuild lock."""
 
 
-def rebuild_all() -> dict[str, Any]:
-    """Write every key, entry and config from the database, then set READY."""
+def start_rebuild(chunk_size: int = CHUNK_IDS) -> dict[str, Any]:
+    """Plan a full rebuild and enqueue its chunk jobs; returns its progress().
+
+    A table that fits in one chunk is written here and now: no job would
+    finish it sooner.
+    """
     connection = redis_connection()
-    token = uuid.uuid4().hex
-    if not connection.set(keys.REBUILD_LOCK, token, nx=True, ex=REBUILD_LOCK_TTL):
+    rebuild_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.urandom(3).hex()}"
+    if not connection.set(keys.REBUILD_LOCK, rebuild_id, nx=True, ex=REBUILD_LOCK_TTL):
         raise RebuildInProgress("a full rebuild is already running")
     try:
-        return _rebuild(connection, token)
-    finally:
-        store.release_lock(connection, keys.REBUILD_LOCK, token)
+        plan = _plan(connection, rebuild_id, chunk_size)
+    except BaseException:
+        store.release_lock(connection, keys.REBUILD_LOCK, rebuild_id)
+        raise
+    log.info(
+        "full rebuild started: %s (%s chunks of %s ids, outbox events up to %s)",
+        rebuild_id, plan.chunks, plan.chunk_size, plan.max_event_id,
+    )
+    if plan.chunks == 0:
+        finalize(connection, plan)
+    elif plan.chunks == 1:
+        rebuild_chunk(rebuild_id, 0)
+    else:
+        enqueue_chunks(queue_connection(), plan, range(plan.chunks))
+    return progress(connection)
 
 
-def _rebuild(connection: redis.Redis, token: str) -> dict[str, Any]:
-    started = time.monotonic()
+def _plan(connection: redis.Redis, rebuild_id: str, chunk_size: int) -> Plan:
+    started_at = time.time()
     snapshot = store.next_snapshot(connection)
-    # Events up to here are covered by what this rebuild reads next; later
-    # ones are published by their own jobs.
+    # Events up to here are covered by what the chunks read later; later ones
+    # are published by their own jobs.
     max_event_id = db.session.execute(select(func.max(OutboxEvent.id))).scalar() or 0
-    log.info("full rebuild started (outbox events up to %s)", max_event_id)
     api_keys = publish_api_keys(connection, snapshot)
     publish_campaigns(connection, snapshot)
+    campaigns = len(campaign_slugs())
+    first_id, last_id = db.session.execute(
+        select(func.min(content_columns.id), func.max(content_columns.id))
+    ).one()
+    db.session.rollback()
+    chunks = 0 if first_id is None else (last_id - first_id) // chunk_size + 1
+    plan = Plan(
+        rebuild_id=rebuild_id,
+        first_id=first_id or 0,
+        chunk_size=chunk_size,
+        chunks=chunks,
+        max_event_id=max_event_id,
+        snapshot=snapshot,
+        started_at=started_at,
+        campaigns=campaigns,
+        api_keys=api_keys,
+    )
+    if not rebuild_plan.write_plan(connection, plan, REBUILD_LOCK_TTL):
+        raise RebuildInProgress("the rebuild lock expired while planning")
+    return plan
+
+
+def enqueue_chunks(connection: redis.Redis, plan: Plan, indexes: Any) -> int:
+    """Enqueue the chunk jobs of `indexes` (job ids from the rebuild id and index)."""
+    queue = Queue(keys.REBUILD_QUEUE, connection=connection)
+    jobs = [
+        Queue.prepare_data(
+            REBUILD_JOB,
+            (plan.rebuild_id, index),
+            job_id=rebuild_plan.chunk_job_id(plan.rebuild_id, index),
+            timeout=CHUNK_JOB_TIMEOUT,
+            description=f"full rebuild {plan.rebuild_id}: chunk {index + 1} of {plan.chunks}",
+        )
+        for index in indexes
+    ]
+    with connection.pipeline() as pipeline:
+        queue.enqueue_many(jobs, pipeline=pipeline)
+        pipeline.execute()
+    return len(jobs)
+
+
+def rebuild_chunk(rebuild_id: str, index: int) -> dict[str, Any]:
+    """Write one chunk of entry ids (the RQ job); the last chunk done finalizes."""
+    connection = redis_connection()
+    plan = rebuild_plan.read_plan(connection)
+    summary: dict[str, Any] = {"rebuild_id": rebuild_id, "chunk": index}
+    if plan is None or plan.rebuild_id != rebuild_id or plan.finished:
+        log.info("chunk %s of rebuild %s: rebuild finished or replaced", index, rebuild_id)
+        return {**summary, "skipped": "not the current rebuild"}
+    if rebuild_plan.is_done(connection, index):
+        return {**summary, "skipped": "already done"}
+    started = time.monotonic()
+    low, high = plan.bounds(index)
+    conditions = [content_columns.id >= low]
+    if high is not None:
+        conditions.append(content_columns.id < high)
     slugs = campaign_slugs()
     counts = store.WriteCounts()
     entries = 0
-    last_report = time.monotonic()
-    for rows in entry_chunks(chunk_size=REBUILD_CHUNK):
+    for rows in entry_chunks(*conditions, chunk_size=PAGE_ROWS):
+        if any(row.campaign_id not in slugs for row in rows):
+            slugs = campaign_slugs()  # a campaign created since this job started
         counts.add(write_rows(connection, slugs, rows))
         entries += len(rows)
-        if not store.extend_lock(connection, keys.REBUILD_LOCK, token, REBUILD_LOCK_TTL):
-            raise RebuildInProgress("the rebuild lock expired and was taken by another process")
-        if time.monotonic() - last_report >= PROGRESS_EVERY:
-            last_report = time.monotonic()
-            log.info("full rebuild: %s entries written so far", entries)
+        if _replaced(connection, rebuild_id):
+            log.warning("chunk %s of rebuild %s: a newer rebuild started", index, rebuild_id)
+            return {**summary, "skipped": "a newer rebuild started"}
+    db.session.rollback()
+    record = {
+        "worker": _worker_name(),
+        "entries": entries,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    recorded = rebuild_plan.record_chunk(
+        connection, rebuild_id, index, record, counts.written, counts.stale, REBUILD_LOCK_TTL
+    )
+    log.info(
+        "rebuild %s chunk %s/%s (ids %s-%s): %s entries, %s written: %s",
+        rebuild_id, index + 1, plan.chunks, low, high or "", entries, counts.written,
+        recorded.name.lower(),
+    )
+    if recorded is Recorded.LAST:
+        finalize(connection, plan)
+    return {**summary, **record, "written": counts.written, "recorded": recorded.name.lower()}
+
+
+def _replaced(connection: redis.Redis, rebuild_id: str) -> bool:
+    """Extend the lock if this rebuild holds it; True if a newer rebuild does.
+
+    A lock that expired is left for the sweeper to take back (resume_rebuild):
+    a job running again after the rebuild finished must not hold it.
+    """
+    if store.extend_lock(connection, keys.REBUILD_LOCK, rebuild_id, REBUILD_LOCK_TTL):
+        return False
+    holder = connection.get(keys.REBUILD_LOCK)
+    return holder is not None and holder.decode() != rebuild_id
+
+
+def _worker_name() -> str:
+    job = get_current_job()
+    if job is not None and job.worker_name:
+        return job.worker_name
+    return f"{socket.gethostname()}.{os.getpid()}"
+
+
+def finalize(connection: redis.Redis, plan: Plan) -> dict[str, Any] | None:
+    """Mark the outbox events the rebuild covered published, set READY with its report,
+    then mark the plan finished; None if a newer rebuild replaced the plan.
+
+    Called by the one job that recorded the last chunk (rebuild_plan.Recorded.LAST).
+    Every step is idempotent, so a finalizer that died is run again by the
+    sweeper once the lock has expired. READY comes before `finished_at`: a
+    sweeper never sees a finished plan without READY and starts another build.
+    """
+    if not store.take_lock(connection, keys.REBUILD_LOCK, plan.rebuild_id, REBUILD_LOCK_TTL):
+        return None
     db.session.execute(
         update(OutboxEvent)
-        .where(OutboxEvent.id <= max_event_id, OutboxEvent.published_at.is_(None))
+        .where(OutboxEvent.id <= plan.max_event_id, OutboxEvent.published_at.is_(None))
         .values(published_at=utcnow(), attempts=OutboxEvent.attempts + 1, last_error=None)
     )
     db.session.commit()
-    seconds = round(time.monotonic() - started, 3)
+    final = rebuild_plan.read_plan(connection)
+    if final is None or final.rebuild_id != plan.rebuild_id or final.finished:
+        return None
+    finished_at = time.time()
+    workers = {record["worker"] for record in rebuild_plan.done_chunks(connection).values()}
     report = {
         "built_at": utcnow().isoformat(),
-        "entries": entries,
-        "written": counts.written,
-        "stale": counts.stale,
-        "campaigns": len(slugs),
-        "api_keys": api_keys,
-        "max_event_id": max_event_id,
-        "seconds": seconds,
+        "rebuild_id": final.rebuild_id,
+        "entries": final.entries,
+        "written": final.written,
+        "stale": final.stale,
+        "campaigns": final.campaigns,
+        "api_keys": final.api_keys,
+        "max_event_id": final.max_event_id,
+        "chunks": final.chunks,
+        "workers": len(workers),
+        "seconds": round(finished_at - final.started_at, 3),
     }
-    store.mark_ready(connection, json.dumps(report))
+    report_json = json.dumps(report)
+    store.mark_ready(connection, report_json)
+    rebuild_plan.finish(connection, final.rebuild_id, finished_at, report_json)
     log.info("full rebuild done: %s", report)
     return report
+
+
+def resume_rebuild(connection: redis.Redis, plan: Plan) -> bool:
+    """Keep an unfinished plan going: take its lock back if it expired (nothing
+    progressed for REBUILD_LOCK_TTL) and finalize it if every chunk is done.
+
+    False when another rebuild holds the lock (it is replacing this plan) or
+    the plan finished meanwhile.
+    """
+    holder = connection.get(keys.REBUILD_LOCK)
+    if holder is not None:
+        return holder.decode() == plan.rebuild_id
+    if not connection.set(keys.REBUILD_LOCK, plan.rebuild_id, nx=True, ex=REBUILD_LOCK_TTL):
+        return False
+    current = rebuild_plan.read_plan(connection)
+    if current is None or current.rebuild_id != plan.rebuild_id or current.finished:
+        # It finished (which frees the lock) since `plan` was read.
+        store.release_lock(connection, keys.REBUILD_LOCK, plan.rebuild_id)
+        return False
+    plan = current
+    log.warning(
+        "full rebuild %s stalled (%s of %s chunks done): resuming it from its plan",
+        plan.rebuild_id, plan.chunks_done, plan.chunks,
+    )
+    if plan.chunks_done >= plan.chunks:
+        finalize(connection, plan)
+    return True
+
+
+def progress(connection: redis.Redis) -> dict[str, Any]:
+    """The current or last rebuild's plan and progress ({} if none); `finished` once
+    it has set READY."""
+    plan = rebuild_plan.read_plan(connection)
+    return {} if plan is None else {**dataclasses.asdict(plan), "finished": plan.finished}
 
 
 def reconcile(reason: str = "on demand") -> dict[str, int]:

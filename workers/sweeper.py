@@ -1,15 +1,17 @@
 """The sweeper: a thread in every worker process that makes sure nothing stays unpublished.
 
 Every couple of seconds one process in the cluster (the holder of
-keys.SWEEPER_LOCK) rebuilds Redis when the ready marker is gone (DESIGN 5.5),
-re-enqueues outbox events whose job was lost, failed for good or died with its
-worker (DESIGN 5.4), re-enqueues the staging of stored import bodies whose
+keys.SWEEPER_LOCK) starts a full rebuild when the ready marker is gone
+(DESIGN 5.5) and keeps it going (chunk jobs lost with a worker are enqueued
+again, a stalled rebuild is resumed from its plan), re-enqueues outbox
+events whose job was lost, failed for good or died with its worker
+(DESIGN 5.4), re-enqueues the staging of stored import bodies whose
 job was lost the same way (staging is idempotent), deletes import bodies
 that never arrived whole (uploads.ABANDONED_AFTER), and runs reconcile every
 RECONCILE_INTERVAL and right after Redis restarted (a new INFO run_id: an
 append-only file can lose its last second of writes) (DESIGN 5.6). A second
 thread keeps the RQ worker's heartbeat going even while a sweep runs a long
-rebuild.
+reconcile.
 """
 
 from __future__ import annotations
@@ -35,9 +37,15 @@ from ccadmin.extensions import db
 from ccadmin.imports import uploads
 from ccadmin.models import OutboxEvent
 from ccadmin.models.types import utcnow
-from workers import store
+from workers import rebuild_plan, store
 from workers.publish import queue_connection, redis_connection
-from workers.rebuild import RebuildInProgress, rebuild_all, reconcile
+from workers.rebuild import (
+    RebuildInProgress,
+    enqueue_chunks,
+    reconcile,
+    resume_rebuild,
+    start_rebuild,
+)
 
 log = logging.getLogger(__name__)
 
@@ -191,15 +199,55 @@ def redis_run_id(connection: redis.Redis) -> str:
 
 
 def ensure_ready(connection: redis.Redis) -> dict | None:
-    """Rebuild Redis from the database if the ready marker is missing."""
-    if connection.exists(keys.READY) or not database_ready():
+    """Keep a full rebuild in progress going, or start one if the ready marker is missing.
+
+    Returns the progress of the rebuild this call started, else None. A
+    rebuild in progress gets its lost chunks enqueued again, and is resumed
+    if its lock expired (rebuild.resume_rebuild).
+    """
+    if not database_ready():
+        return None
+    plan = rebuild_plan.read_plan(connection)
+    if plan is not None and not plan.finished:
+        if resume_rebuild(connection, plan):
+            requeue_rebuild_chunks(queue_connection(), plan)
+        return None
+    if connection.exists(keys.READY):
         return None
     log.warning("Redis has no ready marker: starting a full rebuild")
     try:
-        return rebuild_all()
+        return start_rebuild()
     except RebuildInProgress:
         log.info("a full rebuild is already running elsewhere")
         return None
+
+
+def requeue_rebuild_chunks(connection: redis.Redis, plan: rebuild_plan.Plan) -> list[int]:
+    """Enqueue every chunk of an unfinished rebuild that is not done and whose job is lost."""
+    store_connection = redis_connection()
+    done = rebuild_plan.done_chunks(store_connection)
+    pending = [index for index in range(plan.chunks) if index not in done]
+    if not pending:
+        return []
+    job_ids = [rebuild_plan.chunk_job_id(plan.rebuild_id, index) for index in pending]
+    jobs = Job.fetch_many(job_ids, connection=connection)
+    lost = [
+        index
+        for index, job in zip(pending, jobs, strict=True)
+        if needs_enqueue(connection, job)
+    ]
+    # A job that finished since the chunks were read has recorded its chunk.
+    done = rebuild_plan.done_chunks(store_connection)
+    due = [index for index in lost if index not in done]
+    if not due:
+        return []
+    failed = FailedJobRegistry(keys.REBUILD_QUEUE, connection=connection)
+    for index in due:
+        failed.remove(rebuild_plan.chunk_job_id(plan.rebuild_id, index))
+    enqueue_chunks(connection, plan, due)
+    log.info("re-enqueued %s lost chunks of full rebuild %s: %s", len(due), plan.rebuild_id,
+             due[:20])
+    return due
 
 
 class Sweeper(threading.Thread):
