@@ -21,7 +21,7 @@ from ccadmin.redis_client import get_store
 from workers import store
 from workers.publish import publish_event
 from workers.rebuild import reconcile
-from workers.sweeper import redis_run_id
+from workers.store import redis_run_id
 
 
 @pytest.fixture

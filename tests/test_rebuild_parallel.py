@@ -30,7 +30,7 @@ from ccadmin.seed import seed_content
 from workers import rebuild_plan, store
 from workers.context import AppJob
 from workers.publish import content_columns, publish_entries
-from workers.rebuild import REBUILD_LOCK_TTL, rebuild_chunk, start_rebuild
+from workers.rebuild import REBUILD_LOCK_TTL, RECONCILE_INTERVAL, rebuild_chunk, start_rebuild
 from workers.rebuild_plan import Plan, Recorded
 from workers.sweeper import ensure_ready
 
@@ -410,6 +410,10 @@ def test_publish_all_works_the_chunk_jobs_itself(app, redis_client, chunk_size):
     assert ready_report(redis_client)["chunks"] == chunks
     assert assert_store_matches_database(redis_client) == entries
     assert invoke(app, "publish", "--all", "--chunk-size", "0").exit_code != 0
+    # A build from the database stands for this Redis: no "Redis restarted"
+    # reconcile of every entry afterwards, and the periodic one an interval away.
+    assert redis_client.get(keys.REDIS_RUN_ID).decode() == store.redis_run_id(redis_client)
+    assert redis_client.ttl(keys.RECONCILE_LOCK) > RECONCILE_INTERVAL - 60
 
 
 def test_a_rebuild_with_the_store_on_a_cluster(app, redis_client, redis_cluster, cluster_client):

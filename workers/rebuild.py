@@ -57,12 +57,15 @@ REBUILD_LOCK_TTL = 120
 # Ids per chunk job: 200 jobs for 10 million entries, each a few seconds of
 # work, so workers share the load evenly and a lost chunk costs little.
 CHUNK_IDS = 50_000
-# Rows per query inside a chunk (keyset pagination on id).
-PAGE_ROWS = 10_000
+# Rows per query inside a chunk (keyset pagination on id); one write batch,
+# so on a cluster about 20 entries share each script call (store.CLUSTER_BATCH).
+PAGE_ROWS = 20_000
 # A chunk is seconds of work; this only bounds a job stuck on its database.
 CHUNK_JOB_TIMEOUT = 1_800
 REBUILD_JOB = "workers.rebuild.rebuild_chunk"
 RECONCILE_CHUNK = 2_000
+# Seconds between periodic reconciles (keys.RECONCILE_LOCK is the schedule).
+RECONCILE_INTERVAL = 600
 
 
 class RebuildInProgress(RuntimeError):
@@ -79,6 +82,9 @@ def start_rebuild(chunk_size: int = CHUNK_IDS) -> dict[str, Any]:
     rebuild_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.urandom(3).hex()}"
     if not connection.set(keys.REBUILD_LOCK, rebuild_id, nx=True, ex=REBUILD_LOCK_TTL):
         raise RebuildInProgress("a full rebuild is already running")
+    # The build writes what this Redis lost: only a restart from now on (a new
+    # run_id when READY is back) calls for the sweeper's reconcile.
+    connection.set(keys.REDIS_RUN_ID, store.redis_run_id(connection))
     try:
         plan = _plan(connection, rebuild_id, chunk_size)
     except BaseException:
@@ -246,6 +252,8 @@ def finalize(connection: redis.Redis, plan: Plan) -> dict[str, Any] | None:
         "seconds": round(finished_at - final.started_at, 3),
     }
     report_json = json.dumps(report)
+    # Just built from the database: the next periodic reconcile is due an interval from now.
+    connection.set(keys.RECONCILE_LOCK, final.rebuild_id, ex=RECONCILE_INTERVAL)
     store.mark_ready(connection, report_json)
     rebuild_plan.finish(connection, final.rebuild_id, finished_at, report_json)
     log.info("full rebuild done: %s", report)

@@ -455,6 +455,19 @@ def release_lock(connection: redis.Redis, name: str, token: str) -> bool:
     return bool(_call(connection, scripts(connection).extend_lock, [name], [token, 0]))
 
 
+def redis_run_id(connection: redis.Redis) -> str:
+    """The Redis server's run_id: a new one after every restart.
+
+    On a cluster, the run_ids of the primaries: a restart or a failover
+    (replication is asynchronous, the promoted replica may miss the last
+    writes) changes it.
+    """
+    if is_cluster(connection):
+        replies = connection.info("server", target_nodes=connection.PRIMARIES)
+        return ",".join(sorted(str(reply["run_id"]) for reply in replies.values()))
+    return str(connection.info("server")["run_id"])
+
+
 def stats(connection: redis.Redis) -> dict[str, int]:
     """The publishing counters (writes, stale writes)."""
     raw = connection.hgetall(keys.STATS)

@@ -40,6 +40,7 @@ from ccadmin.models.types import utcnow
 from workers import rebuild_plan, store
 from workers.publish import queue_connection, redis_connection
 from workers.rebuild import (
+    RECONCILE_INTERVAL,
     RebuildInProgress,
     enqueue_chunks,
     reconcile,
@@ -61,7 +62,6 @@ HEARTBEAT_INTERVAL = 2.0
 WORKER_SILENCE = 10.0
 # A retry scheduled this far in the past has no scheduler to run it.
 OVERDUE_RETRY = 60.0
-RECONCILE_INTERVAL = 600
 SWEEP_BATCH = 1_000
 _WAITING = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.READY_TO_ENQUEUE}
 
@@ -185,19 +185,6 @@ def database_ready() -> bool:
     return inspect(db.engine).has_table(OutboxEvent.__tablename__)
 
 
-def redis_run_id(connection: redis.Redis) -> str:
-    """The Redis server's run_id: a new one after every restart.
-
-    On a cluster, the run_ids of the primaries: a restart or a failover
-    (replication is asynchronous, the promoted replica may miss the last
-    writes) changes it.
-    """
-    if store.is_cluster(connection):
-        replies = connection.info("server", target_nodes=connection.PRIMARIES)
-        return ",".join(sorted(str(reply["run_id"]) for reply in replies.values()))
-    return str(connection.info("server")["run_id"])
-
-
 def ensure_ready(connection: redis.Redis) -> dict | None:
     """Keep a full rebuild in progress going, or start one if the ready marker is missing.
 
@@ -311,7 +298,7 @@ class Sweeper(threading.Thread):
         connection = redis_connection()
         if not store.take_lock(connection, keys.SWEEPER_LOCK, self.token, SWEEPER_LOCK_TTL):
             return
-        run_id = redis_run_id(connection)
+        run_id = store.redis_run_id(connection)
         if ensure_ready(connection) is not None:
             # Just built from the database: the next reconcile is due in an interval.
             connection.set(keys.RECONCILE_LOCK, self.token, ex=RECONCILE_INTERVAL)
