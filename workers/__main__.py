@@ -1,4 +1,5 @@
-"""`python -m workers`: one RQ worker on the publish queue, with the sweeper beside it.
+"""`python -m workers`: one RQ worker on the publish, rebuild and import queues (in that
+order of priority), with the sweeper beside it.
 
 Worker class: a `SimpleWorker`, jobs run in this process, no fork per job. A
 publish job is a few milliseconds of database and Redis work; forking a work
