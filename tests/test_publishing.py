@@ -29,11 +29,11 @@ def queued_job_ids(redis_client) -> list[str]:
     return publishing.publish_queue(redis_client).job_ids
 
 
-def run_queued_jobs(redis_client) -> None:
-    """Work the publish queue until it is empty, with a real RQ worker."""
+def run_queued_jobs(redis_client, queue: str = keys.PUBLISH_QUEUE) -> None:
+    """Work a queue (the publish queue) until it is empty, with a real RQ worker."""
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        SimpleWorker([keys.PUBLISH_QUEUE], connection=redis_client, job_class=AppJob).work(
+        SimpleWorker([queue], connection=redis_client, job_class=AppJob).work(
             burst=True, logging_level=None
         )
     finally:

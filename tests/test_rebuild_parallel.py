@@ -15,12 +15,13 @@ import threading
 
 import pytest
 from publishing_support import delete_entry
-from rq import Queue, SimpleWorker, Worker
+from rq import Queue, Worker
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 from sqlalchemy import func, select, update
 from support import login, wait_until
 from test_cli import invoke
+from test_publishing import run_queued_jobs
 
 from ccadmin import keys, payload
 from ccadmin.extensions import db
@@ -28,7 +29,6 @@ from ccadmin.models import Campaign, ContentEntry, OutboxEvent
 from ccadmin.redis_client import get_store
 from ccadmin.seed import seed_content
 from workers import rebuild_plan, store
-from workers.context import AppJob
 from workers.publish import content_columns, publish_entries
 from workers.rebuild import REBUILD_LOCK_TTL, RECONCILE_INTERVAL, rebuild_chunk, start_rebuild
 from workers.rebuild_plan import Plan, Recorded
@@ -91,15 +91,7 @@ def unpublished_events() -> int:
 
 def work_rebuild_queue(redis_client) -> None:
     """Run the queued chunk jobs in this process with a real RQ worker."""
-    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        SimpleWorker([keys.REBUILD_QUEUE], connection=redis_client, job_class=AppJob).work(
-            burst=True, logging_level=None
-        )
-    finally:
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
-    db.session.rollback()
+    run_queued_jobs(redis_client, keys.REBUILD_QUEUE)
 
 
 def ready_report(redis_client) -> dict | None:
