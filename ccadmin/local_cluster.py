@@ -1,10 +1,11 @@
 """A local Redis Cluster on loopback for the test suite and the benchmark.
 
 Three primaries and three replicas, each a redis-server process with its own
-folder, assembled with CLUSTER ADDSLOTSRANGE / MEET / REPLICATE through
-redis-py, so a `redis-server` binary is all it needs (no `redis-cli`). That
-binary must be Redis 7 or newer for ADDSLOTSRANGE and `cluster-port`; the
-latter lets every node take two free ports instead of needing `port + 10000`.
+folder, assembled with CLUSTER ADDSLOTS / MEET / REPLICATE through redis-py,
+so a `redis-server` binary is all it needs (no `redis-cli`): the machine's
+Redis 7, else the embedded Redis 6.2 of a fresh checkout. Redis 7 lets every
+node take two free ports (`cluster-port`); with 6.2 the cluster bus listens
+on `port + 10000`.
 Failover is real: nodes can be stopped, killed and restarted.
 """
 
@@ -31,8 +32,10 @@ SLOT_COUNT = 16384
 PRIMARY_COUNT = 3
 # A peer silent this long is suspected down; failover follows within ~1-2 s.
 NODE_TIMEOUT_MS = 1000
+# Redis 7 takes the cluster bus port from the config; before, it is port + 10000.
+BUS_PORT_OFFSET = 10000
 NO_BINARY = (
-    "no redis-server >= 7 for a local Redis Cluster: install Debian's redis-server "
+    "no redis-server >= 6 for a local Redis Cluster: install Debian's redis-server "
     "(apt-get install redis-server) or put one on PATH"
 )
 
@@ -42,7 +45,7 @@ class LocalClusterError(RuntimeError):
 
 
 class RedisServerMissingError(LocalClusterError):
-    """No redis-server binary of version 7 or newer on this machine."""
+    """No redis-server binary of version 6 or newer on this machine."""
 
 
 class PortTakenError(LocalClusterError):
@@ -69,16 +72,25 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
 
 
 def redis_server_binary() -> str | None:
-    """The machine's redis-server, else the embedded one, if it is Redis 7+; else None."""
+    """The machine's redis-server, else the embedded one, if it is Redis 6+; else None."""
     candidates = ["/usr/bin/redis-server", shutil.which("redis-server")]
     try:
         candidates.append(embedded_redis.server_binary())
     except embedded_redis.EmbeddedRedisError:
         pass
     for candidate in dict.fromkeys(path for path in candidates if path):
-        if Path(candidate).exists() and _major_version(candidate) >= 7:
+        if Path(candidate).exists() and _major_version(candidate) >= 6:
             return candidate
     return None
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return False
+    return True
 
 
 def _major_version(binary: str) -> int:
@@ -152,6 +164,7 @@ class LocalCluster:
         # Who takes over from a primary, noted before it is stopped or killed.
         self._successors: dict[int, tuple[int, frozenset[int]]] = {}
         self._binary: str | None = None
+        self._version = 0
 
     def __enter__(self) -> LocalCluster:
         return self.start()
@@ -168,6 +181,7 @@ class LocalCluster:
         self._binary = redis_server_binary()
         if self._binary is None:
             raise RedisServerMissingError(NO_BINARY)
+        self._version = _major_version(self._binary)
         attempt = 1
         while True:
             try:
@@ -184,12 +198,22 @@ class LocalCluster:
                 raise
 
     def _launch(self, timeout: float) -> None:
-        ports: set[int] = set()
-        while len(ports) < 4 * PRIMARY_COUNT:
-            ports.add(free_port())
-        ordered = sorted(ports)
-        self.ports = ordered[: 2 * PRIMARY_COUNT]
-        self._bus_ports = dict(zip(self.ports, ordered[2 * PRIMARY_COUNT :], strict=True))
+        if self._version >= 7:
+            ports: set[int] = set()
+            while len(ports) < 4 * PRIMARY_COUNT:
+                ports.add(free_port())
+            ordered = sorted(ports)
+            self.ports = ordered[: 2 * PRIMARY_COUNT]
+            self._bus_ports = dict(zip(self.ports, ordered[2 * PRIMARY_COUNT :], strict=True))
+        else:
+            self.ports = []
+            while len(self.ports) < 2 * PRIMARY_COUNT:
+                port = free_port()
+                bus = port + BUS_PORT_OFFSET
+                if port not in self.ports and bus <= 65535 and _bindable(bus):
+                    self.ports.append(port)
+            self.ports.sort()
+            self._bus_ports = {port: port + BUS_PORT_OFFSET for port in self.ports}
         for port in self.ports:
             self._write_config(port)
             self._spawn(port)
@@ -328,7 +352,7 @@ class LocalCluster:
         folder.mkdir(parents=True, exist_ok=True)
         settings = [
             f"port {port}",
-            f"cluster-port {self._bus_ports[port]}",
+            *([f"cluster-port {self._bus_ports[port]}"] if self._version >= 7 else []),
             f"bind {HOST}",
             "protected-mode no",
             "daemonize no",
@@ -399,10 +423,14 @@ class LocalCluster:
         for index, port in enumerate(primaries):
             first = index * SLOT_COUNT // PRIMARY_COUNT
             last = (index + 1) * SLOT_COUNT // PRIMARY_COUNT - 1
-            self._admin(port).execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
+            if self._version >= 7:
+                self._admin(port).execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
+            else:
+                self._admin(port).execute_command("CLUSTER", "ADDSLOTS", *range(first, last + 1))
         meeting = self._admin(self.ports[0])
         for port in self.ports[1:]:
-            meeting.execute_command("CLUSTER", "MEET", HOST, port, self._bus_ports[port])
+            bus = [self._bus_ports[port]] if self._version >= 7 else []
+            meeting.execute_command("CLUSTER", "MEET", HOST, port, *bus)
 
         def all_met() -> bool:
             # REPLICATE needs the primary's id known to the replica.
