@@ -269,6 +269,9 @@ def test_two_worker_processes_share_the_chunks_and_finalize_once(app, redis_clie
 def test_a_chunk_killed_with_its_worker_is_redriven_and_the_rebuild_completes(
     app, redis_client, spawn
 ):
+    if db.engine.dialect.name != "postgresql":
+        # SQLite in WAL mode has no lock that holds readers; CI runs this on PostgreSQL.
+        pytest.skip("holding a worker inside a chunk needs PostgreSQL's LOCK TABLE")
     entries = seed(spring=1_000, autumn=0)
     quiet_outbox()  # each worker must be held inside a chunk
     redis_client.flushdb()
