@@ -11,7 +11,7 @@ import json
 import time
 
 import pytest
-from publishing_support import delete_entry, make_campaign, save_entry
+from publishing_support import delete_entry, make_campaign, save_entry, stored_entry
 from sqlalchemy import select
 
 from ccadmin import keys, payload
@@ -42,13 +42,6 @@ def publish_all() -> None:
         publish_event(event_id)
 
 
-def stored(client, slug: str, user_id: str) -> tuple[int, bytes] | None:
-    version, body = client.hmget(
-        keys.entry_key(slug, user_id), keys.ENTRY_VERSION_FIELD, keys.ENTRY_BODY_FIELD
-    )
-    return None if version is None else (int(version), body)
-
-
 def primary_of(client, key: str) -> str:
     return client.get_node_from_key(key).name
 
@@ -63,7 +56,7 @@ def test_publish_jobs_spread_entries_over_every_primary(app, redis_client, on_cl
     rows = db.session.execute(select(ContentEntry)).scalars().all()
     assert len(rows) == 60
     for row in rows:
-        version, body = stored(on_cluster, "spring", row.user_id)
+        version, body = stored_entry(on_cluster, "spring", row.user_id)
         assert version == row.version
         expected = payload.render_payload("spring", row.user_id, row.version, row.fields)
         assert body == (b"" if row.deleted else expected)
@@ -82,7 +75,7 @@ def test_older_versions_are_refused_and_counted_across_tags(on_cluster):
     older = [write._replace(version=4, body=b"four") for write in writes]
     counts = store.write_entries(on_cluster, older)
     assert (counts.written, counts.stale) == (0, 300)
-    assert {stored(on_cluster, "c", str(n)) for n in range(300)} == {(5, b"five")}
+    assert {stored_entry(on_cluster, "c", str(n)) for n in range(300)} == {(5, b"five")}
     assert store.stats(on_cluster) == {keys.STAT_WRITES: 300, keys.STAT_STALE_WRITES: 300}
 
 
@@ -138,9 +131,9 @@ def test_reconcile_repairs_drift_and_orphans_on_every_shard(app, redis_client, o
     assert report["missing"] == 10
     assert report["outdated"] == 1
     assert report["orphans"] == 1
-    assert stored(on_cluster, "spring", "ghost") is None
+    assert stored_entry(on_cluster, "spring", "ghost") is None
     for number in range(40):
-        assert stored(on_cluster, "spring", str(number))[0] == 1
+        assert stored_entry(on_cluster, "spring", str(number))[0] == 1
     assert reconcile(reason="again")["repaired"] == 0
 
 
@@ -157,4 +150,4 @@ def test_nodes_that_lost_their_scripts_get_them_again(on_cluster):
     assert store.write_entries(on_cluster, writes).written == 50
     on_cluster.execute_command("SCRIPT FLUSH", target_nodes=on_cluster.ALL_NODES)
     assert store.write_campaign(on_cluster, "c", 1, '{"slug": "c", "version": 1}')
-    assert {stored(on_cluster, "c", str(n)) for n in range(50)} == {(1, b"one")}
+    assert {stored_entry(on_cluster, "c", str(n)) for n in range(50)} == {(1, b"one")}

@@ -204,16 +204,19 @@ def _execute(connection: redis.Redis, build: Callable[[Any], None]) -> list[Any]
     scripts and run it again: every write here is a compare-and-set, so a
     repeat changes nothing already applied.
     """
-    for attempt in (1, 2):
+
+    def run() -> list[Any]:
         pipeline = connection.pipeline(transaction=False)
         build(pipeline)
-        try:
-            return pipeline.execute()
-        except redis.exceptions.NoScriptError:
-            if attempt == 2 or not is_cluster(connection):
-                raise
-            load_scripts(connection)
-    raise AssertionError("unreachable")
+        return pipeline.execute()
+
+    try:
+        return run()
+    except redis.exceptions.NoScriptError:
+        if not is_cluster(connection):
+            raise
+        load_scripts(connection)
+        return run()
 
 
 def _invoke(pipeline: Any, script: Any, keys_: list[str], args: list[Any]) -> None:
@@ -230,12 +233,18 @@ def _invoke(pipeline: Any, script: Any, keys_: list[str], args: list[Any]) -> No
 
 
 def _call(connection: redis.Redis, script: Any, keys_: list[str], args: list[Any]) -> Any:
-    """One script call outside a pipeline (the config writes and locks)."""
+    """One script call outside a pipeline (the config writes and locks).
+
+    On a single Redis, redis-py's script object loads the script on NOSCRIPT
+    itself, in one round trip otherwise.
+    """
+    if not is_cluster(connection):
+        return script(keys=keys_, args=args, client=connection)
     return _execute(connection, lambda pipe: _invoke(pipe, script, keys_, args))[0]
 
 
 def _count(connection: redis.Redis, counts: WriteCounts) -> None:
-    """Add a batch's applied and refused writes to keys.STATS."""
+    """Add applied and refused writes to keys.STATS (one round trip)."""
     added = {keys.STAT_WRITES: counts.written, keys.STAT_STALE_WRITES: counts.stale}
     pipeline = connection.pipeline(transaction=False)
     for name, count in added.items():
@@ -315,14 +324,12 @@ def write_entries(connection: redis.Redis, entries: Iterable[EntryWrite]) -> Wri
     batch_size = CLUSTER_BATCH if is_cluster(connection) else ENTRIES_PER_CALL * CALLS_PER_PIPELINE
     for group in _chunks(entries, batch_size):
         calls = _calls(connection, group, lambda entry: entry.key)
-        batch = WriteCounts()
         for written, stale in _execute(connection, lambda pipe, c=calls: build(pipe, c)):
-            batch.written += written
-            batch.stale += stale
-        _count(connection, batch)
-        counts.add(batch)
-    if counts.written:
-        announced(connection)
+            counts.written += written
+            counts.stale += stale
+    if counts.written or counts.stale:
+        # A round trip after every write: it also does what announced() does.
+        _count(connection, counts)
     return counts
 
 

@@ -219,9 +219,7 @@ def requeue_rebuild_chunks(connection: redis.Redis, plan: rebuild_plan.Plan) -> 
     job_ids = [rebuild_plan.chunk_job_id(plan.rebuild_id, index) for index in pending]
     jobs = Job.fetch_many(job_ids, connection=connection)
     lost = [
-        index
-        for index, job in zip(pending, jobs, strict=True)
-        if needs_enqueue(connection, job)
+        index for index, job in zip(pending, jobs, strict=True) if needs_enqueue(connection, job)
     ]
     # A job that finished since the chunks were read has recorded its chunk.
     done = rebuild_plan.done_chunks(store_connection)
@@ -232,8 +230,9 @@ def requeue_rebuild_chunks(connection: redis.Redis, plan: rebuild_plan.Plan) -> 
     for index in due:
         failed.remove(rebuild_plan.chunk_job_id(plan.rebuild_id, index))
     enqueue_chunks(connection, plan, due)
-    log.info("re-enqueued %s lost chunks of full rebuild %s: %s", len(due), plan.rebuild_id,
-             due[:20])
+    log.info(
+        "re-enqueued %s lost chunks of full rebuild %s: %s", len(due), plan.rebuild_id, due[:20]
+    )
     return due
 
 
@@ -299,10 +298,9 @@ class Sweeper(threading.Thread):
         if not store.take_lock(connection, keys.SWEEPER_LOCK, self.token, SWEEPER_LOCK_TTL):
             return
         run_id = store.redis_run_id(connection)
-        if ensure_ready(connection) is not None:
-            # Just built from the database: the next reconcile is due in an interval.
-            connection.set(keys.RECONCILE_LOCK, self.token, ex=RECONCILE_INTERVAL)
-            connection.set(keys.REDIS_RUN_ID, run_id)
+        # A rebuild records the run_id it builds and, when done, schedules the
+        # next reconcile itself (workers/rebuild.py).
+        ensure_ready(connection)
         requeue_unpublished(queue_connection())
         requeue_ingests(queue_connection())
         drop_abandoned_uploads()
