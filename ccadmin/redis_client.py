@@ -37,11 +37,13 @@ def _cluster(urls: tuple[str, ...]) -> redis.RedisCluster:
     return cluster_client(urls)
 
 
-def cluster_client(urls: tuple[str, ...], **options: object) -> redis.RedisCluster:
+def cluster_client(
+    urls: tuple[str, ...], retry: Retry | None = None, **options: object
+) -> redis.RedisCluster:
     """A Redis Cluster client from seed node URLs (any reachable one will do).
 
     Retries cover a failover: a node that stops answering makes the client
-    reload the slot map from the others and try again.
+    reload the slot map from the others and try again (three by default).
     """
     parsed = [redis.connection.parse_url(url) for url in urls]
     nodes = [ClusterNode(node["host"], node.get("port", 6379)) for node in parsed]
@@ -52,7 +54,7 @@ def cluster_client(urls: tuple[str, ...], **options: object) -> redis.RedisClust
         settings["ssl"] = True
     settings.update(_TIMEOUTS)
     settings.update(options)
-    return redis.RedisCluster(startup_nodes=nodes, retry=_retry(3), **settings)
+    return redis.RedisCluster(startup_nodes=nodes, retry=retry or _retry(3), **settings)
 
 
 def get_redis(settings: Settings) -> redis.Redis:

@@ -58,13 +58,12 @@ def connect(settings: Settings) -> redis.Redis | redis.RedisCluster:
     map in the constructor) and raises RedisClusterException if none answers.
     """
     if settings.redis_cluster_urls:
-        client = cluster_client(
+        return cluster_client(
             settings.redis_cluster_urls,
+            retry=Retry(NoBackoff(), CLUSTER_RETRIES),
             socket_timeout=settings.api_redis_timeout,
             socket_connect_timeout=settings.api_redis_timeout,
         )
-        client.set_retry(Retry(NoBackoff(), CLUSTER_RETRIES))
-        return client
     return redis.Redis(connection_pool=_pool(settings.effective_redis_url, settings))
 
 

@@ -188,14 +188,13 @@ def _connect(settings: Settings) -> redis.Redis | redis.RedisCluster:
     connection, and a Redis that is down costs it one timeout per second.
     """
     if settings.redis_cluster_urls:
-        client = cluster_client(
+        # Counts wait in memory for the next flush: retrying inside one costs time.
+        return cluster_client(
             settings.redis_cluster_urls,
+            retry=Retry(NoBackoff(), 0),
             socket_timeout=FLUSH_TIMEOUT,
             socket_connect_timeout=FLUSH_TIMEOUT,
         )
-        # Counts wait in memory for the next flush: retrying inside one costs time.
-        client.set_retry(Retry(NoBackoff(), 0))
-        return client
     # With read replicas, REDIS_URL is their primary: replicas refuse writes.
     return redis.Redis.from_url(
         settings.effective_redis_url,
