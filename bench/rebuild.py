@@ -88,7 +88,7 @@ def seed_database(entries: int) -> int:
     for first in range(have + 1, entries + 1, SEED_BATCH):
         last = min(first + SEED_BATCH - 1, entries)
         outbox_event = publishing.record_content_batch(
-            campaign.id, last - first + 1, enqueue=False
+            campaign.id, last - first + 1, wake=False
         )
         db.session.execute(
             text(_INSERT_USERS),

@@ -20,7 +20,7 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 from rq import SimpleWorker
 from rq.utils import import_attribute
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from ccadmin import keys, publishing, reconcile_status, seed
 from ccadmin.extensions import db
@@ -142,7 +142,9 @@ def create_api_key(name: str, campaigns: tuple[str, ...], secret: str | None) ->
 
 @click.command("publish")
 @click.option("--all", "rebuild", is_flag=True, help="Rebuild Redis from the database now.")
-@click.option("--pending", is_flag=True, help="Enqueue every unpublished outbox event.")
+@click.option(
+    "--pending", is_flag=True, help="Wake the workers to publish every unpublished outbox event."
+)
 @click.option(
     "--chunk-size",
     type=click.IntRange(min=1),
@@ -156,17 +158,14 @@ def publish(rebuild: bool, pending: bool, chunk_size: int | None) -> None:
     if rebuild:
         _rebuild({} if chunk_size is None else {"chunk_size": chunk_size})
         return
-    event_ids = list(
-        db.session.execute(
-            select(OutboxEvent.id)
-            .where(OutboxEvent.published_at.is_(None))
-            .order_by(OutboxEvent.id)
-        ).scalars()
-    )
-    connection = get_redis(current_app.config["CCADMIN_SETTINGS"])
-    if not publishing.enqueue_publish(event_ids, connection):
-        raise click.ClickException("the queue is unreachable; nothing was enqueued")
-    click.echo(f"Enqueued {len(event_ids)} unpublished outbox events.")
+    pending_count = db.session.execute(
+        select(func.count()).where(OutboxEvent.published_at.is_(None))
+    ).scalar_one()
+    try:
+        publishing.wake_drainers(get_redis(current_app.config["CCADMIN_SETTINGS"]))
+    except (redis.RedisError, OSError) as error:
+        raise click.ClickException(f"Redis is unreachable; no worker was woken: {error}") from None
+    click.echo(f"Woke the workers for {pending_count} unpublished outbox events.")
 
 
 def _rebuild(options: dict[str, Any]) -> None:

@@ -87,15 +87,22 @@ REBUILD_PLAN = f"{PREFIX}:{REBUILD_TAG}:plan"
 # each set once (HSETNX), so a chunk that runs twice is counted once.
 REBUILD_CHUNKS = f"{PREFIX}:{REBUILD_TAG}:chunks"
 
-# RQ queue the web process enqueues publish jobs on.
-PUBLISH_QUEUE = "ccadmin-publish"
-# RQ queue of bulk jobs (imports, rollbacks, scheduled changes); the worker
-# takes publish jobs first, so a queued import never delays an edit.
+# List the web process pushes one item onto after a commit that wrote outbox
+# events (LPUSH + LTRIM to one item: at most one pending wake-up, however many
+# writes). Every worker's drainer waits on it with BLPOP and then drains the
+# outbox in batches; it also polls the outbox when nothing wakes it.
+PUBLISH_WAKE = f"{PREFIX}:publish_wake"
+# Held (SET NX, a short TTL) by the drainer of a lane while it drains, on a
+# database without row locks that skip (SQLite): one drainer per lane at a time.
+DRAIN_LOCK = f"{PREFIX}:drain_lock"
+# RQ queue of bulk jobs (imports, rollbacks, scheduled changes).
 IMPORT_QUEUE = "ccadmin-imports"
-# RQ queue of full-rebuild chunk jobs; the worker takes it after the publish
-# queue (an edit is never held up) and before imports (while Redis is not
-# ready the API answers 503).
+# RQ queue of full-rebuild chunk jobs; the worker takes it before imports
+# (while Redis is not ready the API answers 503). Edits never queue behind
+# either: the drainers publish them from threads of their own.
 REBUILD_QUEUE = "ccadmin-rebuild"
+# The queues a worker takes jobs from, in order of priority.
+WORKER_QUEUES = (REBUILD_QUEUE, IMPORT_QUEUE)
 
 # Entry changes, announced on a pub/sub channel so API processes can keep an
 # in-process cache correct (ccadmin/api/cache.py). Each message is a JSON
@@ -114,6 +121,7 @@ def entry_changes_channel(db: int) -> str:
     deployments sharing one Redis server from invalidating each other.
     """
     return f"{PREFIX}:entry_changes:{db}"
+
 
 # Live metrics (docs/metrics.md). Every API process adds its counts of the
 # last second with HINCRBY into one hash per time bucket at each resolution,

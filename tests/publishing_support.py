@@ -65,3 +65,16 @@ def stored_entry(redis_client, slug: str, user_id: str) -> tuple[int, bytes] | N
         keys.entry_key(slug, user_id), keys.ENTRY_VERSION_FIELD, keys.ENTRY_BODY_FIELD
     )
     return None if version is None else (int(version), body)
+
+
+def publish_pending() -> int:
+    """Publish every pending outbox event as the drainers do; returns how many."""
+    from workers.drain import LANES, drain_batch
+    from workers.publish import redis_connection
+
+    published = 0
+    for lane in LANES:
+        while (events := drain_batch(redis_connection(), lane.condition, lane.batch)["events"]):
+            published += events
+    db.session.rollback()
+    return published

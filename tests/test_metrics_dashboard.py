@@ -111,11 +111,11 @@ def test_known_traffic_gives_exact_series(app, client, make_user, redis_client, 
 def test_publish_lag_is_recorded_and_shown(app, client, make_user, redis_client):
     from datetime import UTC, datetime, timedelta
 
-    from ccadmin.metrics.lag import lag_seconds, record_publish_lag
+    from ccadmin.metrics.lag import lag_seconds, record_publish_lags
 
     created = datetime.now(UTC) - timedelta(seconds=0.3)
-    record_publish_lag(redis_client, lag_seconds(created))
-    record_publish_lag(redis_client, 0.3)
+    record_publish_lags(redis_client, [lag_seconds(created)])
+    record_publish_lags(redis_client, [0.3])
     as_role(client, make_user, "viewer")
     wait_until(lambda: dashboard(client)["series"]["totals"]["published"] == 2)
     lag = dashboard(client)["series"]["totals"]["lag_seconds"]

@@ -1,18 +1,24 @@
-"""Publishing invariants (DESIGN 5) with the publish job run in this process."""
+"""Publishing invariants: the outbox, the wake-up and the drainers, run in this process."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import signal
+import threading
 
 import pytest
-from publishing_support import ACTOR, delete_entry, make_campaign, save_entry, stored_entry
-from rq import SimpleWorker
-from rq.job import JobStatus
-from sqlalchemy import func, select
+import redis
+from publishing_support import (
+    ACTOR,
+    delete_entry,
+    make_campaign,
+    publish_pending,
+    save_entry,
+    stored_entry,
+)
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
-from support import free_port
+from support import free_port, wait_until
 
 from ccadmin import keys, payload, publishing
 from ccadmin.extensions import db
@@ -20,26 +26,16 @@ from ccadmin.models import ApiKey, Campaign, ContentEntry, OutboxEvent
 from ccadmin.models.api_keys import hash_secret
 from ccadmin.models.types import utcnow
 from workers import store
-from workers.context import AppJob
-from workers.publish import config_json, publish_event
-from workers.sweeper import Sweeper, ensure_ready, needs_enqueue, requeue_unpublished
+from workers.drain import FRESH, Drainer, claim, drain_batch, publish_events
+from workers.publish import config_json
+from workers.sweeper import Sweeper, ensure_ready
 
 
-def queued_job_ids(redis_client) -> list[str]:
-    return publishing.publish_queue(redis_client).job_ids
-
-
-def run_queued_jobs(redis_client, queue: str = keys.PUBLISH_QUEUE) -> None:
-    """Work a queue (the publish queue) until it is empty, with a real RQ worker."""
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        SimpleWorker([queue], connection=redis_client, job_class=AppJob).work(
-            burst=True, logging_level=None
-        )
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-    db.session.rollback()  # see what the job committed
+def publish_event(event_id: int) -> dict:
+    """Publish one event as a drainer would, and see what it committed."""
+    summary = publish_events([event_id])
+    db.session.rollback()
+    return summary
 
 
 def test_change_and_outbox_event_commit_together(app, redis_client):
@@ -53,14 +49,16 @@ def test_change_and_outbox_event_commit_together(app, redis_client):
         entry.id,
         1,
     )
-    assert f"publish-{outbox_event.id}" in queued_job_ids(redis_client)
+    # One wake-up, however many saves.
+    save_entry(campaign, "43", "Hi again")
+    assert redis_client.lrange(keys.PUBLISH_WAKE, 0, -1) == [b"1"]
 
 
-def test_failing_commit_leaves_no_outbox_row_no_job_and_no_redis_change(app, redis_client):
+def test_failing_commit_leaves_no_outbox_row_no_wake_up_and_no_redis_change(app, redis_client):
     campaign = make_campaign()
     save_entry(campaign, "7", "first")
     events_before = db.session.execute(select(func.count(OutboxEvent.id))).scalar()
-    jobs_before = queued_job_ids(redis_client)
+    redis_client.delete(keys.PUBLISH_WAKE)
     redis_before = sorted(redis_client.keys(keys.entry_key_pattern("*")))
 
     entry = ContentEntry(campaign_id=campaign.id, user_id="8", fields={"message": "new"})
@@ -72,10 +70,11 @@ def test_failing_commit_leaves_no_outbox_row_no_job_and_no_redis_change(app, red
     db.session.rollback()
 
     assert db.session.execute(select(func.count(OutboxEvent.id))).scalar() == events_before
-    assert db.session.execute(
-        select(ContentEntry.id).where(ContentEntry.user_id == "8")
-    ).first() is None
-    assert queued_job_ids(redis_client) == jobs_before
+    assert (
+        db.session.execute(select(ContentEntry.id).where(ContentEntry.user_id == "8")).first()
+        is None
+    )
+    assert not redis_client.exists(keys.PUBLISH_WAKE)
     assert sorted(redis_client.keys(keys.entry_key_pattern("*"))) == redis_before
 
 
@@ -92,11 +91,18 @@ def test_publish_event_writes_exactly_the_rendered_body(app, redis_client):
     assert outbox_event.attempts == 1
 
 
-def test_publish_event_twice_gives_the_same_state(app, redis_client):
+def test_publishing_twice_gives_the_same_state(app, redis_client):
     campaign = make_campaign()
     outbox_event = save_entry(campaign, "42", "once")
     publish_event(outbox_event.id)
     first = redis_client.hgetall(keys.entry_key("spring", "42"))
+    # Published events are not claimed again ...
+    assert publish_event(outbox_event.id) == {"events": 0}
+    # ... and a batch that wrote Redis but died before its commit is re-driven harmlessly.
+    db.session.execute(
+        text("UPDATE outbox_event SET published_at = NULL WHERE id = :id"), {"id": outbox_event.id}
+    )
+    db.session.commit()
     summary = publish_event(outbox_event.id)
     assert (summary["written"], summary["stale"]) == (0, 1)
     assert redis_client.hgetall(keys.entry_key("spring", "42")) == first
@@ -174,7 +180,7 @@ def test_api_keys_event_publishes_the_key_set(app, redis_client):
     assert list(redis_client.hkeys(keys.API_KEYS)) == [hash_secret("cc_keep-secret").encode()]
 
 
-def test_sweeper_publishes_an_event_whose_enqueue_failed(app, redis_client):
+def test_a_drainer_publishes_an_event_whose_wake_up_failed(app, redis_client):
     campaign = make_campaign()
     settings = app.config["CCADMIN_SETTINGS"]
     app.config["CCADMIN_SETTINGS"] = dataclasses.replace(
@@ -184,37 +190,62 @@ def test_sweeper_publishes_an_event_whose_enqueue_failed(app, redis_client):
         outbox_event = save_entry(campaign, "42", "queue was down")
     finally:
         app.config["CCADMIN_SETTINGS"] = settings
-    assert f"publish-{outbox_event.id}" not in queued_job_ids(redis_client)
+    db.session.refresh(outbox_event)
+    assert outbox_event.last_error.startswith("Redis is unreachable")
     assert stored_entry(redis_client, "spring", "42") is None
 
-    assert outbox_event.id in requeue_unpublished(redis_client, older_than=0)
-    run_queued_jobs(redis_client)
+    # Nothing wakes it: the drainer's poll finds the event.
+    drainer = Drainer(app, FRESH, lambda: redis_client, poll_seconds=0.2)
+    drainer.start()
+    try:
+        wait_until(lambda: stored_entry(redis_client, "spring", "42") is not None)
+    finally:
+        drainer.stop()
+        drainer.join(5)
+    assert not drainer.is_alive()
+    db.session.rollback()
+    published = db.session.get(OutboxEvent, outbox_event.id)
+    assert published.published_at is not None and published.last_error is None
 
-    assert stored_entry(redis_client, "spring", "42")[0] == 1
-    assert db.session.get(OutboxEvent, outbox_event.id).published_at is not None
-    assert requeue_unpublished(redis_client, older_than=0) == []
 
-
-def test_sweeper_re_enqueues_a_job_its_dead_worker_had_started(app, redis_client):
+def test_a_batch_that_fails_keeps_its_events_and_the_next_drain_publishes_them(app, redis_client):
     campaign = make_campaign()
-    run_queued_jobs(redis_client)  # the campaign event
-    outbox_event = save_entry(campaign, "42", "worker died")
-    # A real worker takes the job and stops existing before it finishes.
-    worker = SimpleWorker([keys.PUBLISH_QUEUE], connection=redis_client)
-    worker.register_birth()
-    job, _queue = worker.dequeue_job_and_maintain_ttl(timeout=1)
-    worker.prepare_execution(job)
-    worker.prepare_job_execution(job)
-    assert job.get_status() == JobStatus.STARTED
-    assert not needs_enqueue(redis_client, job)
-    assert requeue_unpublished(redis_client, older_than=0) == []
+    events = [save_entry(campaign, str(user), f"hello {user}").id for user in range(5)]
+    unreachable = type(redis_client).from_url(f"redis://127.0.0.1:{free_port()}/0")
+    with pytest.raises(redis.ConnectionError):
+        drain_batch(unreachable, FRESH.condition, FRESH.batch)
+    failed = db.session.execute(
+        select(OutboxEvent.published_at, OutboxEvent.attempts, OutboxEvent.last_error).where(
+            OutboxEvent.id.in_(events)
+        )
+    ).all()
+    assert all(row.published_at is None and row.attempts == 1 for row in failed)
+    assert all("ConnectionError" in row.last_error for row in failed)
 
-    redis_client.delete(worker.key)  # its heartbeat expired: the process is gone
-    assert needs_enqueue(redis_client, job)
-    assert requeue_unpublished(redis_client, older_than=0) == [outbox_event.id]
-    run_queued_jobs(redis_client)
-    assert stored_entry(redis_client, "spring", "42")[0] == 1
-    assert db.session.get(OutboxEvent, outbox_event.id).published_at is not None
+    publish_pending()
+    assert [stored_entry(redis_client, "spring", str(user))[0] for user in range(5)] == [1] * 5
+
+
+def test_two_drainers_never_claim_the_same_event(app, redis_client):
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("claims that skip locked rows need PostgreSQL (SQLite: one drainer a lane)")
+    campaign = make_campaign()
+    publish_pending()
+    events = sorted(save_entry(campaign, str(user), "hi").id for user in range(10))
+    held = [row.id for row in claim(FRESH.condition, 4)]  # locked until this session ends
+    taken: list[int] = []
+
+    def other_drainer() -> None:
+        with app.app_context():
+            taken.extend(row.id for row in claim(FRESH.condition, 100))
+            db.session.rollback()
+
+    thread = threading.Thread(target=other_drainer)
+    thread.start()
+    thread.join(10)
+    assert held == events[:4]
+    assert taken == events[4:]
+    db.session.rollback()
 
 
 def test_missing_ready_marker_makes_the_sweeper_rebuild(app, redis_client):

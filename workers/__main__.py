@@ -1,22 +1,22 @@
-"""`python -m workers`: one RQ worker on the publish, rebuild and import queues (in that
-order of priority), with the sweeper beside it.
+"""`python -m workers`: the drainers that publish edits, one RQ worker on the rebuild and
+import queues (in that order of priority), and the sweeper beside them.
 
-Worker class: a `SimpleWorker`, jobs run in this process, no fork per job. A
-publish job is a few milliseconds of database and Redis work; forking a work
-horse per job would add the fork itself plus a new database and Redis
-connection in every child (a pool cannot be shared across a fork), which is
-most of the time from a save to the change being live. Job timeouts still
-apply: SimpleWorker runs the job in the main thread under RQ's SIGALRM death
-penalty. What we give up is isolation: a job that crashes the interpreter
-takes the worker with it; the platform restarts it and the sweeper
-re-enqueues the event its job held (DESIGN 5.4).
+Worker class: a `SimpleWorker`, jobs run in this process, no fork per job,
+so a job finds the app, its pools and the Redis scripts already loaded.
+Job timeouts still apply: SimpleWorker runs the job in the main thread under
+RQ's SIGALRM death penalty. What we give up is isolation: a job that crashes
+the interpreter takes the worker with it; the platform restarts it, a lost
+rebuild chunk or import is enqueued again by the sweeper, and an outbox
+batch whose claim died with the process is taken by another drainer.
 
 SIGTERM (a deploy, `make run`, Ctrl-C) is a warm shutdown in the manner of
 RQ's HerokuWorker: the job in progress may finish for WORKER_SHUTDOWN_SECONDS
-(20 by default); past that it is interrupted (its event stays unpublished and is re-driven by
-a retry or the sweeper) so the process exits before the platform's SIGKILL.
-A second signal stops at once. A Redis outage does not end the process: the
-worker starts again once Redis answers.
+(20 by default); past that it is interrupted (the sweeper enqueues it again)
+so the process exits before the platform's SIGKILL; the drainers finish
+their batch within the same time.
+A second signal stops at once. A Redis or database outage does not end the
+process: the worker starts again once Redis answers, and the drainers
+(workers/drain.py) retry on their own.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import os
 import signal
 import sys
 import threading
-import time
 
 import redis
 from rq import SimpleWorker
@@ -36,6 +35,7 @@ from rq.worker import WorkerStatus
 from ccadmin import keys
 from ccadmin.redis_client import get_redis
 from workers.context import AppJob, JobIdFilter, worker_app
+from workers.drain import start_drainers, stop_drainers
 from workers.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
@@ -91,37 +91,72 @@ def configure_logging() -> None:
 
 
 def main() -> None:
-    """Load the app once, start the sweeper, work the publish queue until told to stop."""
+    """Load the app once, start the drainers and the sweeper, work the queues until stopped.
+
+    Nothing here gives up on an outage: a worker started while Redis or the
+    database is away waits for them, and one that loses them mid-job starts
+    its loop again once they answer.
+    """
     configure_logging()
     app = worker_app()
     settings = app.config["CCADMIN_SETTINGS"]
-    get_redis(settings)  # starts the embedded Redis if it is the default and not running
     # A client of its own: RQ raises its socket timeout above the blocking
     # dequeue, which the sweeper's and the jobs' short-timeout client must keep.
     connection = redis.Redis.from_url(settings.effective_redis_url, health_check_interval=30)
+    drainers = start_drainers(app, lambda: connection)
     sweeper = Sweeper(app)
     sweeper.start()
+    stop = StopRequest()
     try:
-        while True:
-            worker = PublishWorker(
-                [keys.PUBLISH_QUEUE, keys.REBUILD_QUEUE, keys.IMPORT_QUEUE],
-                connection=connection,
-                job_class=AppJob,
-                imminent_shutdown_seconds=settings.worker_shutdown_seconds,
-            )
-            sweeper.worker = worker
+        while not stop.requested:
+            worker = None
             try:
-                # The scheduler runs RQ's delayed retries (publishing.PUBLISH_RETRY).
+                get_redis(settings)  # starts the embedded Redis if it is the default and down
+                worker = PublishWorker(
+                    list(keys.WORKER_QUEUES),
+                    connection=connection,
+                    job_class=AppJob,
+                    imminent_shutdown_seconds=settings.worker_shutdown_seconds,
+                )
+                sweeper.worker = worker
+                # The scheduler moves scheduled imports and changes to their queue.
                 worker.work(with_scheduler=True, logging_level=None)
-            except redis.RedisError as error:
-                log.error("worker stopped by a Redis error: %s", error)
-            if worker.shutdown_requested:
+            except (redis.RedisError, OSError) as error:
+                log.error("worker loop stopped by a Redis error: %s", error)
+            except Exception:
+                log.exception("worker loop stopped by an error")
+            if worker is not None and worker.shutdown_requested:
                 break
-            log.warning("worker loop ended without a stop request; starting again")
-            time.sleep(RESTART_PAUSE_SECONDS)
+            stop.install()
+            if not stop.requested:
+                log.warning("worker loop ended without a stop request; starting again")
+                stop.wait(RESTART_PAUSE_SECONDS)
     finally:
+        stop_drainers(drainers, settings.worker_shutdown_seconds)
         sweeper.stop()
         sweeper.join(timeout=5)
+
+
+class StopRequest:
+    """SIGTERM / SIGINT between worker loops: RQ handles them only while a worker works."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._event = threading.Event()
+        self.install()
+
+    def install(self) -> None:
+        """Take the signals back from a worker loop that ended (RQ installs its own)."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame) -> None:
+        self.requested = True
+        self._event.set()
+
+    def wait(self, seconds: float) -> None:
+        """Sleep between loops, cut short by a stop request."""
+        self._event.wait(seconds)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from rq import get_current_job
 from ccadmin.imports import scheduling, uploads
 from ccadmin.imports.applying import apply_change_set
 from ccadmin.models.imports import STATUS_QUEUED
-from workers.publish import publish_event
+from workers.drain import publish_events
 
 
 def apply_import(import_id: int) -> dict[str, Any]:
@@ -28,7 +28,12 @@ def apply_import(import_id: int) -> dict[str, Any]:
             job.meta["progress"] = {"done": done, "total": total}
             job.save_meta()
 
-    return apply_change_set(import_id, progress, publish=publish_event)
+    return apply_change_set(import_id, progress, publish=publish_batch)
+
+
+def publish_batch(event_id: int) -> None:
+    """Publish one committed batch of an apply now, unless a drainer already holds it."""
+    publish_events([event_id])
 
 
 def ingest_import(import_id: int) -> dict[str, Any]:
@@ -56,5 +61,5 @@ def ingest_import(import_id: int) -> dict[str, Any]:
 
 
 def apply_scheduled_change(change_id: int) -> dict[str, Any]:
-    """Apply one scheduled content change at its time (its commit enqueues the publish)."""
+    """Apply one scheduled content change at its time (its commit wakes the drainers)."""
     return scheduling.apply_scheduled_change(change_id)

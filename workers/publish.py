@@ -1,9 +1,10 @@
-"""The publish job: one outbox event's change, read from the database now, into Redis.
+"""Publishing the database's current state to Redis: entries, campaign configs, API keys.
 
-`publish_event(event_id)` is enqueued by ccadmin/publishing.py after commit
-(as "workers.publish.publish_event"). It always publishes the current database
-state, never a copy carried by the job, and every write is a compare-and-set,
-so a job that runs twice, late, or after a newer one leaves Redis correct.
+Shared by the drainers (workers/drain.py), the rebuild and reconcile. It
+always publishes what the database holds now, never a copy carried by a job,
+and every write is a compare-and-set, so running twice, late, or after a
+newer write leaves Redis correct. An entry that cannot be rendered is set
+aside (table publish_failure) and the rest goes on.
 """
 
 from __future__ import annotations
@@ -15,13 +16,11 @@ from typing import Any
 
 import redis
 from flask import current_app
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import Row, delete, insert, select
 
 from ccadmin import keys, payload
 from ccadmin.extensions import db
-from ccadmin.metrics.lag import lag_seconds, record_publish_lag
-from ccadmin.models import ApiKey, Campaign, ContentEntry, OutboxEvent
-from ccadmin.models.outbox import KIND_API_KEYS, KIND_CAMPAIGN, KIND_CONTENT
+from ccadmin.models import ApiKey, Campaign, ContentEntry, PublishFailure
 from ccadmin.models.types import utcnow
 from ccadmin.redis_client import get_redis, get_store
 from workers import store
@@ -60,10 +59,16 @@ def campaign_slugs() -> dict[int, str]:
 
 
 def entry_write(slug: str, row: Row) -> store.EntryWrite:
-    """The Redis write for one entry row: its rendered body, or a tombstone."""
+    """The Redis write for one entry row: its rendered body, or a tombstone.
+
+    Raises ValueError (UnicodeEncodeError among them) for a row whose key or
+    body cannot be encoded; see set_aside.
+    """
     _id, _campaign_id, user_id, version, deleted, fields = row
+    key = keys.entry_key(slug, user_id)
+    key.encode("utf-8")
     body = b"" if deleted else payload.render_payload(slug, user_id, version, fields or {})
-    return store.EntryWrite(keys.entry_key(slug, user_id), version, body)
+    return store.EntryWrite(key, version, body)
 
 
 def entry_chunks(*conditions: Any, chunk_size: int = ENTRY_CHUNK) -> Iterator[list[Row]]:
@@ -82,12 +87,53 @@ def entry_chunks(*conditions: Any, chunk_size: int = ENTRY_CHUNK) -> Iterator[li
         last_id = rows[-1].id
 
 
+def entry_writes(slugs: dict[int, str], rows: list[Row]) -> list[store.EntryWrite]:
+    """The writes of a chunk of rows; a row that cannot be rendered is set aside, not fatal."""
+    writes, failures = [], []
+    for row in rows:
+        try:
+            writes.append(entry_write(slugs[row.campaign_id], row))
+        except (ValueError, TypeError, RecursionError) as error:
+            failures.append((row.id, row.version, f"{type(error).__name__}: {error}"))
+    if failures:
+        set_aside(failures)
+    return writes
+
+
+def set_aside(failures: list[tuple[int, int, str]]) -> None:
+    """Record entry versions that cannot be published, so the rest of the batch goes on.
+
+    Its own transaction: the caller's may hold row locks or a long read.
+    """
+    log.error(
+        "set aside %s entries that cannot be published: %s",
+        len(failures),
+        [(entry_id, error[:200]) for entry_id, _version, error in failures[:5]],
+    )
+    entry_ids = [entry_id for entry_id, _version, _error in failures]
+    with db.engine.begin() as connection:
+        connection.execute(
+            delete(PublishFailure).where(PublishFailure.content_entry_id.in_(entry_ids))
+        )
+        connection.execute(
+            insert(PublishFailure),
+            [
+                {
+                    "content_entry_id": entry_id,
+                    "version": version,
+                    "error": error[:_ERROR_MAX_LENGTH],
+                    "failed_at": utcnow(),
+                }
+                for entry_id, version, error in failures
+            ],
+        )
+
+
 def write_rows(
     connection: redis.Redis, slugs: dict[int, str], rows: list[Row]
 ) -> store.WriteCounts:
     """Compare-and-set the entries of one chunk of rows."""
-    writes = (entry_write(slugs[row.campaign_id], row) for row in rows)
-    return store.write_entries(connection, writes)
+    return store.write_entries(connection, entry_writes(slugs, rows))
 
 
 def publish_entries(connection: redis.Redis, *conditions: Any) -> store.WriteCounts:
@@ -158,73 +204,3 @@ def publish_api_keys(connection: redis.Redis, snapshot: int) -> int:
     documents = api_key_documents()
     store.write_api_keys(connection, snapshot, documents)
     return len(documents)
-
-
-def publish_event(event_id: int) -> dict[str, Any]:
-    """Publish one outbox event (the RQ job); re-raises so RQ's Retry applies."""
-    connection = redis_connection()
-    # Taken before any read, so this job's view of the database is at least
-    # as new as the number it writes with (see keys.SNAPSHOT_SEQUENCE).
-    snapshot = store.next_snapshot(connection)
-    outbox_event = db.session.get(OutboxEvent, event_id)
-    if outbox_event is None:
-        log.warning("outbox event %s does not exist; nothing to publish", event_id)
-        return {"event_id": event_id, "missing": True}
-    kind, campaign_id = outbox_event.kind, outbox_event.campaign_id
-    # Lag counts from the save to the first time it is live, not a re-run.
-    first_publish = outbox_event.published_at is None
-    created_at = outbox_event.created_at
-    summary: dict[str, Any] = {"event_id": event_id, "kind": kind}
-    try:
-        if kind == KIND_CONTENT:
-            counts = publish_entries(connection, content_columns.last_event_id == event_id)
-            summary.update(written=counts.written, stale=counts.stale)
-        elif kind == KIND_CAMPAIGN:
-            summary["written"] = publish_campaigns(connection, snapshot, campaign_id)
-        elif kind == KIND_API_KEYS:
-            summary["keys"] = publish_api_keys(connection, snapshot)
-        else:
-            raise ValueError(f"outbox event {event_id} has unknown kind {kind!r}")
-        mark_published([event_id])
-    except Exception as error:
-        record_failure(event_id, error)
-        raise
-    log.info("published outbox event %s: %s", event_id, summary)
-    if first_publish:
-        try:
-            record_publish_lag(connection, lag_seconds(created_at))
-        except redis.RedisError as error:
-            log.warning("publish lag of outbox event %s not recorded: %s", event_id, error)
-    return summary
-
-
-def mark_published(event_ids: list[int]) -> None:
-    """Record that these events reached Redis (keeps the first publish time)."""
-    db.session.execute(
-        update(OutboxEvent)
-        .where(OutboxEvent.id.in_(event_ids))
-        .values(
-            published_at=func.coalesce(OutboxEvent.published_at, utcnow()),
-            attempts=OutboxEvent.attempts + 1,
-            last_error=None,
-        )
-    )
-    db.session.commit()
-
-
-def record_failure(event_id: int, error: BaseException) -> None:
-    """Keep the error on the event for the admin; never hides the original error."""
-    db.session.rollback()
-    try:
-        db.session.execute(
-            update(OutboxEvent)
-            .where(OutboxEvent.id == event_id)
-            .values(
-                attempts=OutboxEvent.attempts + 1,
-                last_error=f"{type(error).__name__}: {error}"[:_ERROR_MAX_LENGTH],
-            )
-        )
-        db.session.commit()
-    except Exception:
-        db.session.rollback()
-        log.exception("could not record the failure of outbox event %s", event_id)

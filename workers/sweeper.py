@@ -1,12 +1,16 @@
-"""The sweeper: a thread in every worker process that makes sure nothing stays unpublished.
+"""The sweeper: a thread in every worker process that keeps Redis whole and bulk jobs going.
+
+Outbox events need no sweeping: the drainers (workers/drain.py) poll for
+whatever is unpublished.
+
 
 Every couple of seconds one process in the cluster (the holder of
 keys.SWEEPER_LOCK) starts a full rebuild when the ready marker is gone
 (DESIGN 5.5) and keeps it going (chunk jobs lost with a worker are enqueued
-again, a stalled rebuild is resumed from its plan), re-enqueues outbox
-events whose job was lost, failed for good or died with its worker
-(DESIGN 5.4), re-enqueues the staging of stored import bodies whose
-job was lost the same way (staging is idempotent), deletes import bodies
+again, a stalled rebuild is resumed from its plan), forgets set-aside
+entry versions that a later one replaced, re-enqueues the staging of
+stored import bodies whose job was lost or died with its worker (staging
+is idempotent), deletes import bodies
 that never arrived whole (uploads.ABANDONED_AFTER), and runs reconcile every
 RECONCILE_INTERVAL and right after Redis restarted (a new INFO run_id: an
 append-only file can lose its last second of writes) (DESIGN 5.6). A second
@@ -21,7 +25,6 @@ import os
 import socket
 import threading
 import uuid
-from datetime import timedelta
 
 import redis
 from flask import Flask
@@ -30,12 +33,12 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 from rq.utils import utcparse
 from rq.worker import BaseWorker
-from sqlalchemy import inspect, select
+from sqlalchemy import delete, inspect, select
 
-from ccadmin import keys, publishing
+from ccadmin import keys
 from ccadmin.extensions import db
 from ccadmin.imports import uploads
-from ccadmin.models import OutboxEvent
+from ccadmin.models import ContentEntry, OutboxEvent, PublishFailure
 from ccadmin.models.types import utcnow
 from workers import rebuild_plan, store
 from workers.publish import queue_connection, redis_connection
@@ -52,8 +55,8 @@ log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 2.0
 SWEEPER_LOCK_TTL = 10
-# An event unpublished for this long has missed its job (after-commit
-# enqueues take milliseconds; a publish job a few more).
+# A stored import body whose staging job has not started for this long has
+# lost it (after-commit enqueues take milliseconds).
 STALE_AFTER = 3.0
 # A worker that has not sent a heartbeat for this long is dead. Ours send
 # one every HEARTBEAT_INTERVAL from a thread of their own, whatever the job
@@ -64,11 +67,6 @@ WORKER_SILENCE = 10.0
 OVERDUE_RETRY = 60.0
 SWEEP_BATCH = 1_000
 _WAITING = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.READY_TO_ENQUEUE}
-
-
-def job_id(event_id: int) -> str:
-    """The RQ job id publishing.enqueue_publish gives an event's job."""
-    return f"publish-{event_id}"
 
 
 def worker_is_dead(connection: redis.Redis, worker_name: str | None) -> bool:
@@ -120,35 +118,22 @@ def needs_enqueue(connection: redis.Redis, job: Job | None) -> bool:
     return True
 
 
-def requeue_unpublished(connection: redis.Redis, older_than: float = STALE_AFTER) -> list[int]:
-    """Enqueue every event unpublished for `older_than` seconds whose job is lost."""
-    cutoff = utcnow() - timedelta(seconds=older_than)
-    event_ids = list(
-        db.session.execute(
-            select(OutboxEvent.id)
-            .where(OutboxEvent.published_at.is_(None), OutboxEvent.created_at <= cutoff)
-            .order_by(OutboxEvent.id)
-            .limit(SWEEP_BATCH)
-        ).scalars()
+def clear_superseded_failures() -> int:
+    """Forget set-aside entry versions that a later version of the entry replaced.
+
+    A later version was either published or set aside in its turn (which
+    replaces the row), so what is left here is what still needs a person.
+    """
+    superseded = (
+        select(PublishFailure.content_entry_id)
+        .join(ContentEntry, ContentEntry.id == PublishFailure.content_entry_id)
+        .where(ContentEntry.version > PublishFailure.version)
     )
-    db.session.rollback()
-    if not event_ids:
-        return []
-    jobs = Job.fetch_many([job_id(event_id) for event_id in event_ids], connection=connection)
-    due = [
-        event_id
-        for event_id, job in zip(event_ids, jobs, strict=True)
-        if needs_enqueue(connection, job)
-    ]
-    if not due:
-        return []
-    failed = FailedJobRegistry(keys.PUBLISH_QUEUE, connection=connection)
-    for event_id in due:
-        failed.remove(job_id(event_id))
-    if not publishing.enqueue_publish(due, connection):
-        return []
-    log.info("re-enqueued %s unpublished outbox events: %s", len(due), due[:20])
-    return due
+    cleared = db.session.execute(
+        delete(PublishFailure).where(PublishFailure.content_entry_id.in_(superseded))
+    ).rowcount
+    db.session.commit()
+    return cleared
 
 
 def requeue_ingests(connection: redis.Redis, older_than: float = STALE_AFTER) -> list[int]:
@@ -301,7 +286,7 @@ class Sweeper(threading.Thread):
         # A rebuild records the run_id it builds and, when done, schedules the
         # next reconcile itself (workers/rebuild.py).
         ensure_ready(connection)
-        requeue_unpublished(queue_connection())
+        clear_superseded_failures()
         requeue_ingests(queue_connection())
         drop_abandoned_uploads()
         if not connection.exists(keys.READY):

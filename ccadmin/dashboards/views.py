@@ -10,6 +10,7 @@ import redis
 from flask import current_app, flash, jsonify, redirect, request, url_for
 from flask_admin import BaseView, expose
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job
 from rq.registry import FailedJobRegistry
 from werkzeug.wrappers import Response
 
@@ -58,6 +59,7 @@ def dashboard_data(range_name: str, campaign: str | None) -> dict[str, Any]:
         "redis": redis_state,
         "publishing": {
             **system.outbox_backlog(),
+            **system.set_aside_entries(),
             **system.rq_state(_redis()),
             **system.write_counts(connection),
         },
@@ -104,10 +106,11 @@ class LiveMetricsView(AccessControlled, BaseView):
 
     @expose("/requeue/<job_id>", methods=("POST",))
     def requeue(self, job_id: str) -> Response:
-        """Put a failed publish job back on its queue (admin only, CSRF-checked, audited)."""
-        registry = FailedJobRegistry(keys.PUBLISH_QUEUE, connection=_redis())
+        """Put a failed worker job back on its queue (admin only, CSRF-checked, audited)."""
+        connection = _redis()
         try:
-            registry.requeue(job_id)
+            origin = Job.fetch(job_id, connection=connection).origin
+            FailedJobRegistry(origin, connection=connection).requeue(job_id)
         except (NoSuchJobError, InvalidJobOperation):
             flash(f"Job {job_id} is no longer in the failed jobs.", "warning")
         except redis.RedisError:

@@ -3,7 +3,7 @@
 Each batch is one transaction: the entries (locked, re-checked against what
 the preview saw), one outbox event pointing at them, and the batch's mark on
 the change set (`applied_through_line`); after its commit the batch is
-published (by the worker running the apply, or by the job its commit enqueues).
+published (by the worker running the apply, or by a drainer its commit wakes).
 One audit event records the whole change set when it completes.
 
 All-or-nothing across many transactions: the file was validated whole before
@@ -153,7 +153,7 @@ def rows_to_apply(import_id: int, after_line: int = 0, limit: int | None = None)
 
 
 def apply_batch(
-    content_import: ContentImport, rows: list[Any], actor: str, enqueue: bool = True
+    content_import: ContentImport, rows: list[Any], actor: str, wake: bool = True
 ) -> int | None:
     """Write one batch of rows (no commit); returns its outbox event id, if it wrote any.
 
@@ -170,9 +170,7 @@ def apply_batch(
     writes = sum(1 for outcome in outcomes.values() if outcome in WRITING_OUTCOMES)
     if not writes:
         return None
-    outbox_event = publishing.record_content_batch(
-        content_import.campaign_id, writes, enqueue=enqueue
-    )
+    outbox_event = publishing.record_content_batch(content_import.campaign_id, writes, wake=wake)
     db.session.execute(
         _UPSERT_FROM_ROWS,
         {
@@ -209,8 +207,8 @@ def apply_change_set(
 ) -> dict[str, Any]:
     """Apply a queued or scheduled change set; undo it whole if a batch fails.
 
-    Without `publish`, each batch's commit enqueues its publish job as any
-    change does. The worker passes its publish function instead, so a batch
+    Without `publish`, each batch's commit wakes the drainers as any change
+    does. The worker passes its publish function instead, so a batch
     goes live right after its commit rather than after the whole apply (one
     worker runs one job at a time).
     """
@@ -233,7 +231,7 @@ def apply_change_set(
             rows = rows_to_apply(import_id, content_import.applied_through_line, batch_size)
             if not rows:
                 break
-            event_id = apply_batch(content_import, rows, actor, enqueue=publish is None)
+            event_id = apply_batch(content_import, rows, actor, wake=publish is None)
             content_import.applied_through_line = rows[-1].line
             db.session.commit()
             if publish is not None and event_id is not None:
@@ -327,11 +325,11 @@ def fail(
 
 
 def publish_committed(publish: Publish, event_id: int) -> None:
-    """Publish a committed batch now; a failure leaves it to the sweeper, not the apply."""
+    """Publish a committed batch now; a failure leaves it to the drainers, not the apply."""
     try:
         publish(event_id)
     except ShutDownImminentException:
         raise
     except Exception:
         db.session.rollback()
-        log.warning("batch event %s left for the sweeper to publish", event_id, exc_info=True)
+        log.warning("batch event %s left for the drainers to publish", event_id, exc_info=True)

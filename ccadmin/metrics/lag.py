@@ -31,10 +31,17 @@ def lag_seconds(created_at: datetime, now: float | None = None) -> float:
     return max(0.0, (time.time() if now is None else now) - created_at.timestamp())
 
 
-def record_publish_lag(connection: redis.Redis, lag: float, now: float | None = None) -> None:
-    """Add one applied event's lag to the current second's buckets (one pipeline)."""
+def record_publish_lags(
+    connection: redis.Redis, lags: list[float], now: float | None = None
+) -> None:
+    """Add applied events' lags to the current second's buckets (one pipeline)."""
+    if not lags:
+        return
     second = int(time.time() if now is None else now)
-    field = f"{keys.METRIC_PUBLISH_LAG}{keys.METRIC_FIELD_SEPARATOR}{bisect_left(LAG_BOUNDS, lag)}"
+    fields = Counter(
+        f"{keys.METRIC_PUBLISH_LAG}{keys.METRIC_FIELD_SEPARATOR}{bisect_left(LAG_BOUNDS, lag)}"
+        for lag in lags
+    )
     pipe = connection.pipeline(transaction=True)
-    add_to_buckets(pipe, {second: Counter({field: 1})})
+    add_to_buckets(pipe, {second: fields})
     pipe.execute()

@@ -1,4 +1,5 @@
-"""State of the parts behind the endpoint: publishing (outbox, RQ), Redis, API processes."""
+"""State of the parts behind the endpoint: publishing (outbox, set-aside entries, RQ), Redis,
+API processes."""
 
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ from sqlalchemy import func, select
 from ccadmin import keys
 from ccadmin.extensions import db
 from ccadmin.metrics.series import Tally
-from ccadmin.models import OutboxEvent
+from ccadmin.models import Campaign, ContentEntry, OutboxEvent, PublishFailure
 
 # An API process that has not flushed for this long is shown as gone.
 PROCESS_ALIVE_SECONDS = 5.0
 FAILED_JOBS_SHOWN = 20
+SET_ASIDE_SHOWN = 20
 _ERROR_LINES = 3
 
 
@@ -61,9 +63,14 @@ def outbox_backlog() -> dict[str, Any]:
 
 
 def failed_jobs(connection: redis.Redis) -> list[dict[str, Any]]:
-    """The newest failed publish jobs with the end of their error."""
-    registry = FailedJobRegistry(keys.PUBLISH_QUEUE, connection=connection)
-    job_ids = registry.get_job_ids(0, FAILED_JOBS_SHOWN - 1, desc=True)
+    """The newest failed worker jobs (rebuild chunks, imports) with the end of their error."""
+    job_ids = [
+        job_id
+        for name in keys.WORKER_QUEUES
+        for job_id in FailedJobRegistry(name, connection=connection).get_job_ids(
+            0, FAILED_JOBS_SHOWN - 1, desc=True
+        )
+    ]
     rows = []
     for job_id, job in zip(job_ids, Job.fetch_many(job_ids, connection=connection), strict=True):
         if job is None:
@@ -78,12 +85,12 @@ def failed_jobs(connection: redis.Redis) -> list[dict[str, Any]]:
                 "error": "\n".join(error.strip().splitlines()[-_ERROR_LINES:]),
             }
         )
-    return rows
+    rows.sort(key=lambda row: row["ended_seconds"] if row["ended_seconds"] is not None else 0)
+    return rows[:FAILED_JOBS_SHOWN]
 
 
 def rq_state(connection: redis.Redis) -> dict[str, Any]:
-    """Queue depth, failed jobs and the workers that are alive."""
-    queue = Queue(keys.PUBLISH_QUEUE, connection=connection)
+    """Jobs waiting and failed on the worker queues, and the workers that are alive."""
     workers = [
         {
             "name": worker.name,
@@ -92,12 +99,48 @@ def rq_state(connection: redis.Redis) -> dict[str, Any]:
         }
         for worker in Worker.all(connection=connection)
     ]
-    failed = failed_jobs(connection)
     return {
-        "queue_depth": queue.count,
-        "failed_count": FailedJobRegistry(keys.PUBLISH_QUEUE, connection=connection).count,
-        "failed_jobs": failed,
+        "queue_depth": sum(Queue(name, connection=connection).count for name in keys.WORKER_QUEUES),
+        "failed_count": sum(
+            FailedJobRegistry(name, connection=connection).count for name in keys.WORKER_QUEUES
+        ),
+        "failed_jobs": failed_jobs(connection),
         "workers": sorted(workers, key=lambda worker: worker["name"]),
+    }
+
+
+def set_aside_entries() -> dict[str, Any]:
+    """Entry versions that could not be published (publish_failure), newest first."""
+    count = db.session.execute(select(func.count()).select_from(PublishFailure)).scalar_one()
+    rows = db.session.execute(
+        select(
+            PublishFailure.content_entry_id,
+            PublishFailure.version,
+            PublishFailure.error,
+            PublishFailure.failed_at,
+            ContentEntry.user_id,
+            Campaign.slug,
+        )
+        .join(ContentEntry, ContentEntry.id == PublishFailure.content_entry_id)
+        .join(Campaign, Campaign.id == ContentEntry.campaign_id)
+        .order_by(PublishFailure.failed_at.desc())
+        .limit(SET_ASIDE_SHOWN)
+    ).all()
+    db.session.rollback()
+    return {
+        "set_aside_count": count,
+        "set_aside": [
+            {
+                "entry_id": row.content_entry_id,
+                "campaign": row.slug,
+                # Shown as a person would type it: a lone surrogate as its escape.
+                "user_id": row.user_id.encode("utf-8", "backslashreplace").decode("utf-8"),
+                "version": row.version,
+                "error": row.error,
+                "failed_seconds": _age(row.failed_at),
+            }
+            for row in rows
+        ],
     }
 
 

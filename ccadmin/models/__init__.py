@@ -6,7 +6,7 @@ from ccadmin.models.campaign import Campaign
 from ccadmin.models.content import ContentEntry
 from ccadmin.models.imports import ContentImport, ImportRow
 from ccadmin.models.management_tokens import ManagementToken
-from ccadmin.models.outbox import OutboxEvent
+from ccadmin.models.outbox import OutboxEvent, PublishFailure
 from ccadmin.models.schedule import ScheduledChange
 from ccadmin.models.users import AdminUser
 
@@ -20,5 +20,6 @@ __all__ = [
     "ImportRow",
     "ManagementToken",
     "OutboxEvent",
+    "PublishFailure",
     "ScheduledChange",
 ]

@@ -41,3 +41,21 @@ class OutboxEvent(db.Model):
             sqlite_where=text("published_at IS NULL"),
         ),
     )
+
+
+class PublishFailure(db.Model):
+    """An entry version that could not be rendered for Redis, set aside so the rest goes on.
+
+    The drainers, the rebuild and reconcile skip it and record it here; the
+    live metrics page lists it. The row goes once a later version of the
+    entry is published.
+    """
+
+    __tablename__ = "publish_failure"
+
+    content_entry_id = db.Column(
+        BigId, db.ForeignKey("content_entry.id", ondelete="CASCADE"), primary_key=True
+    )
+    version = db.Column(db.Integer, nullable=False)
+    error = db.Column(db.Text, nullable=False)
+    failed_at = db.Column(db.DateTime(timezone=True), nullable=False, default=utcnow)

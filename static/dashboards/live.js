@@ -129,6 +129,22 @@
     text("outbox-last-error", publishing.last_error || "–");
     text("write-counts", number(publishing.writes) + " / " + number(publishing.stale_writes));
     text("queue-depth", number(publishing.queue_depth));
+    text("set-aside-count", number(publishing.set_aside_count));
+    replaceRows(
+      "set-aside",
+      publishing.set_aside.map(function (entry) {
+        var row = document.createElement("tr");
+        var error = document.createElement("pre");
+        error.textContent = entry.error;
+        cell(row, String(entry.entry_id));
+        cell(row, entry.campaign);
+        cell(row, entry.user_id);
+        cell(row, String(entry.version));
+        cell(row, seconds(entry.failed_seconds) + " ago");
+        cell(row, error);
+        return row;
+      })
+    );
     text("failed-count", number(publishing.failed_count));
     text(
       "workers",
