@@ -182,13 +182,6 @@ class Settings:
     # from `API_TRUSTED_PROXIES` ranges (the platform's router).
     api_allowed_ips: tuple[IpNetwork, ...] = ()
     api_trusted_proxies: tuple[IpNetwork, ...] = ()
-    # Seconds a publish job may run before RQ kills it and its retry or the
-    # sweeper re-drives it (`PUBLISH_JOB_TIMEOUT`). A job takes milliseconds
-    # for one edit and a few seconds for a 10,000-entry batch, so 60 s is far
-    # above any healthy job, while a job hung on a blocked Redis or database
-    # call frees its worker, and the saves queued behind it, within a minute.
-    # Set by the process that enqueues (web, worker, CLI): give them one value.
-    publish_job_timeout: int = 60
     # Seconds the worker lets its job in progress finish after SIGTERM
     # (`WORKER_SHUTDOWN_SECONDS`) before interrupting it; it must end before
     # the platform's SIGKILL (Heroku: 30 s after SIGTERM).
@@ -287,7 +280,6 @@ def load(environ: dict[str, str] | os._Environ | None = None) -> Settings:
         ),
         api_allowed_ips=parse_networks("API_ALLOWED_IPS", env.get("API_ALLOWED_IPS")),
         api_trusted_proxies=parse_networks("API_TRUSTED_PROXIES", env.get("API_TRUSTED_PROXIES")),
-        publish_job_timeout=parse_int("PUBLISH_JOB_TIMEOUT", env.get("PUBLISH_JOB_TIMEOUT"), 60, 1),
         worker_shutdown_seconds=parse_int(
             "WORKER_SHUTDOWN_SECONDS", env.get("WORKER_SHUTDOWN_SECONDS"), 20, 1
         ),

@@ -22,13 +22,14 @@ from support import free_port, wait_until
 
 from ccadmin import keys, payload, publishing
 from ccadmin.extensions import db
-from ccadmin.models import ApiKey, Campaign, ContentEntry, OutboxEvent
+from ccadmin.metrics import system
+from ccadmin.models import ApiKey, Campaign, ContentEntry, OutboxEvent, PublishFailure
 from ccadmin.models.api_keys import hash_secret
 from ccadmin.models.types import utcnow
 from workers import store
 from workers.drain import FRESH, Drainer, claim, drain_batch, publish_events
 from workers.publish import config_json
-from workers.sweeper import Sweeper, ensure_ready
+from workers.sweeper import Sweeper, clear_superseded_failures, ensure_ready
 
 
 def publish_event(event_id: int) -> dict:
@@ -270,3 +271,79 @@ def test_missing_ready_marker_makes_the_sweeper_rebuild(app, redis_client):
     Sweeper(app).sweep()
     assert redis_client.exists(keys.READY)
     assert db.session.execute(select(Campaign.slug)).scalar_one() == "spring"
+
+
+def store_poison(entry_id: int) -> None:
+    """Put fields no publish can render straight into the database, as a bad write could."""
+    deep = '{"message": ' + "[" * 3_000 + "]" * 3_000 + "}"
+    cast = "CAST(:fields AS jsonb)" if db.engine.dialect.name == "postgresql" else ":fields"
+    db.session.execute(
+        text(f"UPDATE content_entry SET fields = {cast} WHERE id = :id"),
+        {"fields": deep, "id": entry_id},
+    )
+    db.session.commit()
+
+
+def test_a_row_that_cannot_be_published_is_set_aside_and_the_batch_goes_on(app, redis_client):
+    campaign = make_campaign()
+    publish_pending()
+    events = [save_entry(campaign, str(user), f"hello {user}") for user in range(1, 6)]
+    poison = events[2].content_entry_id
+    store_poison(poison)
+
+    publish_pending()
+    live = [stored_entry(redis_client, "spring", str(user)) is not None for user in range(1, 6)]
+    assert live == [True, True, False, True, True]
+    failure = db.session.get(PublishFailure, poison)
+    assert failure.version == 1 and failure.error.startswith("RecursionError")
+    assert (
+        db.session.execute(
+            select(func.count()).where(OutboxEvent.published_at.is_(None))
+        ).scalar_one()
+        == 0
+    )
+    assert system.set_aside_entries()["set_aside"][0]["user_id"] == "3"
+
+    # A good save replaces the bad version; the sweeper forgets the failure.
+    db.session.execute(
+        text("UPDATE content_entry SET fields = :fields WHERE id = :id"),
+        {"fields": '{"message": "repaired"}', "id": poison},
+    )
+    db.session.commit()
+    save_entry(campaign, "3", "fixed")
+    publish_pending()
+    assert stored_entry(redis_client, "spring", "3")[0] == 2
+    assert clear_superseded_failures() == 1
+    assert db.session.get(PublishFailure, poison) is None
+
+
+def test_a_rebuild_sets_a_bad_row_aside_and_still_becomes_ready(app, redis_client):
+    campaign = make_campaign()
+    for user in range(1, 4):
+        save_entry(campaign, str(user), f"hello {user}")
+    entry_ids = db.session.scalars(select(ContentEntry.id).order_by(ContentEntry.id)).all()
+    store_poison(entry_ids[0])
+    redis_client.flushdb()
+
+    assert ensure_ready(redis_client)["entries"] == 3
+    assert redis_client.exists(keys.READY)
+    assert stored_entry(redis_client, "spring", "1") is None
+    assert stored_entry(redis_client, "spring", "2")[0] == 1
+    assert db.session.get(PublishFailure, entry_ids[0]) is not None
+
+
+def test_text_that_cannot_be_encoded_is_set_aside(app, redis_client):
+    if db.engine.dialect.name == "postgresql":
+        pytest.skip("PostgreSQL refuses to store text that is not UTF-8")
+    campaign = make_campaign()
+    save_entry(campaign, "1", "one")
+    save_entry(campaign, "2", "two")
+    entry_id = db.session.scalars(select(ContentEntry.id).order_by(ContentEntry.id)).first()
+    db.session.execute(
+        text("UPDATE content_entry SET fields = :fields WHERE id = :id"),
+        {"fields": '{"message": "\\ud800"}', "id": entry_id},
+    )
+    db.session.commit()
+    publish_pending()
+    assert db.session.get(PublishFailure, entry_id).error.startswith("UnicodeEncodeError")
+    assert stored_entry(redis_client, "spring", "2")[0] == 1

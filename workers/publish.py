@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 from flask import current_app
-from sqlalchemy import Row, delete, insert, select
+from sqlalchemy import Row, Text, cast, delete, insert, select
 
 from ccadmin import keys, payload
 from ccadmin.extensions import db
@@ -38,7 +38,9 @@ ENTRY_COLUMNS = (
     content_columns.user_id,
     content_columns.version,
     content_columns.deleted,
-    content_columns.fields,
+    # As text, decoded row by row in entry_write: a stored document the JSON
+    # decoder refuses (nested too deep) must fail its own row, not the read.
+    cast(content_columns.fields, Text).label("fields"),
 )
 
 
@@ -61,13 +63,17 @@ def campaign_slugs() -> dict[int, str]:
 def entry_write(slug: str, row: Row) -> store.EntryWrite:
     """The Redis write for one entry row: its rendered body, or a tombstone.
 
-    Raises ValueError (UnicodeEncodeError among them) for a row whose key or
-    body cannot be encoded; see set_aside.
+    Raises ValueError (UnicodeEncodeError among them) or RecursionError for a
+    row whose fields cannot be decoded or whose key or body cannot be
+    encoded; entry_writes sets such a row aside.
     """
-    _id, _campaign_id, user_id, version, deleted, fields = row
+    _id, _campaign_id, user_id, version, deleted, fields_json = row
     key = keys.entry_key(slug, user_id)
     key.encode("utf-8")
-    body = b"" if deleted else payload.render_payload(slug, user_id, version, fields or {})
+    if deleted:
+        return store.EntryWrite(key, version, b"")
+    fields = json.loads(fields_json) if fields_json else {}
+    body = payload.render_payload(slug, user_id, version, fields or {})
     return store.EntryWrite(key, version, body)
 
 
