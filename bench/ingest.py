@@ -1,11 +1,16 @@
-"""Ingest API throughput: single PUTs, batches, and a streamed import to live in Redis.
+"""Ingest API throughput: single writes, save-to-live, batches, a streamed import to live.
 
 Starts its own stack on loopback: a private redis-server, the migrations, the
 admin web process under waitress (wsgi:app) and one worker (`python -m
 workers`), against DATABASE_URL (default: a temporary SQLite file). Creates a
 campaign of its own and a write token, then measures
 
-- single PUT requests/s: one client, one keep-alive connection, --put-seconds;
+- single PUTs/s at 1, 8 and 16 keep-alive clients (--put-seconds each),
+  against the baseline on PostgreSQL: a minimal correct write endpoint
+  (bench/minimal_write.py) under the same waitress settings, in the same run;
+- save-to-live while a steady load of single writes runs (--steady-seconds):
+  at --steady-rate writes/s and at 80% of the measured maximum, with every
+  written user checked in Redis at the end (bench/write_load.py);
 - batch rows/s: --batches `content:batch` requests of --batch-rows NDJSON rows;
 - a streamed import of --rows rows: from the start of the upload to the last
   row being live in Redis, broken down into upload (202 received), staged
@@ -28,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -35,6 +41,7 @@ from typing import Any
 import redis
 from rq import Queue
 
+from bench import write_load
 from bench.seed import PrivateRedis
 from ccadmin import keys
 
@@ -51,6 +58,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the streamed import")
     parser.add_argument("--format", choices=("ndjson", "csv"), default="ndjson")
     parser.add_argument("--put-seconds", type=float, default=10.0)
+    parser.add_argument("--steady-seconds", type=float, default=60.0)
+    parser.add_argument("--steady-rate", type=float, default=300.0)
+    parser.add_argument("--writes-only", action="store_true",
+                        help="single writes and save-to-live only (no batch, no import)")
     parser.add_argument("--batch-rows", type=int, default=10_000)
     parser.add_argument("--batches", type=int, default=5)
     parser.add_argument("--timeout", type=float, default=1800.0,
@@ -95,8 +106,21 @@ class Stack:
             "--threads=8", "wsgi:app",
         ])
         self.spawn([sys.executable, "-m", "workers"])
-        self.wait_for_web()
+        self.wait_for_web(self.port)
         return client
+
+    def start_baseline(self, token: str) -> int:
+        """The minimal write endpoint beside the admin, same server settings; its port."""
+        port = free_port()
+        log = (self.folder / "processes.log").open("ab")
+        self.processes.append(subprocess.Popen(
+            [sys.executable, "-m", "waitress", f"--listen={HOST}:{port}", "--threads=8",
+             "bench.minimal_write:app"],
+            cwd=PROJECT_ROOT, env={**self.env, "BENCH_TOKEN": token}, start_new_session=True,
+            stdout=log, stderr=subprocess.STDOUT,
+        ))
+        self.wait_for_web(port, "/content/probe")
+        return port
 
     def run(self, command: list[str]) -> None:
         subprocess.run(command, cwd=PROJECT_ROOT, env=self.env, check=True,
@@ -114,15 +138,17 @@ class Stack:
         path = self.folder / "processes.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
-    def wait_for_web(self, timeout: float = 60.0) -> None:
+    def wait_for_web(self, port: int, path: str = "/login", timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                urllib.request.urlopen(f"http://{HOST}:{self.port}/login", timeout=2).close()
+                urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=2).close()
+                return
+            except urllib.error.HTTPError:
                 return
             except OSError:
                 time.sleep(0.2)
-        raise RuntimeError("the web process did not answer")
+        raise RuntimeError(f"the web process on port {port} did not answer")
 
     def stop(self) -> None:
         for process in self.processes:
@@ -181,21 +207,6 @@ class Client:
         self.connection.request(method, path, body=body, headers=headers)
         response = self.connection.getresponse()
         return response.status, dict(response.getheaders()), response.read()
-
-
-def measure_puts(client: Client, slug: str, seconds: float) -> float:
-    """PUTs per second from one client over one connection."""
-    count = 0
-    started = time.perf_counter()
-    while (elapsed := time.perf_counter() - started) < seconds:
-        body = json.dumps({"fields": {"message": MESSAGE.format(count)}}).encode()
-        status, _, answer = client.call(
-            "PUT", f"/manage/v1/campaigns/{slug}/content/put-{count}", body, "application/json"
-        )
-        if status not in (200, 201):
-            raise RuntimeError(f"PUT answered {status}: {answer[:200]!r}")
-        count += 1
-    return count / elapsed
 
 
 def ndjson_rows(prefix: str, start: int, count: int) -> bytes:
@@ -267,14 +278,51 @@ def measure_import(
 
 
 def wait_idle(redis_client: redis.Redis, timeout: float = 600.0) -> None:
-    """Until the worker has drained the publish jobs of the earlier measurements."""
-    queues = [Queue(name, connection=redis_client)
-              for name in (keys.PUBLISH_QUEUE, keys.IMPORT_QUEUE)]
+    """Until the worker has published the earlier measurements and run its import jobs."""
+    from sqlalchemy import create_engine, text
+
+    from ccadmin.config import normalize_database_url
+
+    engine = create_engine(normalize_database_url(os.environ["DATABASE_URL"]))
+    queue = Queue(keys.IMPORT_QUEUE, connection=redis_client)
     deadline = time.monotonic() + timeout
-    while any(queue.count or queue.started_job_registry.count for queue in queues):
-        if time.monotonic() > deadline:
-            raise RuntimeError("the worker did not drain its queues")
-        time.sleep(0.2)
+    try:
+        while True:
+            with engine.connect() as connection:
+                pending = connection.execute(
+                    text("SELECT count(*) FROM outbox_event WHERE published_at IS NULL")
+                ).scalar()
+            if not (pending or queue.count or queue.started_job_registry.count):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError("the worker did not drain the outbox and its queue")
+            time.sleep(0.2)
+    finally:
+        engine.dispose()
+
+
+def measure_single_writes(
+    stack: Stack, token: str, slug: str, seconds: float
+) -> dict[int, write_load.PutResult]:
+    """Single PUTs at 1, 8 and 16 clients: ours, and the baseline's on PostgreSQL."""
+    baseline_port = None
+    if stack.env["DATABASE_URL"].startswith("postgres"):
+        baseline_port = stack.start_baseline(token)
+    ours: dict[int, write_load.PutResult] = {}
+    for clients in (1, 8, 16):
+        if baseline_port is not None:
+            base = write_load.concurrent_puts(
+                baseline_port, token, lambda user: f"/content/{user}", clients, seconds
+            )
+            print(base.line("minimal endpoint"), flush=True)
+        ours[clients] = write_load.concurrent_puts(
+            stack.port, token, lambda user: f"/manage/v1/campaigns/{slug}/content/{user}",
+            clients, seconds,
+        )
+        ratio = f"  ({ours[clients].rate / base.rate:.2f}x the minimal endpoint)" if (
+            baseline_port is not None) else ""
+        print(ours[clients].line("ccadmin PUT") + ratio, flush=True)
+    return ours
 
 
 def wait_ready(redis_client: redis.Redis, timeout: float = 600.0) -> None:
@@ -297,9 +345,18 @@ def main() -> None:
         client = Client(stack.port, token)
         database = stack.env["DATABASE_URL"].split("://", 1)[0]
         print(f"ingest benchmark: {database}, campaign {slug}", flush=True)
-        puts = measure_puts(client, slug, args.put_seconds)
-        print(f"  single PUT        {puts:10,.0f} requests/s (one client, keep-alive)",
-              flush=True)
+        ours = measure_single_writes(stack, token, slug, args.put_seconds)
+        wait_idle(redis_client)
+        path_for = lambda user: f"/manage/v1/campaigns/{slug}/content/{user}"  # noqa: E731
+        fastest = max(result.rate for result in ours.values())
+        for rate in (args.steady_rate, 0.8 * fastest):
+            live = write_load.steady_save_to_live(
+                stack.port, token, slug, path_for, redis_client, rate, args.steady_seconds
+            )
+            print(live.line(), flush=True)
+            wait_idle(redis_client)
+        if args.writes_only:
+            return
         batch = measure_batches(client, slug, args.batch_rows, args.batches)
         print(f"  batch             {batch:10,.0f} rows/s ({args.batches} x "
               f"{args.batch_rows:,} rows)", flush=True)

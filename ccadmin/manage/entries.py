@@ -1,10 +1,11 @@
 """One entry: read, idempotent upsert (PUT), partial change (PATCH), delete.
 
 Every write is the admin's own: validate_fields against the campaign's
-schema, then publishing.record_content_change (version + 1, outbox event,
-audit event with the token as actor) in one transaction, published after
-commit. The entry's row is locked while its version is compared with
-`If-Match`, so two writers cannot both win against the same version.
+schema, then the entry's next version, outbox event and audit event (the
+token as actor) in one transaction of a few statements
+(publishing/entry_writes.py), published after commit. The entry's row is
+locked while its version is compared with `If-Match`, so two writers cannot
+both win against the same version.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
 
-from ccadmin import publishing
 from ccadmin.content_schema import user_id_error, validate_fields
 from ccadmin.extensions import db
 from ccadmin.manage import auth, schemas
@@ -24,6 +24,8 @@ from ccadmin.manage.campaigns import campaign_for
 from ccadmin.manage.errors import ApiError
 from ccadmin.manage.routes import json_body, operation
 from ccadmin.models import Campaign, ContentEntry
+from ccadmin.publishing import entry_writes
+from ccadmin.publishing.entry_writes import StoredEntry
 
 RULE = "/campaigns/<slug>/content/<anytext:user_id>"
 IF_MATCH = {
@@ -42,11 +44,11 @@ IF_NONE_MATCH = {
 }
 
 
-def entry_etag(entry: ContentEntry) -> str:
+def entry_etag(entry: ContentEntry | StoredEntry) -> str:
     return f'"{entry.version}"'
 
 
-def entry_document(entry: ContentEntry, campaign: Campaign) -> dict[str, Any]:
+def entry_document(entry: ContentEntry | StoredEntry, campaign: Campaign) -> dict[str, Any]:
     """What the API shows of an entry."""
     return {
         "campaign": campaign.slug,
@@ -58,7 +60,9 @@ def entry_document(entry: ContentEntry, campaign: Campaign) -> dict[str, Any]:
     }
 
 
-def entry_response(entry: ContentEntry, campaign: Campaign, status: int = 200) -> Response:
+def entry_response(
+    entry: ContentEntry | StoredEntry, campaign: Campaign, status: int = 200
+) -> Response:
     response = jsonify(entry_document(entry, campaign))
     response.status_code = status
     response.headers["ETag"] = entry_etag(entry)
@@ -77,14 +81,11 @@ def checked_user_id(user_id: str) -> str:
     return user_id
 
 
-def find_entry(campaign: Campaign, user_id: str, lock: bool = False) -> ContentEntry | None:
-    """The user's row in this campaign, tombstone or not (locked for a write)."""
+def find_entry(campaign: Campaign, user_id: str) -> ContentEntry | None:
+    """The user's row in this campaign, tombstone or not."""
     query = select(ContentEntry).where(
         ContentEntry.campaign_id == campaign.id, ContentEntry.user_id == user_id
     )
-    if lock:
-        # Lock the entry's row only, not the joined campaign's.
-        query = query.with_for_update(of=ContentEntry)
     return db.session.scalars(query).first()
 
 
@@ -92,7 +93,7 @@ def _tags(header: str) -> set[str]:
     return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
 
 
-def check_preconditions(live: ContentEntry | None) -> None:
+def check_preconditions(live: StoredEntry | None) -> None:
     """If-Match / If-None-Match against the entry as it is now (412 on a mismatch)."""
     if_match = request.headers.get("If-Match")
     if if_match is not None:
@@ -129,16 +130,23 @@ def checked_fields(campaign: Campaign, values: dict[str, Any]) -> dict[str, str]
     return clean
 
 
-def commit_change(entry: ContentEntry, action: str, before: dict | None) -> None:
-    """Record the change (outbox + audit) and commit; a concurrent create is a 409."""
-    publishing.record_content_change(entry, auth.actor(), action, before)
+def commit_change(
+    campaign: Campaign,
+    user_id: str,
+    fields: dict[str, Any],
+    action: str,
+    before: StoredEntry | None,
+) -> StoredEntry:
+    """Write the change (entry, outbox, audit) and commit; a concurrent create is a 409."""
     try:
+        saved = entry_writes.write_entry(campaign.id, user_id, fields, auth.actor(), action, before)
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
         raise ApiError(
             409, "conflict", "Another request created this entry at the same moment; retry."
         ) from None
+    return saved
 
 
 COMMON = {
@@ -186,20 +194,14 @@ def put_entry(slug: str, user_id: str) -> Response:
     document = json_body(schemas.ENTRY_PUT)
     checked_user_id(user_id)
     clean = checked_fields(campaign, document["fields"])
-    entry = find_entry(campaign, user_id, lock=True)
-    live = entry if entry is not None and not entry.deleted else None
+    stored = entry_writes.lock_entry(campaign.id, user_id)
+    live = stored if stored is not None and not stored.deleted else None
     check_preconditions(live)
     if live is not None and live.fields == clean:
         db.session.rollback()
         return entry_response(live, campaign)
-    if entry is None:
-        before = None
-        entry = ContentEntry(campaign_id=campaign.id, user_id=user_id, fields=clean)
-    else:
-        before = publishing.entry_snapshot(entry)
-        entry.fields = clean
-    commit_change(entry, "update" if live is not None else "create", before)
-    return entry_response(entry, campaign, 200 if live is not None else 201)
+    saved = commit_change(campaign, user_id, clean, "update" if live else "create", stored)
+    return entry_response(saved, campaign, 200 if live is not None else 201)
 
 
 @operation(
@@ -220,21 +222,18 @@ def put_entry(slug: str, user_id: str) -> Response:
 def patch_entry(slug: str, user_id: str) -> Response:
     campaign = campaign_for(slug, write=True)
     document = json_body(schemas.ENTRY_PATCH, media_types=("application/merge-patch+json",))
-    entry = find_entry(campaign, user_id, lock=True)
+    entry = entry_writes.lock_entry(campaign.id, user_id)
     if entry is None or entry.deleted:
         raise ApiError(404, "entry_not_found", "This user has no content in this campaign.")
     check_preconditions(entry)
-    merged = {**(entry.fields or {}), **document["fields"]}
+    merged = {**entry.fields, **document["fields"]}
     clean = checked_fields(
         campaign, {name: value for name, value in merged.items() if value is not None}
     )
     if clean == entry.fields:
         db.session.rollback()
         return entry_response(entry, campaign)
-    before = publishing.entry_snapshot(entry)
-    entry.fields = clean
-    commit_change(entry, "update", before)
-    return entry_response(entry, campaign)
+    return entry_response(commit_change(campaign, user_id, clean, "update", entry), campaign)
 
 
 @operation(
@@ -251,11 +250,11 @@ def patch_entry(slug: str, user_id: str) -> Response:
 )
 def delete_entry(slug: str, user_id: str) -> Response:
     campaign = campaign_for(slug, write=True)
-    entry = find_entry(campaign, user_id, lock=True)
+    entry = entry_writes.lock_entry(campaign.id, user_id)
     if entry is None or entry.deleted:
         raise ApiError(404, "entry_not_found", "This user has no content in this campaign.")
     check_preconditions(entry)
-    commit_change(entry, "delete", publishing.entry_snapshot(entry))
+    deleted = commit_change(campaign, user_id, entry.fields, "delete", entry)
     response = Response(status=204)
-    response.headers["ETag"] = entry_etag(entry)
+    response.headers["ETag"] = entry_etag(deleted)
     return response

@@ -1,0 +1,235 @@
+"""Write load for the ingest benchmark: concurrent keep-alive writers and save-to-live.
+
+`concurrent_puts` measures writes/s at a number of clients (each a thread
+with one keep-alive connection, writing as fast as answers come back).
+`steady_save_to_live` paces writes at a fixed rate and watches Redis for
+each write's version: the time from sending the request to its version
+being what the API reads is the save-to-live lag.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import redis
+
+from ccadmin import keys
+
+HOST = "127.0.0.1"
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The value below which `fraction` of `values` lie (nearest rank); 0 for none."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+@dataclass
+class PutResult:
+    """What a run of concurrent writers did."""
+
+    clients: int
+    seconds: float
+    writes: int = 0
+    errors: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.writes / self.seconds
+
+    def line(self, label: str) -> str:
+        return (
+            f"  {label:<22} {self.clients:>2} clients {self.rate:8,.0f} writes/s  "
+            f"p50 {percentile(self.latencies, 0.5) * 1000:5.1f} ms  "
+            f"p99 {percentile(self.latencies, 0.99) * 1000:6.1f} ms  {self.errors} errors"
+        )
+
+
+def put(connection: http.client.HTTPConnection, path: str, token: str, body: bytes) -> int:
+    """One PUT over a keep-alive connection; its status."""
+    connection.request(
+        "PUT",
+        path,
+        body=body,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    response = connection.getresponse()
+    response.read()
+    return response.status
+
+
+def body_for(number: int) -> bytes:
+    message = f"Your code for today is SPRING{number:07d}"
+    return json.dumps({"fields": {"message": message}}).encode()
+
+
+def concurrent_puts(
+    port: int, token: str, path_for: Callable[[str], str], clients: int, seconds: float
+) -> PutResult:
+    """PUTs from `clients` keep-alive writers for `seconds`; every user id is new."""
+    result = PutResult(clients, seconds)
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + seconds
+
+    def writer(number: int) -> None:
+        connection = http.client.HTTPConnection(HOST, port, timeout=30)
+        done, errors, latencies, count = 0, 0, [], 0
+        while (started := time.perf_counter()) < stop_at:
+            user_id = f"w{clients}-{number}-{count}"
+            count += 1
+            try:
+                status = put(connection, path_for(user_id), token, body_for(count))
+            except OSError:
+                errors += 1
+                connection.close()
+                connection = http.client.HTTPConnection(HOST, port, timeout=30)
+                continue
+            latencies.append(time.perf_counter() - started)
+            if status in (200, 201):
+                done += 1
+            else:
+                errors += 1
+        connection.close()
+        with lock:
+            result.writes += done
+            result.errors += errors
+            result.latencies.extend(latencies)
+
+    threads = [threading.Thread(target=writer, args=(number,)) for number in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return result
+
+
+@dataclass
+class LiveResult:
+    """Save-to-live lags of a steady write load."""
+
+    rate: float
+    seconds: float
+    sent: int = 0
+    errors: int = 0
+    lags: list[float] = field(default_factory=list)
+    not_live: int = 0
+
+    def line(self) -> str:
+        achieved = self.sent / self.seconds
+        return (
+            f"  save-to-live at {self.rate:5,.0f}/s ({achieved:,.0f}/s sent, "
+            f"{self.sent:,} writes): "
+            f"p50 {percentile(self.lags, 0.5) * 1000:6.1f} ms  "
+            f"p90 {percentile(self.lags, 0.9) * 1000:6.1f} ms  "
+            f"p99 {percentile(self.lags, 0.99) * 1000:7.1f} ms  "
+            f"max {max(self.lags, default=0) * 1000:7.1f} ms  "
+            f"{self.not_live} not live, {self.errors} errors"
+        )
+
+
+def steady_save_to_live(
+    port: int,
+    token: str,
+    slug: str,
+    path_for: Callable[[str], str],
+    redis_client: redis.Redis,
+    rate: float,
+    seconds: float,
+    writers: int = 16,
+    users: int = 2_000,
+) -> LiveResult:
+    """Writes paced at `rate` per second over `users` users for `seconds`; each one's lag."""
+    result = LiveResult(rate, seconds)
+    pending: dict[str, list[tuple[int, float]]] = {}
+    versions: dict[str, int] = {}
+    lock = threading.Lock()
+    started = time.perf_counter()
+    interval = writers / rate
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    def writer(number: int) -> None:
+        connection = http.client.HTTPConnection(HOST, port, timeout=30)
+        sequence = 0
+        while True:
+            due = started + number * interval / writers + sequence * interval
+            if due - started >= seconds:
+                break
+            time.sleep(max(0.0, due - time.perf_counter()))
+            user_id = f"live-{(number + sequence * writers) % users}"
+            sequence += 1
+            sent_at = time.perf_counter()
+            try:
+                connection.request("PUT", path_for(user_id), body_for(sequence), headers)
+                response = connection.getresponse()
+                answer = response.read()
+            except OSError:
+                with lock:
+                    result.errors += 1
+                connection.close()
+                connection = http.client.HTTPConnection(HOST, port, timeout=30)
+                continue
+            if response.status not in (200, 201):
+                with lock:
+                    result.errors += 1
+                continue
+            version = json.loads(answer)["version"]
+            with lock:
+                result.sent += 1
+                versions[user_id] = max(version, versions.get(user_id, 0))
+                pending.setdefault(user_id, []).append((version, sent_at))
+        connection.close()
+
+    def watcher() -> None:
+        while True:
+            with lock:
+                waiting = list(pending)
+            if not waiting:
+                if all(not thread.is_alive() for thread in threads):
+                    return
+                time.sleep(0.002)
+                continue
+            pipe = redis_client.pipeline(transaction=False)
+            for user_id in waiting:
+                pipe.hget(keys.entry_key(slug, user_id), keys.ENTRY_VERSION_FIELD)
+            now = time.perf_counter()
+            for user_id, live in zip(waiting, pipe.execute(), strict=True):
+                if live is None:
+                    continue
+                with lock:
+                    writes = pending.pop(user_id, [])
+                    later = [(version, sent) for version, sent in writes if version > int(live)]
+                    if later:
+                        pending[user_id] = later
+                result.lags.extend(now - sent for version, sent in writes if version <= int(live))
+            if time.perf_counter() - started > seconds + 30:
+                return
+            time.sleep(0.002)
+
+    threads = [threading.Thread(target=writer, args=(number,)) for number in range(writers)]
+    for thread in threads:
+        thread.start()
+    watching = threading.Thread(target=watcher)
+    watching.start()
+    for thread in threads:
+        thread.join()
+    watching.join()
+    result.not_live = sum(len(writes) for writes in pending.values())
+    # Every user's last version, as Redis (what the API reads) holds it at the end.
+    pipe = redis_client.pipeline(transaction=False)
+    for user_id in versions:
+        pipe.hget(keys.entry_key(slug, user_id), keys.ENTRY_VERSION_FIELD)
+    stale = sum(
+        live is None or int(live) < versions[user_id]
+        for user_id, live in zip(versions, pipe.execute(), strict=True)
+    )
+    result.not_live = max(result.not_live, stale)
+    return result
+
