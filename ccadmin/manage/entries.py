@@ -142,7 +142,11 @@ def commit_change(entry: ContentEntry, action: str, before: dict | None) -> None
 
 
 COMMON = {
-    422: ("Invalid body or user id; `details` names each field", "Error"),
+    422: (
+        "Invalid body, user id or address (not UTF-8, an unpaired surrogate, nested too "
+        "deep); `details` names each field",
+        "Error",
+    ),
 }
 
 

@@ -21,7 +21,11 @@ MAX_BATCH_ROWS = 10_000
 # Each error lists at most this many problems; enough to fix a request.
 MAX_REPORTED_ERRORS = 1_000
 
-FIELD_VALUE = {"type": "string", "maxLength": MAX_FIELD_LENGTH}
+FIELD_VALUE = {
+    "type": "string",
+    "maxLength": MAX_FIELD_LENGTH,
+    "description": "Text; an unpaired surrogate (e.g. the escape `\\ud800`) is refused.",
+}
 FIELDS = {
     "type": "object",
     "description": "The entry's content fields by name, as the campaign's schema defines them.",
