@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from itertools import accumulate, count
+from operator import sub
 from typing import Any
 
 from ccadmin.models.content import USER_ID_MAX_LENGTH
@@ -25,10 +27,60 @@ FIELD_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 # characters break templates downstream and are never typed on purpose.
 _CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _CONTROL_ANY = re.compile(r"[\x00-\x1f\x7f]")
+# A JSON escape like "\ud800" decodes to a lone surrogate: a str Python holds
+# but cannot encode as UTF-8, so no database, payload or export could take it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+NOT_UNICODE = "Not valid Unicode text (an unpaired surrogate)."
+NOT_TEXT = "Must be text."
+# Bytes of JSON text that matter to its nesting: brackets, and the quotes of strings.
+_NOT_STRUCTURE = bytes(byte for byte in range(256) if byte not in b'[]{}"')
+# An opening bracket becomes 2, a closing one 0: the running sum minus the
+# position is then the nesting depth (see nested_deeper_than).
+_DEPTH_STEPS = bytes.maketrans(b"[]{}", b"\x02\x00\x02\x00")
 
 
 class SchemaError(ValueError):
     """A schema or default-fields text is malformed; the message says where."""
+
+
+def unencodable(text: str) -> bool:
+    """True when `text` holds a lone surrogate, which nothing downstream can encode as UTF-8."""
+    return _SURROGATE.search(text) is not None
+
+
+def printable(text: str) -> str:
+    """`text` safe to show, store and log: lone surrogates written as `\\udXXXX`."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def nested_deeper_than(document: str | bytes, limit: int) -> bool:
+    """Whether JSON text nests arrays/objects deeper than `limit`, measured without parsing.
+
+    json.loads recurses once per level and fails with RecursionError on a
+    deep document, so callers check first. Counting brackets settles most
+    bodies at once. Otherwise only brackets and string quotes are kept (escaped
+    quotes dropped, brackets inside strings cut out) and innermost pairs are
+    removed `limit` times: what is left is deeper, or unbalanced and measured.
+    All of it runs in C, a few microseconds for an entry's body.
+    """
+    raw = document.encode("utf-8", "surrogatepass") if isinstance(document, str) else document
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    if b"\\\\" in raw:
+        raw = raw.replace(b"\\\\", b"")
+    if b'\\"' in raw:
+        raw = raw.replace(b'\\"', b"")
+    # Dropping an empty string's two quotes keeps every other quote's parity.
+    kept = raw.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
+    if b'"' in kept:
+        kept = b"".join(kept.split(b'"')[::2])
+    steps = kept.translate(_DEPTH_STEPS)
+    left = steps
+    for _ in range(limit):
+        left = left.replace(b"\x02\x00", b"")
+    if not left:
+        return False
+    return max(map(sub, accumulate(steps), count(1))) > limit
 
 
 def parse_schema(text: str) -> list[dict[str, Any]]:
@@ -117,10 +169,13 @@ def validate_fields(
     errors: dict[str, str] = {}
     for name in values:
         if name not in limits:
-            errors[name] = "Not a field of this campaign."
+            errors[printable(str(name))] = "Not a field of this campaign."
     for name, max_length in limits.items():
         raw = values.get(name)
-        value = "" if raw is None else str(raw).replace("\r\n", "\n").replace("\r", "\n")
+        if raw is not None and not isinstance(raw, str):
+            errors[name] = NOT_TEXT
+            continue
+        value = "" if raw is None else raw.replace("\r\n", "\n").replace("\r", "\n")
         if not value.strip():
             if name == REQUIRED_FIELD and require_message:
                 errors[name] = "A message is required."
@@ -129,6 +184,8 @@ def validate_fields(
             errors[name] = f"Too long: {len(value)} characters, at most {max_length}."
         elif _CONTROL_IN_TEXT.search(value):
             errors[name] = "Contains control characters."
+        elif unencodable(value):
+            errors[name] = NOT_UNICODE
         else:
             clean[name] = value
     return clean, errors
@@ -142,4 +199,6 @@ def user_id_error(user_id: str | None) -> str | None:
         return f"At most {USER_ID_MAX_LENGTH} characters."
     if _CONTROL_ANY.search(user_id):
         return "Control characters are not allowed."
+    if unencodable(user_id):
+        return NOT_UNICODE
     return None

@@ -210,3 +210,26 @@ def test_export_campaigns_as_csv(admin_client):
     body = response.get_data(as_text=True)
     assert body.splitlines()[0].startswith("Slug,Name")
     assert "spring,Spring sale" in body
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "message"),
+    [
+        ({"name": "Spring \ud800"}, "name", "Not valid Unicode text"),
+        ({"default_fields_text": "message=Hi \udfff"}, "default_fields_text", "message: Not valid"),
+        ({"default_fields_text": "mess\udc00age=Hi"}, "default_fields_text", "mess\\udc00age: Not"),
+        ({"field_schema_text": "message:140\nimg\ud800:20"}, "field_schema_text", "Not valid"),
+    ],
+)
+def test_campaign_form_refuses_unpaired_surrogates(app, overrides, field, message):
+    # Browsers never post lone surrogates, so the form is given them directly.
+    from werkzeug.datastructures import MultiDict
+
+    from ccadmin.admin.campaigns import CampaignForm
+
+    with app.test_request_context(method="POST"):
+        form = CampaignForm(formdata=MultiDict(campaign_form(**overrides)), meta={"csrf": False})
+        assert not form.validate()
+        assert message in form[field].errors[0]
+        form[field]().encode("utf-8")
+        assert form.errors.keys() == {field}

@@ -353,3 +353,69 @@ def test_create_without_any_campaign_says_what_to_do(client, make_user):
     response = client.post(NEW, data={"user_id": "42", "csrf_token": token})
     assert response.status_code == 200
     assert "Create a campaign first." in response.get_data(as_text=True)
+
+
+NOT_UNICODE = "Not valid Unicode text (an unpaired surrogate)."
+
+
+@pytest.fixture
+def form_posts(monkeypatch):
+    """Let a test put values in a form post that no browser sends (lone surrogates).
+
+    Browsers replace them before posting, so the form's own check is reached by
+    swapping in the data the view reads; the request itself (CSRF) stays real.
+    """
+    from werkzeug.datastructures import MultiDict
+
+    from ccadmin.admin import content
+
+    values: dict[str, str] = {}
+    real = content.get_form_data
+
+    def with_values() -> MultiDict | None:
+        posted = real()
+        return None if posted is None else MultiDict({**posted.to_dict(), **values})
+
+    monkeypatch.setattr(content, "get_form_data", with_values)
+    return values
+
+
+@pytest.mark.parametrize(
+    ("posted", "field"),
+    [({"field_message": "bad \ud800"}, "message"), ({"user_id": "4\udc002"}, "user_id")],
+)
+def test_create_form_refuses_unpaired_surrogates(
+    editor_client, campaign, form_posts, posted, field
+):
+    form_posts.update(posted)
+    response = create_entry(editor_client, campaign.id, "42", message="Hello", cta="Go")
+    assert response.status_code == 200
+    assert NOT_UNICODE in response.get_data(as_text=True)
+    assert db.session.scalars(select(ContentEntry)).all() == []
+    assert db.session.scalars(select(OutboxEvent)).all() == []
+
+
+def test_edit_form_refuses_unpaired_surrogates_and_keeps_the_entry(
+    editor_client, campaign, form_posts
+):
+    create_entry(editor_client, campaign.id, "42", message="Hello")
+    form_posts["field_cta"] = "\udfff"
+    response = edit_entry(editor_client, entry_for("42").id, message="Hello")
+    assert NOT_UNICODE in response.get_data(as_text=True)
+    entry = entry_for("42")
+    assert entry.version == 1 and entry.fields == {"message": "Hello"}
+
+
+def test_bytes_that_are_not_utf8_in_a_form_post_never_break_the_list(editor_client, campaign):
+    url = f"{NEW}?campaign_id={campaign.id}"
+    body = (
+        f"campaign_id={campaign.id}&user_id=42&field_message=bad%ED%A0%80"
+        f"&csrf_token={csrf_token(editor_client, url)}"
+    )
+    response = editor_client.post(url, data=body, content_type="application/x-www-form-urlencoded")
+    assert response.status_code in (200, 302)
+    for entry in db.session.scalars(select(ContentEntry)):
+        json.dumps(entry.fields, ensure_ascii=False).encode("utf-8")
+    assert editor_client.get("/admin/content/").status_code == 200
+    export = editor_client.get("/admin/content/export/csv/")
+    assert export.status_code == 200 and export.get_data()

@@ -303,3 +303,25 @@ def test_a_previewed_import_can_be_discarded(editor, campaign):
     assert response.status_code == 302
     assert latest_import() is None
     assert db.session.execute(select(func.count()).select_from(ImportRow)).scalar_one() == 0
+
+
+def test_unpaired_surrogates_and_deep_nesting_are_invalid_rows(editor, campaign):
+    content = b"\n".join(
+        [
+            rb'{"user_id": "20", "message": "ok"}',
+            rb'{"user_id": "21", "message": "bad \ud800"}',
+            rb'{"user_id": "22\udc00", "message": "ok"}',
+            b'{"user_id": "23", "message": ' + b"[" * 3000 + b"]" * 3000 + b"}",
+        ]
+    )
+    page, content_import = preview(editor, campaign, "poison.jsonl", content + b"\n")
+    assert content_import.status == "ready"
+    reasons = {
+        row["line"]: (row["user_id"], row["reason"]) for row in content_import.report["invalid"]
+    }
+    assert reasons == {
+        2: ("21", "message: Not valid Unicode text (an unpaired surrogate)."),
+        3: ("22\\udc00", "user_id: Not valid Unicode text (an unpaired surrogate)."),
+        4: (None, "Nested deeper than a row allows: values must be text, not arrays or objects."),
+    }
+    assert shown_counts(page)["invalid"] == 3 and shown_counts(page)["new"] == 1

@@ -136,3 +136,75 @@ def test_ten_thousand_rows_in_one_request(client, campaign, token):
     response = client.post(URL, json=rows, headers=bearer(token))
     assert response.status_code == 200 and response.json["created"] == 10_000
     assert len(entries(campaign)) == 10_000
+
+
+NOT_UNICODE = "Not valid Unicode text (an unpaired surrogate)."
+JSON = {"Content-Type": "application/json"}
+NDJSON = {"Content-Type": "application/x-ndjson"}
+# Rows as a client writes them: "\ud800" is a JSON escape, so they are kept as bytes.
+POISONED_ROWS = [
+    rb'{"user_id": "1", "message": "ok"}',
+    rb'{"user_id": "2", "message": "bad \ud800"}',
+    rb'{"user_id": "3", "message": "ok", "cta\udfff": "x"}',
+    rb'{"user_id": "4\udc00", "message": "ok"}',
+    rb'{"user_id": "5", "message": "pair \ud83d\ude00"}',
+]
+
+
+def assert_poisoned_rows_reported(errors: list[dict]) -> None:
+    by_index = {row["index"]: row for row in errors}
+    assert set(by_index) == {1, 2, 3}
+    assert by_index[1]["errors"] == {"message": NOT_UNICODE}
+    assert by_index[2]["errors"] == {"cta\\udfff": "Not a field of this campaign."}
+    assert by_index[3]["errors"] == {"user_id": NOT_UNICODE}
+    assert by_index[3]["user_id"] == "4\\udc00"
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        (b"[" + b",".join(POISONED_ROWS) + b"]", JSON),
+        (b"\n".join(POISONED_ROWS) + b"\n", NDJSON),
+    ],
+)
+def test_rows_with_unpaired_surrogates_are_refused_by_index(client, campaign, token, body, headers):
+    refused = client.post(URL, data=body, headers=bearer(token, **headers))
+    assert refused.status_code == 422, refused.get_data(as_text=True)[:500]
+    assert refused.json["error"] == "validation_failed"
+    assert_poisoned_rows_reported(refused.json["details"]["rows"])
+    refused.get_data().decode("utf-8")
+    assert entries(campaign) == {}
+    partial = client.post(f"{URL}?partial=true", data=body, headers=bearer(token, **headers))
+    assert partial.status_code == 200, partial.get_data(as_text=True)[:500]
+    assert partial.json["created"] == 2 and partial.json["invalid"] == 3
+    assert_poisoned_rows_reported(partial.json["errors"])
+    stored = entries(campaign)
+    assert set(stored) == {"1", "5"} and stored["5"].fields == {"message": "pair 😀"}
+
+
+@pytest.mark.parametrize("depth", [2, 1000, 100_000])
+def test_deeply_nested_json_batches_are_refused(client, campaign, token, depth):
+    nested = b"[" * depth + b"]" * depth
+    body = b'[{"user_id": "1", "message": "ok"}, {"user_id": "2", "message": ' + nested + b"}]"
+    refused = client.post(URL, data=body, headers=bearer(token, **JSON))
+    assert refused.status_code == 422, refused.get_data(as_text=True)[:500]
+    assert refused.json["error"] == "validation_failed"
+    assert "nested" in refused.json["message"]
+    assert entries(campaign) == {}
+
+
+def test_a_deeply_nested_ndjson_row_is_refused_naming_its_line(client, campaign, token):
+    deep = b'{"user_id": "2", "message": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    body = b'{"user_id": "1", "message": "ok"}\n\n' + deep + b"\n"
+    refused = client.post(f"{URL}?partial=true", data=body, headers=bearer(token, **NDJSON))
+    assert refused.status_code == 422 and refused.json["error"] == "validation_failed"
+    assert "Line 3" in refused.json["message"]
+    assert refused.json["details"]["rows"][0]["index"] == 1
+    assert entries(campaign) == {}
+
+
+def test_liquid_brackets_inside_values_are_not_nesting(client, campaign, token):
+    rows = [{"user_id": "1", "message": "Hi {{name}} [x]"}, {"user_id": "2", "message": "{{{{"}]
+    response = client.post(URL, json=rows, headers=bearer(token))
+    assert response.status_code == 200, response.json
+    assert entries(campaign)["1"].fields == {"message": "Hi {{name}} [x]"}

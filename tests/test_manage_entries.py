@@ -138,3 +138,106 @@ def test_a_put_is_published_to_redis(client, token, redis_client):
     publish_event(event.id)
     version, body = stored_entry(redis_client, "spring", "42")
     assert version == 1 and b'"message":"Live"' in body
+
+
+JSON = {"Content-Type": "application/json"}
+NOT_UNICODE = "Not valid Unicode text (an unpaired surrogate)."
+
+
+def put_raw(client, token: str, body: bytes, url: str = URL):
+    return client.put(url, data=body, headers=bearer(token, **JSON))
+
+
+def entry_count() -> int:
+    return db.session.scalar(select(db.func.count()).select_from(ContentEntry))
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (rb'{"fields": {"message": "\ud800"}}', "message"),
+        (rb'{"fields": {"message": "Hi", "cta": "Go \udfff"}}', "cta"),
+        (rb'{"fields": {"message": "Hi", "cta\udc00": "Go"}}', "cta\\udc00"),
+    ],
+)
+def test_put_refuses_unpaired_surrogates_naming_the_field(client, token, body, field):
+    refused = put_raw(client, token, body)
+    assert refused.status_code == 422, refused.get_data(as_text=True)
+    assert refused.json["error"] == "validation_failed"
+    assert field in refused.json["details"]["fields"]
+    refused.get_data().decode("utf-8")
+    assert entry_count() == 0
+
+
+def test_patch_refuses_unpaired_surrogates_and_keeps_the_entry(client, token):
+    put(client, token, {"message": "Hi"})
+    refused = client.patch(
+        URL, data=rb'{"fields": {"cta": "\ud83d"}}', headers=bearer(token, **JSON)
+    )
+    assert refused.status_code == 422
+    assert refused.json["details"]["fields"] == {"cta": NOT_UNICODE}
+    db.session.expire_all()
+    entry = db.session.scalars(select(ContentEntry)).one()
+    assert entry.fields == {"message": "Hi"} and entry.version == 1
+
+
+def test_a_surrogate_pair_escape_is_one_character_and_is_stored(client, token):
+    stored = put_raw(client, token, rb'{"fields": {"message": "Hi \ud83d\ude00"}}')
+    assert stored.status_code == 201 and stored.json["fields"] == {"message": "Hi 😀"}
+
+
+def put_to_raw_path(client, token: str, path_bytes: bytes):
+    """PUT with the path's bytes as a server passes them (the test client would re-encode)."""
+    return client.put(
+        URL,
+        json={"fields": {"message": "Hi"}},
+        headers=bearer(token),
+        environ_overrides={"PATH_INFO": path_bytes.decode("latin-1")},
+    )
+
+
+def test_a_user_id_that_is_not_utf8_text_in_the_path_is_refused(client, token):
+    refused = put_to_raw_path(client, token, b"/manage/v1/campaigns/spring/content/a\xed\xa0\x80")
+    assert refused.status_code == 422 and refused.json["error"] == "validation_failed"
+    assert refused.json["details"] == {"user_id": "Not valid UTF-8 text."}
+    latin1 = put_to_raw_path(
+        client, token, "/manage/v1/campaigns/spring/content/José".encode("latin-1")
+    )
+    assert latin1.status_code == 422 and "user_id" in latin1.json["details"]
+    assert entry_count() == 0
+    utf8 = put_to_raw_path(client, token, "/manage/v1/campaigns/spring/content/José".encode())
+    assert utf8.status_code == 201 and utf8.json["user_id"] == "José"
+
+
+def test_a_slug_that_is_not_utf8_text_in_the_path_is_refused(client, token):
+    refused = put_to_raw_path(client, token, b"/manage/v1/campaigns/spr\xedng/content/42")
+    assert refused.status_code == 422 and refused.json["details"] == {
+        "slug": "Not valid UTF-8 text."
+    }
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+@pytest.mark.parametrize("depth", [3, 1000, 100_000])
+def test_deeply_nested_bodies_are_refused_without_a_server_error(client, token, method, depth):
+    put(client, token, {"message": "Hi"})
+    body = b'{"fields": {"message": ' + b"[" * depth + b"]" * depth + b"}}"
+    refused = client.open(URL, method=method, data=body, headers=bearer(token, **JSON))
+    assert refused.status_code == 422, refused.get_data(as_text=True)[:500]
+    assert refused.json["error"] == "validation_failed"
+    assert "nested" in refused.json["message"]
+    db.session.expire_all()
+    assert db.session.scalars(select(ContentEntry)).one().version == 1
+
+
+def test_an_unclosed_deep_body_is_refused_without_a_server_error(client, token):
+    refused = put_raw(client, token, b"[" * 50_000)
+    assert refused.status_code == 422 and refused.json["error"] == "validation_failed"
+
+
+def test_a_body_that_is_not_utf8_gets_a_json_error(client, token):
+    latin1 = put_raw(client, token, '{"fields": {"message": "café"}}'.encode("latin-1"))
+    assert latin1.status_code == 400 and latin1.json["error"] == "invalid_json"
+    encoded_surrogate = put_raw(client, token, b'{"fields": {"message": "\xed\xa0\x80"}}')
+    assert encoded_surrogate.status_code == 400
+    assert encoded_surrogate.json["error"] == "invalid_json"
+    assert entry_count() == 0

@@ -74,9 +74,7 @@ def test_the_request_stores_the_body_and_the_job_stages_applies_and_publishes(
     assert entry.updated_by == "token:crm-sync"
 
 
-def test_a_body_of_many_chunks_is_read_back_across_their_boundaries(
-    client, token, monkeypatch
-):
+def test_a_body_of_many_chunks_is_read_back_across_their_boundaries(client, token, monkeypatch):
     monkeypatch.setattr(uploads, "CHUNK_BYTES", 100)
     rows = [{"user_id": str(n), "message": f"Hi {n} ünïcode"} for n in range(1, 201)]
     body = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
@@ -168,3 +166,49 @@ def test_import_status_is_scoped_to_its_campaign(client, token):
     assert other.status_code == 404 and other.json["error"] == "import_not_found"
     reader = make_token("limited", campaigns=["autumn"])
     assert client.get(f"{URL}/{import_id}", headers=bearer(reader)).status_code == 403
+
+
+NOT_UNICODE = "Not valid Unicode text (an unpaired surrogate)."
+
+
+def test_ndjson_rows_with_unpaired_surrogates_or_deep_nesting_are_invalid_by_line(client, token):
+    body = b"\n".join(
+        [
+            rb'{"user_id": "1", "message": "ok"}',
+            rb'{"user_id": "2", "message": "bad \ud800"}',
+            rb'{"user_id": "3", "message": "ok", "cta\udfff": "x"}',
+            rb'{"user_id": "4\udc00", "message": "ok"}',
+            b'{"user_id": "5", "message": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+            rb'{"user_id": "6", "message": {"a": "b"}}',
+        ]
+    )
+    response = client.post(
+        f"{URL}?partial=true", data=body + b"\n", headers=bearer(token, **NDJSON)
+    )
+    assert response.status_code == 202
+    ingest_import(response.json["id"])
+    state = poll(client, token, response.headers["Location"])
+    assert state["status"] == "applied", state
+    reasons = {row["line"]: (row["user_id"], row["reason"]) for row in state["errors"]["rows"]}
+    assert reasons[2] == ("2", f"message: {NOT_UNICODE}")
+    assert reasons[3] == ("3", "cta\\udfff: Not a field of this campaign.")
+    assert reasons[4] == ("4\\udc00", f"user_id: {NOT_UNICODE}")
+    assert reasons[5][1].startswith("Nested deeper than a row allows")
+    assert reasons[6][1].startswith("Nested deeper than a row allows")
+    assert set(reasons) == {2, 3, 4, 5, 6}
+    db.session.expire_all()
+    assert db.session.scalars(select(ContentEntry.user_id)).all() == ["1"]
+
+
+def test_a_csv_body_with_an_encoded_surrogate_is_refused_naming_its_line(client, token):
+    body = b"user_id,message\n1,ok\n2,bad \xed\xa0\x80\n"
+    response = client.post(URL, data=body, headers=bearer(token, **CSV))
+    assert response.status_code == 202
+    ingest_import(response.json["id"])
+    state = poll(client, token, response.headers["Location"])
+    assert state["status"] == "invalid"
+    assert state["errors"]["file"] == [
+        'Line 3 is not valid UTF-8 text. Save the file as "CSV UTF-8" (or UTF-8 JSON lines) '
+        "and upload it again."
+    ]
+    assert db.session.scalars(select(ContentEntry.user_id)).all() == []

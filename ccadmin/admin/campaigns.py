@@ -22,12 +22,15 @@ from ccadmin.admin.base import AdminForm, ProtectedModelView, actor
 from ccadmin.admin.campaign_tools import snippet_for
 from ccadmin.content_schema import (
     DEFAULT_MAX_LENGTH,
+    NOT_UNICODE,
     REQUIRED_FIELD,
     SchemaError,
     format_default_fields,
     format_schema,
     parse_default_fields,
     parse_schema,
+    printable,
+    unencodable,
 )
 from ccadmin.extensions import db
 from ccadmin.models import Campaign, ContentEntry
@@ -105,7 +108,11 @@ class CampaignForm(AdminForm):
         if taken is not None:
             raise ValidationError(f"A campaign with slug {field.data!r} already exists.")
 
+    def validate_name(self, field: StringField) -> None:
+        _refuse_unencodable(field)
+
     def validate_field_schema_text(self, field: TextAreaField) -> None:
+        _refuse_unencodable(field)
         try:
             self.parsed_schema = parse_schema(field.data or "")
         except SchemaError as error:
@@ -118,7 +125,15 @@ class CampaignForm(AdminForm):
         try:
             self.parsed_defaults = parse_default_fields(field.data or "", schema)
         except SchemaError as error:
+            field.data = printable(field.data)
             raise ValidationError(str(error)) from None
+
+
+def _refuse_unencodable(field: StringField) -> None:
+    """Refuse text with lone surrogates, shown back escaped so the page can be encoded."""
+    if unencodable(field.data or ""):
+        field.data = printable(field.data)
+        raise ValidationError(NOT_UNICODE)
 
 
 class CampaignEditForm(CampaignForm):

@@ -28,7 +28,7 @@ from wtforms.validators import ValidationError
 from ccadmin import history, keys, publishing
 from ccadmin.admin.base import AdminForm, ProtectedModelView, actor
 from ccadmin.admin.campaign_tools import run_preview
-from ccadmin.content_schema import REQUIRED_FIELD, user_id_error, validate_fields
+from ccadmin.content_schema import REQUIRED_FIELD, printable, user_id_error, validate_fields
 from ccadmin.extensions import db
 from ccadmin.models import Campaign, ContentEntry, OutboxEvent
 from ccadmin.models.content import USER_ID_MAX_LENGTH
@@ -87,7 +87,9 @@ class EntryForm(AdminForm):
         values = {name: self[FIELD_PREFIX + name].data for name in self.campaign.field_names}
         self.clean_fields, errors = validate_fields(self.campaign.field_schema, values)
         for name, message in errors.items():
-            self[FIELD_PREFIX + name].errors.append(message)
+            field = self[FIELD_PREFIX + name]
+            field.errors.append(message)
+            field.data = _shown(field.data)
         valid = valid and not errors
         if "user_id" in self and not self.user_id.errors:
             valid = self._check_user_is_new() and valid
@@ -114,9 +116,15 @@ def _strip(value: str | None) -> str | None:
     return value.strip() if isinstance(value, str) else value
 
 
+def _shown(value: Any) -> Any:
+    # A refused value is shown again in its input; it must be text the page can encode.
+    return printable(value) if isinstance(value, str) else value
+
+
 def _validate_user_id(form: EntryForm, field: StringField) -> None:
     error = user_id_error(field.data)
     if error:
+        field.data = _shown(field.data)
         raise ValidationError(error)
 
 

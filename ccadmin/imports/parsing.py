@@ -15,12 +15,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
+from ccadmin.content_schema import nested_deeper_than
+
 FORMAT_CSV = "csv"
 FORMAT_JSONL = "jsonl"
 USER_ID_COLUMN = "user_id"
 # No legitimate line comes near this (fields are at most 10,000 characters);
 # a longer one is a binary or broken file, and reading it would cost memory.
 MAX_LINE_BYTES = 1024 * 1024
+# A line is one object of texts; anything nested in it is refused before parsing.
+ROW_DEPTH = 1
+TOO_DEEP = "Nested deeper than a row allows: values must be text, not arrays or objects."
 # Rows longer than any field limit are still read, then refused by validation.
 csv.field_size_limit(MAX_LINE_BYTES)
 
@@ -148,6 +153,9 @@ def _jsonl_rows(lines: LineReader) -> Iterator[SourceRow]:
         if not text.strip():
             continue
         produced = True
+        if nested_deeper_than(text, ROW_DEPTH):
+            yield SourceRow(lines.number, None, TOO_DEEP)
+            continue
         try:
             document = json.loads(text)
         except ValueError:

@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from sqlalchemy import bindparam, delete, func, select, text, update
 
-from ccadmin.content_schema import user_id_error, validate_fields
+from ccadmin.content_schema import printable, user_id_error, validate_fields
 from ccadmin.extensions import db
 from ccadmin.imports import bulk
 from ccadmin.imports.parsing import USER_ID_COLUMN, FileProblem, SourceRow, read_rows
@@ -97,7 +97,7 @@ class Stager:
         self.diffs: list[dict[str, Any]] = []
 
     def invalid(self, line: int, user_id: Any, reason: str) -> dict[str, Any]:
-        shown = user_id[:128] if isinstance(user_id, str) and user_id else None
+        shown = printable(user_id[:128]) if isinstance(user_id, str) and user_id else None
         return {
             "import_id": self.content_import.id,
             "line": line,
@@ -129,7 +129,8 @@ class Stager:
             texts = {name: _text_value(value) for name, value in values.items()}
             wrong = [name for name, value in texts.items() if value is None]
             if wrong:
-                staged.append(self.invalid(row.line, user_id, f"{wrong[0]}: must be text."))
+                name = printable(str(wrong[0]))
+                staged.append(self.invalid(row.line, user_id, f"{name}: must be text."))
                 continue
             readable.append((row.line, user_id, texts))
         current = current_entries(self.campaign_id, [user_id for _, user_id, _ in readable])

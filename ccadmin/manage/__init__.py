@@ -14,10 +14,12 @@ from werkzeug.routing import PathConverter
 
 from ccadmin.extensions import csrf
 from ccadmin.manage import auth, batch, campaigns, entries, imports, openapi  # noqa: F401
+from ccadmin.manage.errors import ApiError
 from ccadmin.manage.routes import bp, close_methods
 
 close_methods()
 
+NOT_UTF8 = "Not valid UTF-8 text."
 # Endpoints anyone may read: the contract and its rendered page.
 PUBLIC_ENDPOINTS = frozenset({"manage.openapi_document", "manage.reference", "manage.not_found"})
 
@@ -30,6 +32,26 @@ def _is_public(endpoint: str | None) -> bool:
 def _authenticate() -> None:
     if not _is_public(request.endpoint):
         auth.authenticate()
+        _check_path_is_text()
+
+
+def _check_path_is_text() -> None:
+    """Refuse an address whose bytes are not UTF-8 (422 naming the part), as a body is.
+
+    werkzeug decodes the path with replacement characters, so a user id sent
+    as invalid UTF-8 would otherwise be stored as a different id.
+    """
+    try:
+        request.environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        parts = {
+            name: NOT_UTF8
+            for name, value in (request.view_args or {}).items()
+            if isinstance(value, str) and "\ufffd" in value
+        }
+        raise ApiError(
+            422, "validation_failed", "The address is not UTF-8 text.", parts or None
+        ) from None
 
 
 class AnyTextConverter(PathConverter):

@@ -17,7 +17,7 @@ from typing import Any
 from flask import jsonify
 from werkzeug.wrappers import Response
 
-from ccadmin.content_schema import user_id_error, validate_fields
+from ccadmin.content_schema import nested_deeper_than, printable, user_id_error, validate_fields
 from ccadmin.extensions import db
 from ccadmin.imports import applying, bulk, staging
 from ccadmin.imports.parsing import USER_ID_COLUMN, SourceRow
@@ -30,6 +30,7 @@ from ccadmin.manage.routes import (
     query_flag,
     read_body,
     require_media_type,
+    too_deep,
 )
 from ccadmin.models import Campaign, ContentImport
 from ccadmin.models.imports import (
@@ -61,7 +62,7 @@ PARTIAL = {
 def parse_rows(media_type: str, raw: bytes) -> list[Any]:
     """The body's rows: a JSON array, or one JSON object per line."""
     if media_type == "application/json":
-        rows = parse_json(raw)
+        rows = parse_json(raw, schemas.nesting(schemas.BATCH))
         if not isinstance(rows, list):
             raise ApiError(
                 422,
@@ -71,9 +72,17 @@ def parse_rows(media_type: str, raw: bytes) -> list[Any]:
             )
     else:
         rows = []
+        row_depth = schemas.nesting(schemas.BATCH_ROW)
         for number, line in enumerate(raw.split(b"\n"), start=1):
             if not line.strip():
                 continue
+            if nested_deeper_than(line, row_depth):
+                raise ApiError(
+                    422,
+                    "validation_failed",
+                    f"Line {number} of the body is nested deeper than a row allows.",
+                    {"rows": [{"index": len(rows), "errors": {"body": too_deep(row_depth)}}]},
+                )
             try:
                 rows.append(json.loads(line.decode("utf-8")))
             except ValueError:
@@ -144,7 +153,7 @@ def error_list(rows: list[Any], errors: dict[int, dict[str, str]]) -> list[dict[
     return [
         {
             "index": index,
-            "user_id": _user_id(rows[index]) if _has_user_id(rows[index]) else None,
+            "user_id": printable(_user_id(rows[index])) if _has_user_id(rows[index]) else None,
             "errors": errors[index],
         }
         for index in shown

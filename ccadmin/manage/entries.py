@@ -150,7 +150,11 @@ def commit_change(
 
 
 COMMON = {
-    422: ("Invalid body or user id; `details` names each field", "Error"),
+    422: (
+        "Invalid body, user id or address (not UTF-8, an unpaired surrogate, nested too "
+        "deep); `details` names each field",
+        "Error",
+    ),
 }
 
 

@@ -28,10 +28,14 @@ _AUTH_RESPONSES = {
     429: "Too many requests for this token; retry after `Retry-After` seconds",
 }
 _BODY_RESPONSES = {
-    400: "The body is not valid JSON (or a query parameter is malformed)",
+    400: "The body is not valid JSON or not UTF-8 (or a query parameter is malformed)",
     413: "The body is larger than this endpoint accepts",
     415: "The body's Content-Type is not accepted here",
-    422: "The body does not match the schema; `details` says where",
+    422: (
+        "The body does not match the schema, is nested deeper than the schema allows "
+        "(checked before parsing), or holds text that is not valid Unicode (an unpaired "
+        "surrogate such as `\\ud800`); `details` says where"
+    ),
 }
 _HEADER_SCHEMAS = {
     "ETag": {"description": 'The entry\'s version, quoted: `"3"`.', "schema": {"type": "string"}},

@@ -15,6 +15,7 @@ from typing import Any
 from flask import Blueprint, request
 from werkzeug.exceptions import MethodNotAllowed
 
+from ccadmin.content_schema import nested_deeper_than
 from ccadmin.manage import errors, schemas
 from ccadmin.manage.errors import ApiError
 
@@ -80,8 +81,24 @@ def read_body(max_bytes: int) -> bytes:
     return request.get_data(cache=False)
 
 
-def parse_json(raw: bytes) -> Any:
-    """Strict JSON (UTF-8, no NaN); 400 with the position of the first problem."""
+def too_deep(limit: int) -> str:
+    """What a document nested deeper than `limit` levels is told."""
+    return f"Nested deeper than {limit} level{'s' if limit != 1 else ''} of arrays and objects."
+
+
+def parse_json(raw: bytes, max_depth: int) -> Any:
+    """Strict JSON (UTF-8, no NaN); 400 with the position of the first problem.
+
+    A body nested deeper than `max_depth` (what its schema allows) is a 422
+    before json.loads, which would otherwise recurse into a RecursionError.
+    """
+    if nested_deeper_than(raw, max_depth):
+        raise ApiError(
+            422,
+            "validation_failed",
+            "The body is nested deeper than its schema allows.",
+            {"body": {"body": too_deep(max_depth)}},
+        )
     try:
         return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
     except UnicodeDecodeError:
@@ -99,7 +116,7 @@ def json_body(
 ) -> Any:
     """The JSON body, checked against `schema`; 422 with the problems by path."""
     require_media_type(JSON_TYPES + media_types)
-    document = parse_json(read_body(max_bytes))
+    document = parse_json(read_body(max_bytes), schemas.nesting(schema))
     problems = schemas.validate(schema, document)
     if problems:
         raise ApiError(

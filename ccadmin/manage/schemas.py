@@ -13,7 +13,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from ccadmin.content_schema import MAX_FIELD_LENGTH, MAX_FIELDS
+from ccadmin.content_schema import MAX_FIELD_LENGTH, MAX_FIELDS, printable
 from ccadmin.models.campaign import FALLBACK_POLICIES
 from ccadmin.models.content import USER_ID_MAX_LENGTH
 
@@ -21,7 +21,11 @@ MAX_BATCH_ROWS = 10_000
 # Each error lists at most this many problems; enough to fix a request.
 MAX_REPORTED_ERRORS = 1_000
 
-FIELD_VALUE = {"type": "string", "maxLength": MAX_FIELD_LENGTH}
+FIELD_VALUE = {
+    "type": "string",
+    "maxLength": MAX_FIELD_LENGTH,
+    "description": "Text; an unpaired surrogate (e.g. the escape `\\ud800`) is refused.",
+}
 FIELDS = {
     "type": "object",
     "description": "The entry's content fields by name, as the campaign's schema defines them.",
@@ -208,6 +212,16 @@ COMPONENTS = {
 _VALIDATORS: dict[int, Draft202012Validator] = {}
 
 
+def nesting(schema: dict[str, Any]) -> int:
+    """How many levels of arrays and objects a document valid against `schema` can have."""
+    kinds = schema.get("type")
+    if not {"object", "array"} & set(kinds if isinstance(kinds, list) else [kinds]):
+        return 0
+    children = list(schema.get("properties", {}).values())
+    children += [schema[key] for key in ("additionalProperties", "items") if key in schema]
+    return 1 + max((nesting(child) for child in children if isinstance(child, dict)), default=0)
+
+
 def _validator(schema: dict[str, Any]) -> Draft202012Validator:
     # The schemas are module constants: one compiled validator each.
     validator = _VALIDATORS.get(id(schema))
@@ -220,7 +234,7 @@ def validate(schema: dict[str, Any], value: Any) -> dict[str, str]:
     """Problems of `value` against `schema`, by dotted path ("body" is the whole body)."""
     errors: dict[str, str] = {}
     for error in _validator(schema).iter_errors(value):
-        path = ".".join(str(part) for part in error.absolute_path) or "body"
+        path = printable(".".join(str(part) for part in error.absolute_path)) or "body"
         errors.setdefault(path, error.message)
         if len(errors) >= MAX_REPORTED_ERRORS:
             break
