@@ -48,10 +48,10 @@ def entry_etag(entry: ContentEntry | StoredEntry) -> str:
     return f'"{entry.version}"'
 
 
-def entry_document(entry: ContentEntry | StoredEntry, campaign: Campaign) -> dict[str, Any]:
+def entry_document(entry: ContentEntry | StoredEntry, slug: str) -> dict[str, Any]:
     """What the API shows of an entry."""
     return {
-        "campaign": campaign.slug,
+        "campaign": slug,
         "user_id": entry.user_id,
         "fields": dict(entry.fields or {}),
         "version": entry.version,
@@ -60,17 +60,14 @@ def entry_document(entry: ContentEntry | StoredEntry, campaign: Campaign) -> dic
     }
 
 
-def entry_response(
-    entry: ContentEntry | StoredEntry, campaign: Campaign, status: int = 200
-) -> Response:
-    response = jsonify(entry_document(entry, campaign))
+def entry_response(entry: ContentEntry | StoredEntry, slug: str, status: int = 200) -> Response:
+    """The entry as JSON with its ETag; `slug` is the path's, so nothing is read after commit."""
+    response = jsonify(entry_document(entry, slug))
     response.status_code = status
     response.headers["ETag"] = entry_etag(entry)
     response.headers["Cache-Control"] = "no-store"
     if status == 201:
-        response.headers["Location"] = url_for(
-            ".get_entry", slug=campaign.slug, user_id=entry.user_id
-        )
+        response.headers["Location"] = url_for(".get_entry", slug=slug, user_id=entry.user_id)
     return response
 
 
@@ -170,7 +167,7 @@ def get_entry(slug: str, user_id: str) -> Response:
     entry = find_entry(campaign, user_id)
     if entry is None or entry.deleted:
         raise ApiError(404, "entry_not_found", "This user has no content in this campaign.")
-    return entry_response(entry, campaign)
+    return entry_response(entry, slug)
 
 
 @operation(
@@ -203,9 +200,9 @@ def put_entry(slug: str, user_id: str) -> Response:
     check_preconditions(live)
     if live is not None and live.fields == clean:
         db.session.rollback()
-        return entry_response(live, campaign)
+        return entry_response(live, slug)
     saved = commit_change(campaign, user_id, clean, "update" if live else "create", stored)
-    return entry_response(saved, campaign, 200 if live is not None else 201)
+    return entry_response(saved, slug, 200 if live is not None else 201)
 
 
 @operation(
@@ -236,8 +233,8 @@ def patch_entry(slug: str, user_id: str) -> Response:
     )
     if clean == entry.fields:
         db.session.rollback()
-        return entry_response(entry, campaign)
-    return entry_response(commit_change(campaign, user_id, clean, "update", entry), campaign)
+        return entry_response(entry, slug)
+    return entry_response(commit_change(campaign, user_id, clean, "update", entry), slug)
 
 
 @operation(
