@@ -353,3 +353,42 @@ def test_create_without_any_campaign_says_what_to_do(client, make_user):
     response = client.post(NEW, data={"user_id": "42", "csrf_token": token})
     assert response.status_code == 200
     assert "Create a campaign first." in response.get_data(as_text=True)
+
+
+def test_switching_campaign_keeps_what_was_typed_and_saves_nothing(editor_client, campaign):
+    other = Campaign(
+        slug="summer",
+        name="Summer",
+        field_schema=[
+            {"name": "message", "max_length": 140},
+            {"name": "image_url", "max_length": 300},
+        ],
+    )
+    db.session.add(other)
+    db.session.commit()
+    response = editor_client.post(
+        f"{NEW}?campaign_id={campaign.id}",
+        data={
+            "campaign_id": str(other.id),
+            "user_id": "42",
+            "field_message": "Typed <i>first</i>",
+            "field_cta": "Go",
+            "switch_campaign": "1",
+            "csrf_token": csrf_token(editor_client, NEW),
+        },
+    )
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert 'name="field_image_url"' in page and 'name="field_cta"' not in page
+    assert re.search(r'<input[^>]*id="user_id"[^>]*value="42"', page)
+    assert "Typed &lt;i&gt;first&lt;/i&gt;</textarea>" in page
+    assert re.search(rf'<option selected value="{other.id}">|value="{other.id}" selected', page)
+    assert "is-invalid" not in page  # nothing was checked, so nothing is flagged
+    assert db.session.scalars(select(ContentEntry)).all() == []
+
+
+def test_entry_inputs_have_counters_and_no_maxlength(editor_client, campaign):
+    page = editor_client.get(NEW).get_data(as_text=True)
+    assert 'data-max-length="20"' in page and 'data-max-length="10"' in page
+    assert "maxlength" not in page
+    assert "admin/char-counter.js" in page

@@ -20,11 +20,11 @@ from flask_admin import AdminIndexView
 from flask_admin.contrib.sqla import ModelView
 from flask_admin.model import typefmt
 from flask_login import current_user
-from flask_wtf import FlaskForm
 from sqlalchemy.exc import DisconnectionError, IntegrityError, OperationalError
 
 from ccadmin import publishing
 from ccadmin.extensions import db, login_manager
+from ccadmin.forms import UntruncatedForm
 from ccadmin.models.users import ROLE_ADMIN, ROLE_VIEWER
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ CONFLICT = "Nothing was saved: this conflicts with a record that already exists.
 AUDITED_PATH_LENGTH = 500
 
 
-class AdminForm(FlaskForm):
+class AdminForm(UntruncatedForm):
     """Flask-WTF form base: its CSRF token is the one the global CSRFProtect checks."""
 
 
