@@ -9,6 +9,7 @@ import re
 import pytest
 from sqlalchemy import event, select
 from support import csrf_token, free_port, login
+from werkzeug.datastructures import MultiDict
 
 from ccadmin import keys
 from ccadmin.app import create_app
@@ -392,3 +393,24 @@ def test_entry_inputs_have_counters_and_no_maxlength(editor_client, campaign):
     assert 'data-max-length="20"' in page and 'data-max-length="10"' in page
     assert "maxlength" not in page
     assert "admin/char-counter.js" in page
+
+
+def test_bulk_delete_asks_with_the_count_first(editor_client, campaign):
+    for user_id in ("1", "2", "3"):
+        create_entry(editor_client, campaign.id, user_id, message=f"Hello {user_id}")
+    ids = [str(entry_for(user_id).id) for user_id in ("1", "2", "3")]
+    token = csrf_token(editor_client, "/admin/content/")
+    data = MultiDict([("action", "delete"), ("csrf_token", token), *(("rowid", i) for i in ids)])
+    first = editor_client.post("/admin/content/action/", data=data)
+    page = first.get_data(as_text=True)
+    assert first.status_code == 200
+    assert "Delete: this changes 3 content entries." in page
+    assert page.count('name="rowid"') == 3
+    assert not any(entry_for(user_id).deleted for user_id in ("1", "2", "3"))
+    # "With selected" asks on the server, so the browser prompt is gone.
+    listing = editor_client.get("/admin/content/").get_data(as_text=True)
+    assert "Are you sure you want to delete selected records?" not in listing
+
+    data.add("confirm", "3")
+    assert editor_client.post("/admin/content/action/", data=data).status_code == 302
+    assert all(entry_for(user_id).deleted for user_id in ("1", "2", "3"))
