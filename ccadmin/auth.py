@@ -22,7 +22,6 @@ from flask import (
     url_for,
 )
 from flask_login import current_user, login_user, logout_user
-from flask_wtf import FlaskForm
 from sqlalchemy import func, select
 from werkzeug.security import check_password_hash, generate_password_hash
 from werkzeug.wrappers import Response
@@ -31,6 +30,7 @@ from wtforms.validators import DataRequired, Length
 
 from ccadmin import publishing
 from ccadmin.extensions import db, login_manager
+from ccadmin.forms import UntruncatedForm
 from ccadmin.models import AdminUser
 from ccadmin.models.types import utcnow
 from ccadmin.security import login_limits, sessions
@@ -50,8 +50,8 @@ CURRENT_HASH_METHOD = _DUMMY_HASH.split("$", 1)[0]
 ANONYMOUS = "anonymous"
 
 
-class LoginForm(FlaskForm):
-    """Email and password; CSRF comes with FlaskForm."""
+class LoginForm(UntruncatedForm):
+    """Email and password; CSRF comes with Flask-WTF."""
 
     email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 import re
 
@@ -9,6 +10,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from sqlalchemy import select
 from support import csrf_token, wait_until
+from werkzeug.datastructures import MultiDict
 
 from ccadmin.admin.imports import redis_connection
 from ccadmin.extensions import db
@@ -65,13 +67,41 @@ def staged_by_worker(timeout: float = 30.0) -> ContentImport:
     )
 
 
+_CONFIRM_FORM = re.compile(
+    r'<form method="post" action="([^"]+)"[^>]*id="confirm-form">(.*?)</form>', re.S
+)
+_HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
+
+
+def confirmation(response) -> tuple[str, list[tuple[str, str]]] | None:
+    """(action URL, inputs) of a confirmation page, or None if the response is not one."""
+    match = _CONFIRM_FORM.search(response.get_data(as_text=True))
+    if response.status_code != 200 or match is None:
+        return None
+    inputs = [(name, html.unescape(value)) for name, value in _HIDDEN.findall(match.group(2))]
+    return html.unescape(match.group(1)), inputs
+
+
+def post_confirmed(client, url: str, data: dict[str, str]):
+    """POST a bulk action, then confirm it on the page it answers with, as a user would."""
+    first = client.post(url, data=data)
+    page = confirmation(first)
+    assert page is not None, first.get_data(as_text=True)[:2000]
+    action, inputs = page
+    return client.post(action, data=MultiDict(inputs))
+
+
 def apply(client, import_id: int, mode: str = "all_or_nothing", run_at: str = ""):
-    """POST the preview's apply form."""
+    """POST the preview's apply form and confirm it."""
     url = f"{IMPORTS}{import_id}/"
-    return client.post(
-        f"{url}apply",
-        data={"mode": mode, "run_at": run_at, "csrf_token": csrf_token(client, url)},
-    )
+    data = {"mode": mode, "run_at": run_at, "csrf_token": csrf_token(client, url)}
+    return post_confirmed(client, f"{url}apply", data)
+
+
+def roll_back(client, import_id: int):
+    """POST a change set's roll back (or roll forward) button and confirm it."""
+    url = f"{IMPORTS}{import_id}/"
+    return post_confirmed(client, f"{url}rollback", {"csrf_token": csrf_token(client, url)})
 
 
 def entries(campaign_id: int) -> dict[str, ContentEntry]:

@@ -9,6 +9,7 @@ import re
 import pytest
 from sqlalchemy import event, select
 from support import csrf_token, free_port, login
+from werkzeug.datastructures import MultiDict
 
 from ccadmin import keys
 from ccadmin.app import create_app
@@ -419,3 +420,63 @@ def test_bytes_that_are_not_utf8_in_a_form_post_never_break_the_list(editor_clie
     assert editor_client.get("/admin/content/").status_code == 200
     export = editor_client.get("/admin/content/export/csv/")
     assert export.status_code == 200 and export.get_data()
+
+
+def test_switching_campaign_keeps_what_was_typed_and_saves_nothing(editor_client, campaign):
+    other = Campaign(
+        slug="summer",
+        name="Summer",
+        field_schema=[
+            {"name": "message", "max_length": 140},
+            {"name": "image_url", "max_length": 300},
+        ],
+    )
+    db.session.add(other)
+    db.session.commit()
+    response = editor_client.post(
+        f"{NEW}?campaign_id={campaign.id}",
+        data={
+            "campaign_id": str(other.id),
+            "user_id": "42",
+            "field_message": "Typed <i>first</i>",
+            "field_cta": "Go",
+            "switch_campaign": "1",
+            "csrf_token": csrf_token(editor_client, NEW),
+        },
+    )
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert 'name="field_image_url"' in page and 'name="field_cta"' not in page
+    assert re.search(r'<input[^>]*id="user_id"[^>]*value="42"', page)
+    assert "Typed &lt;i&gt;first&lt;/i&gt;</textarea>" in page
+    assert re.search(rf'<option selected value="{other.id}">|value="{other.id}" selected', page)
+    assert "is-invalid" not in page  # nothing was checked, so nothing is flagged
+    assert db.session.scalars(select(ContentEntry)).all() == []
+
+
+def test_entry_inputs_have_counters_and_no_maxlength(editor_client, campaign):
+    page = editor_client.get(NEW).get_data(as_text=True)
+    assert 'data-max-length="20"' in page and 'data-max-length="10"' in page
+    assert "maxlength" not in page
+    assert "admin/char-counter.js" in page
+
+
+def test_bulk_delete_asks_with_the_count_first(editor_client, campaign):
+    for user_id in ("1", "2", "3"):
+        create_entry(editor_client, campaign.id, user_id, message=f"Hello {user_id}")
+    ids = [str(entry_for(user_id).id) for user_id in ("1", "2", "3")]
+    token = csrf_token(editor_client, "/admin/content/")
+    data = MultiDict([("action", "delete"), ("csrf_token", token), *(("rowid", i) for i in ids)])
+    first = editor_client.post("/admin/content/action/", data=data)
+    page = first.get_data(as_text=True)
+    assert first.status_code == 200
+    assert "Delete: this changes 3 content entries." in page
+    assert page.count('name="rowid"') == 3
+    assert not any(entry_for(user_id).deleted for user_id in ("1", "2", "3"))
+    # "With selected" asks on the server, so the browser prompt is gone.
+    listing = editor_client.get("/admin/content/").get_data(as_text=True)
+    assert "Are you sure you want to delete selected records?" not in listing
+
+    data.add("confirm", "3")
+    assert editor_client.post("/admin/content/action/", data=data).status_code == 302
+    assert all(entry_for(user_id).deleted for user_id in ("1", "2", "3"))

@@ -158,7 +158,12 @@ def test_allowed_writes_take_effect(client, make_user, records):
     token = csrf_token(client, "/logout")
     response = client.post(
         "/admin/content/action/",
-        data={"action": "delete", "rowid": str(records["content"]), "csrf_token": token},
+        data={
+            "action": "delete",
+            "rowid": str(records["content"]),
+            "confirm": "1",
+            "csrf_token": token,
+        },
     )
     assert response.status_code == 302
     entry = db.session.get(ContentEntry, records["content"])

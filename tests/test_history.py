@@ -151,6 +151,10 @@ def test_a_campaign_switches_back_to_its_state_at_a_time(
     assert (revert.changed_rows, revert.deleted_rows, revert.new_rows) == (1, 2, 1)
     page = client.get(response.headers["Location"]).get_data(as_text=True)
     assert "<del>a after again</del>" in page and "<ins>a before</ins>" in page
+    assert f"Revert #{revert.id} of" in page and "<th>After revert</th>" in page
+    assert "Discard this revert" in page and 'class="count-deleted">2<' in page
+    for import_wording in ("<th>Line</th>", "After import", "invalid rows", "Discard this import"):
+        assert import_wording not in page
     apply(client, revert.id)
     wait_until(lambda: db.session.expire_all() or latest_import().status == "applied", 30)
 

@@ -9,8 +9,10 @@ from import_support import (
     IMPORTS,
     SCHEMA,
     apply,
+    confirmation,
     entries,
     latest_import,
+    roll_back,
     staged_by_worker,
     upload,
     upload_and_stage,
@@ -103,8 +105,7 @@ def test_rolling_back_an_import_restores_the_previous_versions(
     save_entry(campaign, "9", "edited after")  # v2: edited since, so left alone
 
     url = f"{IMPORTS}{content_import.id}/"
-    response = editor.post(f"{url}rollback", data={"csrf_token": csrf_token(editor, url)})
-    assert response.status_code == 302
+    assert roll_back(editor, content_import.id).status_code == 302
     rollback = latest_import()
     assert (rollback.kind, rollback.source_import_id) == ("rollback", content_import.id)
     wait_until(lambda: status(editor, rollback.id)["live"], TIMEOUT)
@@ -118,6 +119,63 @@ def test_rolling_back_an_import_restores_the_previous_versions(
     assert live_message(redis_client, "9") == (2, "edited after")
     # Rolled back once: the page offers no second rollback.
     assert 'id="rollback"' not in editor.get(url).get_data(as_text=True)
+
+
+def test_a_rollback_asks_first_and_can_be_rolled_forward(editor, campaign, redis_client, spawn):
+    spawn(WORKER)
+    upload(editor, campaign.id, "a.csv", b"user_id,message\n1,imported\n2,imported\n9,created\n")
+    content_import = staged_by_worker()
+    apply(editor, content_import.id)
+    wait_until(lambda: status(editor, content_import.id)["live"], TIMEOUT)
+    url = f"{IMPORTS}{content_import.id}/"
+
+    # The first POST only asks, with the number of entries; nothing happens.
+    first = editor.post(f"{url}rollback", data={"csrf_token": csrf_token(editor, url)})
+    page = first.get_data(as_text=True)
+    assert first.status_code == 200
+    assert "This restores 3 entries of spring" in page
+    assert '<input type="hidden" name="confirm" value="3">' in page
+    # A confirmation for another count asks again.
+    stale = editor.post(
+        f"{url}rollback", data={"csrf_token": csrf_token(editor, url), "confirm": "2"}
+    )
+    assert 'id="confirm-stale"' in stale.get_data(as_text=True)
+    assert latest_import().id == content_import.id
+    assert entries(campaign.id)["1"].fields == {"message": "imported"}
+
+    assert roll_back(editor, content_import.id).status_code == 302
+    rollback = latest_import()
+    wait_until(lambda: status(editor, rollback.id)["live"], TIMEOUT)
+    assert entries(campaign.id)["1"].fields == {"message": "old 1"}
+    assert entries(campaign.id)["9"].deleted
+    save_entry(campaign, "2", "edited after the rollback")  # left alone by the roll forward
+
+    rollback_page = editor.get(f"{IMPORTS}{rollback.id}/").get_data(as_text=True)
+    assert "Roll forward: re-apply what this rollback undid" in rollback_page
+    asked = confirmation(
+        editor.post(
+            f"{IMPORTS}{rollback.id}/rollback",
+            data={"csrf_token": csrf_token(editor, f"{IMPORTS}{rollback.id}/")},
+        )
+    )
+    assert ("confirm", "3") in asked[1]
+    assert roll_back(editor, rollback.id).status_code == 302
+    forward = latest_import()
+    assert (forward.kind, forward.source_import_id) == ("roll_forward", rollback.id)
+    wait_until(lambda: status(editor, forward.id)["live"], TIMEOUT)
+    stored = entries(campaign.id)
+    assert stored["1"].fields == {"message": "imported"} and stored["1"].version == 4
+    assert stored["9"].fields == {"message": "created"} and not stored["9"].deleted
+    assert stored["2"].fields == {"message": "edited after the rollback"}
+    db.session.expire_all()
+    assert db.session.get(ContentImport, rollback.id).status == "rolled_back"
+    audit = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "roll_forward")).one()
+    assert (audit.after["written"], audit.after["conflicts"]) == (2, 1)
+    assert wait_until(lambda: live_message(redis_client, "9") == (3, "created"), TIMEOUT)
+    # The roll forward can itself be rolled back.
+    assert "Roll back this roll forward" in editor.get(f"{IMPORTS}{forward.id}/").get_data(
+        as_text=True
+    )
 
 
 def sabotage(import_id: int, line: int) -> None:

@@ -124,11 +124,11 @@ def test_a_scheduled_import_applies_at_its_time_and_can_be_cancelled(
 
 def test_schedule_refuses_past_times_and_invalid_fields(editor, campaign):
     _, past = in_seconds(-60)
-    schedule(editor, campaign, "1", "late", past)
-    assert "The time is in the past" in editor.get(tools(campaign)).get_data(as_text=True)
+    page = schedule(editor, campaign, "1", "late", past).get_data(as_text=True)
+    assert "The time is in the past" in page
     _, run_at = in_seconds(600)
-    schedule(editor, campaign, "1", "x" * 200, run_at)
-    assert "Too long" in editor.get(tools(campaign)).get_data(as_text=True)
+    page = schedule(editor, campaign, "1", "x" * 200, run_at).get_data(as_text=True)
+    assert "Too long: 200 characters, at most 140." in page
     assert db.session.scalars(select(ScheduledChange)).first() is None
 
 

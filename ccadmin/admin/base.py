@@ -18,13 +18,16 @@ from typing import Any
 from flask import abort, flash, has_request_context, request
 from flask_admin import AdminIndexView
 from flask_admin.contrib.sqla import ModelView
+from flask_admin.contrib.sqla.tools import get_query_for_ids
+from flask_admin.helpers import get_redirect_target
 from flask_admin.model import typefmt
 from flask_login import current_user
-from flask_wtf import FlaskForm
 from sqlalchemy.exc import DisconnectionError, IntegrityError, OperationalError
 
 from ccadmin import publishing
+from ccadmin.admin.confirmation import Confirmation, confirmed
 from ccadmin.extensions import db, login_manager
+from ccadmin.forms import UntruncatedForm
 from ccadmin.models.users import ROLE_ADMIN, ROLE_VIEWER
 
 log = logging.getLogger(__name__)
@@ -36,7 +39,7 @@ CONFLICT = "Nothing was saved: this conflicts with a record that already exists.
 AUDITED_PATH_LENGTH = 500
 
 
-class AdminForm(FlaskForm):
+class AdminForm(UntruncatedForm):
     """Flask-WTF form base: its CSRF token is the one the global CSRFProtect checks."""
 
 
@@ -114,6 +117,8 @@ class ProtectedModelView(AccessControlled, ModelView):
     can_set_page_size = False
     # Inline list editing is off; ajax/update/ answers 404 (after the role check).
     column_editable_list: Any = ()
+    # Bulk actions that run only after a confirmation page showing their count.
+    confirmed_actions: frozenset[str] = frozenset()
     # Without a total there is no COUNT(*) over a table that can hold millions
     # of rows; the list shows "previous / next" instead of page numbers.
     simple_list_pager = True
@@ -136,6 +141,35 @@ class ProtectedModelView(AccessControlled, ModelView):
     def is_action_allowed(self, name: str) -> bool:
         """Bulk actions are writes."""
         return self.user_can_write() and super().is_action_allowed(name)
+
+    def get_actions_list(self) -> tuple[list[Any], dict[Any, Any]]:
+        """No browser prompt for actions the server confirms with a page of their own."""
+        actions, confirmations = super().get_actions_list()
+        for name in self.confirmed_actions:
+            confirmations.pop(name, None)
+        return actions, confirmations
+
+    def handle_action(self, return_view: str | None = None) -> Any:
+        """A `confirmed_actions` action first answers with how many records it changes."""
+        name = request.form.get("action", "")
+        if name in self.confirmed_actions and self.is_action_allowed(name):
+            ids = request.form.getlist("rowid")
+            count = self.action_size(ids)
+            if count and not confirmed(count):
+                text = self._actions_data[name][1]
+                confirmation = Confirmation.for_request(
+                    title=f"{text} {count} {self.name.lower()} entries?",
+                    question=f"{text}: this changes {count} {self.name.lower()} entries.",
+                    count=count,
+                    back_url=get_redirect_target() or self.get_url(".index_view"),
+                    button=f"{text} {count} entries",
+                )
+                return self.render("admin/confirm.html", confirmation=confirmation)
+        return super().handle_action(return_view)
+
+    def action_size(self, ids: list[str]) -> int:
+        """How many of the selected records a bulk action would change."""
+        return get_query_for_ids(self.get_query(), self.model, ids).count()
 
     def commit_or_report(self, apply: Callable[[], Any]) -> bool:
         """Run `apply` and commit; on any error roll back, tell the user, return False."""

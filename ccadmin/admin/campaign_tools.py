@@ -18,7 +18,8 @@ from werkzeug.wrappers import Response
 from ccadmin import preview, snippets
 from ccadmin.admin.base import AccessControlled, actor
 from ccadmin.admin.imports import parse_run_at
-from ccadmin.content_schema import user_id_error
+from ccadmin.admin.schedule_form import CLEAR_PREFIX, FIELD_PREFIX, LOADED_PREFIX, ScheduleInput
+from ccadmin.content_schema import REQUIRED_FIELD, user_id_error
 from ccadmin.extensions import db
 from ccadmin.imports import coverage, revert, scheduling
 from ccadmin.imports.parsing import FileProblem
@@ -26,8 +27,6 @@ from ccadmin.models import Campaign, ContentImport, ScheduledChange
 from ccadmin.models.imports import STATUS_SCHEDULED
 from ccadmin.models.users import ROLE_EDITOR
 from ccadmin.redis_client import get_redis, get_store
-
-FIELD_PREFIX = "field_"
 
 
 def run_preview(campaign: Campaign, user_id: str) -> preview.Preview:
@@ -80,6 +79,7 @@ class CampaignToolsView(AccessControlled, BaseView):
             )
             .order_by(ContentImport.scheduled_at)
         )
+        changes = scheduling.pending_changes(campaign.id)
         return self.render(
             "admin/campaign_tools/tools.html",
             campaign=campaign,
@@ -91,51 +91,84 @@ class CampaignToolsView(AccessControlled, BaseView):
             auth_styles=snippets.AUTH_STYLES,
             limit=preview.CALLER_BODY_LIMIT,
             can_write=self.user_can_write(),
-            scheduled_changes=scheduling.pending_changes(campaign.id),
+            scheduled_changes=changes,
+            change_diffs=scheduling.change_diffs(campaign.id, changes),
+            failed_changes=scheduling.recent_failures(campaign.id),
+            schedule=extra.get("schedule") or ScheduleInput(),
+            loaded_prefix=LOADED_PREFIX,
+            clear_prefix=CLEAR_PREFIX,
+            required_field=REQUIRED_FIELD,
+            revert_at=extra.get("revert_at", ""),
             scheduled_imports=list(scheduled_imports),
             field_prefix=FIELD_PREFIX,
             coverage=extra.get("coverage"),
         )
 
     @expose("/<int:campaign_id>/revert", methods=("POST",))
-    def revert_view(self, campaign_id: int) -> Response:
+    def revert_view(self, campaign_id: int) -> str | Response:
         """Stage the campaign's content as it was at a time, and show its preview."""
         campaign = db.get_or_404(Campaign, campaign_id)
         raw = (request.form.get("at") or "").strip()
         try:
             since = parse_run_at(raw, future=False)
+            if since is None:
+                raise ValueError("Choose the time to go back to.")
         except ValueError as error:
             flash(str(error), "error")
-            return redirect(url_for(".tools_view", campaign_id=campaign_id))
-        if since is None:
-            flash("Choose the time to go back to.", "error")
-            return redirect(url_for(".tools_view", campaign_id=campaign_id))
+            return self._render_tools(campaign, revert_at=raw)
         change_set = revert.create_revert(campaign, since, actor())
         return redirect(url_for("imports.detail_view", import_id=change_set.id))
 
     @expose("/<int:campaign_id>/schedule", methods=("POST",))
-    def schedule_view(self, campaign_id: int) -> Response:
-        """Save one user's new fields, to be applied by the worker at a time."""
+    def schedule_view(self, campaign_id: int) -> str | Response:
+        """Load the entry into the form, or save the change for the worker to apply at a time.
+
+        A refused change shows the form again with everything typed and the
+        reason on each field; nothing is cleared.
+        """
         campaign = db.get_or_404(Campaign, campaign_id)
-        here = url_for(".tools_view", campaign_id=campaign_id)
-        values = {name: request.form.get(FIELD_PREFIX + name, "") for name in campaign.field_names}
+        typed = ScheduleInput.from_form(campaign, request.form)
+        if request.form.get("action") == "load":
+            return self._load_current(campaign, typed)
         try:
-            run_at = parse_run_at(request.form.get("run_at"))
+            run_at = parse_run_at(typed.run_at)
             if run_at is None:
                 raise ValueError("Choose when the change goes live.")
+        except ValueError as error:
+            typed.errors = {"run_at": str(error)}
+            return self._render_tools(campaign, schedule=typed)
+        try:
             scheduling.schedule_change(
                 campaign,
-                (request.form.get("user_id") or "").strip(),
-                values,
+                typed.user_id,
+                typed.changed_values(),
+                typed.clear,
                 run_at,
                 actor(),
                 get_redis(current_app.config["CCADMIN_SETTINGS"]),
             )
+        except scheduling.ScheduleProblem as problem:
+            typed.errors = problem.errors
+            return self._render_tools(campaign, schedule=typed)
         except ValueError as error:
             flash(str(error), "error")
-            return redirect(here)
+            return self._render_tools(campaign, schedule=typed)
         flash(f"Scheduled for {run_at:%Y-%m-%d %H:%M} UTC.", "success")
-        return redirect(here)
+        return redirect(url_for(".tools_view", campaign_id=campaign_id))
+
+    def _load_current(self, campaign: Campaign, typed: ScheduleInput) -> str:
+        problem = user_id_error(typed.user_id)
+        if problem:
+            typed.errors = {"user_id": problem}
+            return self._render_tools(campaign, schedule=typed)
+        loaded = typed.with_current(scheduling.current_fields(campaign.id, typed.user_id))
+        if not loaded.loaded:
+            flash(
+                f"User {typed.user_id} has no content in this campaign yet: "
+                "the change will create it.",
+                "info",
+            )
+        return self._render_tools(campaign, schedule=loaded)
 
     @expose("/<int:campaign_id>/cancel/<int:change_id>", methods=("POST",))
     def cancel_change_view(self, campaign_id: int, change_id: int) -> Response:

@@ -30,6 +30,7 @@ from ccadmin.admin.base import AdminForm, ProtectedModelView, actor
 from ccadmin.admin.campaign_tools import run_preview
 from ccadmin.content_schema import REQUIRED_FIELD, printable, user_id_error, validate_fields
 from ccadmin.extensions import db
+from ccadmin.forms import MAX_LENGTH_ATTRIBUTE
 from ccadmin.models import Campaign, ContentEntry, OutboxEvent
 from ccadmin.models.content import USER_ID_MAX_LENGTH
 from ccadmin.models.users import ROLE_EDITOR
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 # Form inputs for schema fields are prefixed so no schema name can collide
 # with the form's own inputs (campaign_id, user_id, csrf_token).
 FIELD_PREFIX = "field_"
+# Posted by static/admin/content-form.js when the campaign changes: the form
+# comes back with the new campaign's inputs and everything typed kept.
+CAMPAIGN_SWITCH = "switch_campaign"
 MESSAGE_PREVIEW = 60
 # A saved change not live after this long is waiting on the sweeper, not in flight.
 PUBLISHING_WINDOW = timedelta(seconds=30)
@@ -151,7 +155,10 @@ def entry_form_class(campaign: Campaign | None, creating: bool) -> type[EntryFor
         attrs[FIELD_PREFIX + field["name"]] = TextAreaField(
             field["name"],
             description=f"{required}At most {field['max_length']} characters.",
-            render_kw={"rows": 3 if field["max_length"] > 200 else 2},
+            render_kw={
+                "rows": 3 if field["max_length"] > 200 else 2,
+                MAX_LENGTH_ATTRIBUTE: field["max_length"],
+            },
         )
     return type("CampaignEntryForm", (EntryForm,), attrs)
 
@@ -249,6 +256,7 @@ class ContentView(ProtectedModelView):
     can_view_details = True
     can_export = True
     export_max_rows = 100_000
+    confirmed_actions = frozenset({"delete"})
     create_template = "admin/content/create.html"
     details_template = "admin/content/details.html"
     column_list = (
@@ -339,6 +347,12 @@ class ContentView(ProtectedModelView):
         if campaign is not None and not form.campaign_id.raw_data:
             form.campaign_id.data = campaign.id
         return form
+
+    def validate_form(self, form: EntryForm) -> bool:
+        """A create form posted only to switch campaign is shown again, not saved."""
+        if request.form.get(CAMPAIGN_SWITCH) and "campaign_id" in form:
+            return False
+        return super().validate_form(form)
 
     def edit_form(self, obj: ContentEntry | None = None) -> EntryForm:
         campaign = obj.campaign if obj is not None else None

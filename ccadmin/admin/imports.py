@@ -37,11 +37,13 @@ from werkzeug.wrappers import Response
 from wtforms.validators import ValidationError
 
 from ccadmin.admin.base import AccessControlled, actor
+from ccadmin.admin.confirmation import Confirmation, confirmed
 from ccadmin.extensions import csrf, db
 from ccadmin.imports import changesets, export, uploads
 from ccadmin.imports.parsing import detect_format
 from ccadmin.models import Campaign, ContentImport, ImportRow, OutboxEvent
 from ccadmin.models.imports import (
+    KIND_ROLLBACK,
     MODE_ALL,
     MODE_VALID_ONLY,
     STATUS_APPLIED,
@@ -267,25 +269,48 @@ class ImportView(AccessControlled, BaseView):
         return response
 
     @expose("/<int:import_id>/apply", methods=("POST",))
-    def apply_view(self, import_id: int) -> Response:
-        """Queue the apply job now, or schedule it."""
+    def apply_view(self, import_id: int) -> str | Response:
+        """Queue the apply job now, or schedule it, once confirmed with its count."""
         content_import = db.get_or_404(ContentImport, import_id)
         here = url_for(".detail_view", import_id=import_id)
         try:
             run_at = parse_run_at(request.form.get("run_at"))
-            changesets.start_apply(
-                content_import,
-                request.form.get("mode", MODE_ALL),
-                actor(),
-                redis_connection(),
-                run_at,
-            )
+            mode = request.form.get("mode", MODE_ALL)
+            if not confirmed(content_import.writes):
+                changesets.check_applicable(content_import, mode)
+                return self._confirm_apply(content_import, mode, run_at, here)
+            changesets.start_apply(content_import, mode, actor(), redis_connection(), run_at)
         except ValueError as error:
             flash(str(error), "error")
             return redirect(here)
         if run_at is not None:
             flash(f"Scheduled for {run_at:%Y-%m-%d %H:%M} UTC.", "success")
         return redirect(here)
+
+    def _confirm_apply(
+        self, content_import: ContentImport, mode: str, run_at: datetime | None, back: str
+    ) -> str:
+        label = content_import.label
+        when = f"at {run_at:%Y-%m-%d %H:%M} UTC" if run_at else "now"
+        details = [
+            f"{content_import.new_rows} new",
+            f"{content_import.changed_rows} changed",
+            f"{content_import.deleted_rows} deleted",
+        ]
+        if mode == MODE_VALID_ONLY and content_import.invalid_rows:
+            details.append(f"{content_import.invalid_rows} invalid rows skipped")
+        confirmation = Confirmation.for_request(
+            title=f"Apply {label} #{content_import.id}?",
+            question=(
+                f"Applying this {label} {when} changes {content_import.writes} entries of "
+                f"{content_import.campaign.slug}."
+            ),
+            count=content_import.writes,
+            back_url=back,
+            button=f"Apply: change {content_import.writes} entries",
+            details=details,
+        )
+        return self.render("admin/confirm.html", confirmation=confirmation)
 
     @expose("/<int:import_id>/cancel", methods=("POST",))
     def cancel_view(self, import_id: int) -> Response:
@@ -300,18 +325,49 @@ class ImportView(AccessControlled, BaseView):
         return redirect(request.form.get("next") or url_for(".detail_view", import_id=import_id))
 
     @expose("/<int:import_id>/rollback", methods=("POST",))
-    def rollback_view(self, import_id: int) -> Response:
-        """Restore every entry the change set wrote to its previous version."""
+    def rollback_view(self, import_id: int) -> str | Response:
+        """Undo what the change set wrote (a rollback's undo rolls forward), once confirmed."""
         content_import = db.get_or_404(ContentImport, import_id)
+        here = url_for(".detail_view", import_id=import_id)
+        stalled = job_stalled(content_import, apply_job(content_import))
         try:
-            stalled = job_stalled(content_import, apply_job(content_import))
+            changesets.check_undoable(content_import, stalled)
+            count = changesets.rollback_size(content_import)
+            if not confirmed(count):
+                return self._confirm_rollback(content_import, count, here)
             rollback = changesets.queue_rollback(
                 content_import, actor(), redis_connection(), stalled=stalled
             )
         except ValueError as error:
             flash(str(error), "error")
-            return redirect(url_for(".detail_view", import_id=import_id))
+            return redirect(here)
         return redirect(url_for(".detail_view", import_id=rollback.id))
+
+    def _confirm_rollback(self, content_import: ContentImport, count: int, back: str) -> str:
+        label = content_import.label
+        if content_import.kind == KIND_ROLLBACK:
+            title = f"Roll forward rollback #{content_import.id}?"
+            question = (
+                f"This re-applies what the rollback undid: {count} entries of "
+                f"{content_import.campaign.slug} get back the version the rollback replaced."
+            )
+            button = f"Roll forward {count} entries"
+        else:
+            title = f"Roll back {label} #{content_import.id}?"
+            question = (
+                f"This restores {count} entries of {content_import.campaign.slug} to their "
+                f"version before the {label}."
+            )
+            button = f"Roll back {count} entries"
+        confirmation = Confirmation.for_request(
+            title=title,
+            question=question,
+            count=count,
+            back_url=back,
+            button=button,
+            details=["Entries edited since are left alone.", "It can be undone in turn."],
+        )
+        return self.render("admin/confirm.html", confirmation=confirmation)
 
     @expose("/<int:import_id>/resume", methods=("POST",))
     def resume_view(self, import_id: int) -> Response:
@@ -333,15 +389,16 @@ class ImportView(AccessControlled, BaseView):
 
     @expose("/<int:import_id>/discard", methods=("POST",))
     def discard_view(self, import_id: int) -> Response:
-        """Delete a previewed import that will not be applied, with its staged rows."""
+        """Delete a previewed change set that will not be applied, with its staged rows."""
         content_import = db.get_or_404(ContentImport, import_id)
+        label = content_import.label
         if content_import.status not in (STATUS_READY, STATUS_INVALID):
-            flash("Only an import not applied can be discarded.", "error")
+            flash(f"Only a {label} not applied can be discarded.", "error")
             return redirect(url_for(".detail_view", import_id=import_id))
         db.session.execute(delete(ImportRow).where(ImportRow.import_id == import_id))
         db.session.delete(content_import)
         db.session.commit()
-        flash(f"Import #{import_id} discarded.", "success")
+        flash(f"{label.capitalize()} #{import_id} discarded.", "success")
         return redirect(url_for(".index"))
 
     @expose("/export/<int:campaign_id>.csv")

@@ -31,7 +31,6 @@ from ccadmin.imports import bulk, staging
 from ccadmin.imports.changesets import create_rollback
 from ccadmin.models import ContentEntry, ContentImport, ImportRow
 from ccadmin.models.imports import (
-    KIND_ROLLBACK,
     OUTCOME_CHANGED,
     OUTCOME_CONFLICT,
     OUTCOME_DELETED,
@@ -44,6 +43,7 @@ from ccadmin.models.imports import (
     STATUS_QUEUED,
     STATUS_ROLLED_BACK,
     STATUS_SCHEDULED,
+    UNDO_KINDS,
     WRITING_OUTCOMES,
 )
 from ccadmin.models.types import utcnow
@@ -265,7 +265,7 @@ def finish(content_import: ContentImport, actor: str) -> None:
     staging.apply_counts(content_import, staging.count_outcomes(content_import.id))
     content_import.status = STATUS_APPLIED
     content_import.finished_at = utcnow()
-    if content_import.kind == KIND_ROLLBACK and content_import.source_import_id:
+    if content_import.kind in UNDO_KINDS and content_import.source_import_id:
         source = db.session.get(ContentImport, content_import.source_import_id)
         if source is not None and source.status == STATUS_APPLIED:
             source.status = STATUS_ROLLED_BACK
@@ -316,8 +316,8 @@ def fail(
     )[:_ERROR_MAX]
     db.session.commit()
     summary: dict[str, Any] = {"import_id": import_id, "status": STATUS_FAILED}
-    if content_import.kind == KIND_ROLLBACK or content_import.applied_through_line == 0:
-        # A rollback is never undone: it can be run again (its rows check versions).
+    if content_import.kind in UNDO_KINDS or content_import.applied_through_line == 0:
+        # An undo is never undone by itself: it can be run again (its rows check versions).
         return summary
     undo = create_rollback(content_import, actor, automatic=True)
     summary["rollback"] = apply_change_set(undo.id, publish=publish)

@@ -21,6 +21,8 @@ from ccadmin.imports import staging
 from ccadmin.models import Campaign, ContentImport, ImportRow
 from ccadmin.models.imports import (
     KIND_IMPORT,
+    KIND_LABELS,
+    KIND_ROLL_FORWARD,
     KIND_ROLLBACK,
     MODE_ALL,
     MODE_VALID_ONLY,
@@ -87,14 +89,8 @@ def _enqueue(content_import: ContentImport, connection: redis.Redis, run_at: dat
     return queue.enqueue_at(run_at, APPLY_JOB, content_import.id, **options)
 
 
-def mark_queued(
-    content_import: ContentImport, mode: str, actor: str, run_at: datetime | None = None
-) -> None:
-    """Check a previewed change set can be applied in `mode`; mark it queued (committed).
-
-    The caller runs or enqueues the apply: start_apply enqueues it, the
-    worker's import job (which staged the body itself) runs it at once.
-    """
+def check_applicable(content_import: ContentImport, mode: str) -> None:
+    """Refuse (ChangeSetError) a change set that cannot be applied in `mode`."""
     if content_import.status != STATUS_READY:
         raise ChangeSetError(f"This change set is {content_import.status}; it cannot be applied.")
     if mode not in (MODE_ALL, MODE_VALID_ONLY):
@@ -104,6 +100,17 @@ def mark_queued(
             f"{content_import.invalid_rows} rows are invalid, so all-or-nothing applies "
             "nothing. Fix the file and upload it again, or choose valid rows only."
         )
+
+
+def mark_queued(
+    content_import: ContentImport, mode: str, actor: str, run_at: datetime | None = None
+) -> None:
+    """Check a previewed change set can be applied in `mode`; mark it queued (committed).
+
+    The caller runs or enqueues the apply: start_apply enqueues it, the
+    worker's import job (which staged the body itself) runs it at once.
+    """
+    check_applicable(content_import, mode)
     content_import.mode = mode
     content_import.applied_by = actor
     content_import.status = STATUS_SCHEDULED if run_at else STATUS_QUEUED
@@ -154,26 +161,35 @@ def delete_scheduled_job(job_id: str, connection: redis.Redis) -> None:
         log.warning("scheduled job %s left in Redis: %s", job_id, error)
 
 
+def check_undoable(source: ContentImport, stalled: bool = False) -> None:
+    """Refuse (ChangeSetError) a change set that cannot be rolled back now."""
+    allowed = STATUS_APPLYING if stalled else STATUS_APPLIED
+    if source.status != allowed or source.rolled_back_by_id:
+        raise ChangeSetError("Only an applied change set that was not rolled back can be.")
+
+
 def create_rollback(
     source: ContentImport, actor: str, automatic: bool = False, stalled: bool = False
 ) -> ContentImport:
     """A change set restoring every entry `source` wrote to its state before.
 
+    Undoing a rollback is a roll forward: it re-applies what the rollback undid.
+
     Each row only writes if the entry still has the version `source` gave it;
     entries edited since are left alone (counted as conflicts). `stalled`
     undoes the committed part of an apply whose worker died.
     """
-    allowed = STATUS_APPLYING if stalled else STATUS_APPLIED
-    if not automatic and (source.status != allowed or source.rolled_back_by_id):
-        raise ChangeSetError("Only an applied change set that was not rolled back can be.")
+    if not automatic:
+        check_undoable(source, stalled)
     if stalled:
         source.status = STATUS_FAILED
         source.error = "the worker applying it stopped; what it wrote was rolled back"
+    kind = KIND_ROLL_FORWARD if source.kind == KIND_ROLLBACK else KIND_ROLLBACK
     rollback = ContentImport(
-        kind=KIND_ROLLBACK,
+        kind=kind,
         campaign_id=source.campaign_id,
         source_import_id=source.id,
-        filename=f"rollback of #{source.id}",
+        filename=f"{KIND_LABELS[kind]} of #{source.id}",
         status=STATUS_QUEUED if automatic else STATUS_READY,
         mode=MODE_ALL,
         created_by=actor,
@@ -222,6 +238,17 @@ def create_rollback(
     source.rolled_back_by_id = rollback.id
     db.session.commit()
     return rollback
+
+
+def rollback_size(source: ContentImport) -> int:
+    """Entries a rollback of `source` would restore (those it wrote)."""
+    return db.session.execute(
+        select(func.count()).where(
+            row_table.c.import_id == source.id,
+            row_table.c.outcome.in_(WRITING_OUTCOMES),
+            row_table.c.line <= source.applied_through_line,
+        )
+    ).scalar_one()
 
 
 def queue_rollback(

@@ -187,22 +187,29 @@ def _compare(revert: ContentImport) -> None:
         last_line = rows[-1].line
         current = staging.current_entries(revert.campaign_id, [row.user_id for row in rows])
         updates = []
+        gone: list[int] = []
         for row in rows:
             entry = current.get(row.user_id)
             live = entry is not None and not entry.deleted
+            if row.delete and not live:
+                # Absent then and absent now (created and deleted since): no
+                # entry to change, so not counted at all, not even as unchanged.
+                gone.append(row.line)
+                continue
             if row.delete:
-                outcome = "deleted" if live else "unchanged"
+                outcome = "deleted"
             elif not live:
                 outcome = "new"
             else:
                 outcome = "unchanged" if entry.fields == row.fields else "changed"
-            if outcome in ("changed", "deleted") and len(diffs) < staging.REPORT_DIFFS:
+            if outcome != "unchanged" and len(diffs) < staging.REPORT_DIFFS:
+                now = entry.fields if live else {}
                 diffs.append(
                     {
                         "line": row.line,
                         "user_id": row.user_id,
                         "changes": staging.field_changes(
-                            entry.fields or {}, {} if row.delete else row.fields or {}
+                            now or {}, {} if row.delete else row.fields or {}
                         ),
                     }
                 )
@@ -216,4 +223,10 @@ def _compare(revert: ContentImport) -> None:
                 }
             )
         staging.update_rows(revert.id, updates)
+        if gone:
+            db.session.execute(
+                delete(row_table).where(
+                    row_table.c.import_id == revert.id, row_table.c.line.in_(gone)
+                )
+            )
     revert.report = {"diffs": diffs}

@@ -1,4 +1,5 @@
-"""Bulk change sets: an uploaded import, the rollback of one, or a campaign's revert.
+"""Bulk change sets: an uploaded import, a campaign's revert, the rollback of one, or the
+roll forward that undoes a rollback.
 
 Every row keeps the entry's state before the change (`before_*`), so a change
 set can be undone as a whole, and an entry's history can show which version
@@ -15,6 +16,16 @@ from ccadmin.models.types import BigId, JsonDoc, utcnow
 KIND_IMPORT = "import"
 KIND_ROLLBACK = "rollback"
 KIND_REVERT = "revert"
+# Re-applies what a rollback undid (the rollback of a rollback).
+KIND_ROLL_FORWARD = "roll_forward"
+# Change sets that undo another one, row by row, only where nothing changed since.
+UNDO_KINDS = (KIND_ROLLBACK, KIND_ROLL_FORWARD)
+KIND_LABELS = {
+    KIND_IMPORT: "import",
+    KIND_ROLLBACK: "rollback",
+    KIND_REVERT: "revert",
+    KIND_ROLL_FORWARD: "roll forward",
+}
 
 # receiving: an API body streaming into import_chunk; received: stored whole,
 # waiting for the worker; staging: being read by the worker (the API's path);
@@ -58,7 +69,7 @@ class ContentImport(db.Model):
     campaign_id = db.Column(
         BigId, db.ForeignKey("campaign.id", ondelete="RESTRICT"), nullable=False
     )
-    # The change set a rollback undoes.
+    # The change set a rollback (or roll forward) undoes.
     source_import_id = db.Column(BigId, nullable=True)
     filename = db.Column(db.String(255), nullable=True)
     status = db.Column(db.String(16), nullable=False, default=STATUS_READY)
@@ -100,6 +111,16 @@ class ContentImport(db.Model):
     def job_id(self) -> str:
         """The RQ job id of this change set's apply job."""
         return f"import-{self.id}"
+
+    @property
+    def label(self) -> str:
+        """What the pages call this kind of change set ("import", "revert", ...)."""
+        return KIND_LABELS.get(self.kind, self.kind)
+
+    @property
+    def writes(self) -> int:
+        """Entries applying the previewed change set changes (new, changed or deleted)."""
+        return self.new_rows + self.changed_rows + self.deleted_rows
 
 
 class ImportRow(db.Model):

@@ -14,7 +14,10 @@ STATUS_FAILED = "failed"
 
 
 class ScheduledChange(db.Model):
-    """New fields for one user of one campaign, applied by the worker at `run_at`."""
+    """Fields to set and to clear for one user of one campaign, applied at `run_at`.
+
+    Fields it does not name keep the value the entry has when the change runs.
+    """
 
     __tablename__ = "scheduled_change"
 
@@ -23,7 +26,10 @@ class ScheduledChange(db.Model):
         BigId, db.ForeignKey("campaign.id", ondelete="RESTRICT"), nullable=False
     )
     user_id = db.Column(db.String(128), nullable=False)
+    # {name: value}: the fields this change sets.
     fields = db.Column(JsonDoc, nullable=False)
+    # [name, ...]: the optional fields this change empties.
+    clear_fields = db.Column(JsonDoc, nullable=False, default=list)
     run_at = db.Column(db.DateTime(timezone=True), nullable=False)
     status = db.Column(db.String(16), nullable=False, default=STATUS_PENDING)
     created_by = db.Column(db.String(200), nullable=False)

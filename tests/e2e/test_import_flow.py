@@ -8,9 +8,9 @@ import json
 import urllib.request
 
 import pytest
+from browser_support import CHROMIUM, SCREENSHOT_DIR, browser, fill, submit  # noqa: F401
 from publishing_support import make_campaign
 from support import PASSWORD, free_port, start_admin, wait_until
-from test_browser_edit import CHROMIUM, SCREENSHOT_DIR, browser, fill, submit  # noqa: F401
 
 ROWS = 25_000  # three apply batches
 
@@ -88,6 +88,10 @@ def test_import_with_preview_and_progress_bar(app, spawn, make_user, browser, tm
     assert not browser.find_element(By.ID, "mode-all").is_enabled()
     assert browser.find_element(By.ID, "mode-valid").is_selected()
     submit(browser, browser.find_element(By.ID, "apply"))
+    # Nothing is applied before the count is confirmed.
+    question = browser.find_element(By.ID, "confirm-question").text
+    assert f"changes {ROWS} entries of spring" in question
+    submit(browser, browser.find_element(By.ID, "confirm-button"))
 
     # The progress bar fills while the worker applies and publishes, then the
     # page reloads with the final state.
