@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from publishing_support import make_campaign, save_entry, stored_entry
-from sqlalchemy import select
+from publishing_support import make_campaign, publish_pending, save_entry, stored_entry
+from sqlalchemy import func, select
 from support import PASSWORD, free_port
 
-from ccadmin import keys, publishing
+from ccadmin import keys
 from ccadmin.extensions import db
 from ccadmin.models import AdminUser, ApiKey, OutboxEvent
 from ccadmin.models.api_keys import hash_secret
@@ -98,22 +98,42 @@ def test_publish_all_rebuilds_and_sets_ready(app, redis_client):
     assert invoke(app, "publish").exit_code != 0
 
 
-def test_publish_pending_enqueues_unpublished_events(app, redis_client):
+def test_publish_pending_wakes_the_drainers_for_unpublished_events(app, redis_client):
     campaign = make_campaign()
+    redis_client.delete(keys.PUBLISH_WAKE)
     settings = app.config["CCADMIN_SETTINGS"]
     app.config["CCADMIN_SETTINGS"] = dataclasses.replace(
         settings, redis_url=f"redis://127.0.0.1:{free_port()}/0"
     )
     try:
-        first = save_entry(campaign, "1", "one")
-        second = save_entry(campaign, "2", "two")
+        save_entry(campaign, "1", "one")
+        save_entry(campaign, "2", "two")
     finally:
         app.config["CCADMIN_SETTINGS"] = settings
-    queue = publishing.publish_queue(redis_client)
-    assert f"publish-{first.id}" not in queue.job_ids
+    assert not redis_client.exists(keys.PUBLISH_WAKE)
+
     result = invoke(app, "publish", "--pending")
     assert result.exit_code == 0, result.output
-    assert {f"publish-{first.id}", f"publish-{second.id}"} <= set(queue.job_ids)
+    assert "for 3 unpublished outbox events" in result.output  # the campaign's and both saves
+    assert redis_client.lrange(keys.PUBLISH_WAKE, 0, -1) == [b"1"]
+    assert publish_pending() == 3
+    assert [stored_entry(redis_client, "spring", user)[0] for user in ("1", "2")] == [1, 1]
+    assert db.session.scalar(
+        select(func.count()).where(OutboxEvent.published_at.is_(None))
+    ) == 0
+
+
+def test_publish_pending_fails_when_redis_is_unreachable(app):
+    settings = app.config["CCADMIN_SETTINGS"]
+    app.config["CCADMIN_SETTINGS"] = dataclasses.replace(
+        settings, redis_url=f"redis://127.0.0.1:{free_port()}/0"
+    )
+    try:
+        result = invoke(app, "publish", "--pending")
+    finally:
+        app.config["CCADMIN_SETTINGS"] = settings
+    assert result.exit_code != 0
+    assert "Redis is unreachable; no worker was woken" in result.output
 
 
 def test_reconcile_repairs_deleted_stale_and_orphan_entries(app, redis_client):

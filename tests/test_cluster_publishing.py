@@ -11,15 +11,20 @@ import json
 import time
 
 import pytest
-from publishing_support import delete_entry, make_campaign, save_entry, stored_entry
+from publishing_support import (
+    delete_entry,
+    make_campaign,
+    publish_pending,
+    save_entry,
+    stored_entry,
+)
 from sqlalchemy import select
 
 from ccadmin import keys, payload
 from ccadmin.extensions import db
-from ccadmin.models import ContentEntry, OutboxEvent
+from ccadmin.models import ContentEntry
 from ccadmin.redis_client import get_store
 from workers import store
-from workers.publish import publish_event
 from workers.rebuild import reconcile
 from workers.store import redis_run_id
 
@@ -35,23 +40,16 @@ def on_cluster(app, redis_cluster, cluster_client):
     app.config["CCADMIN_SETTINGS"] = settings
 
 
-def publish_all() -> None:
-    """Run the publish job of every unpublished event in this app (its store: the cluster)."""
-    pending = select(OutboxEvent.id).where(OutboxEvent.published_at.is_(None))
-    for event_id in db.session.execute(pending.order_by(OutboxEvent.id)).scalars().all():
-        publish_event(event_id)
-
-
 def primary_of(client, key: str) -> str:
     return client.get_node_from_key(key).name
 
 
-def test_publish_jobs_spread_entries_over_every_primary(app, redis_client, on_cluster):
+def test_drained_entries_spread_over_every_primary(app, redis_client, on_cluster):
     campaign = make_campaign("spring")
     for number in range(60):
         save_entry(campaign, str(number), f"Hello {number}")
     delete_entry(campaign, "7")
-    publish_all()
+    publish_pending()
 
     rows = db.session.execute(select(ContentEntry)).scalars().all()
     assert len(rows) == 60
@@ -120,7 +118,7 @@ def test_reconcile_repairs_drift_and_orphans_on_every_shard(app, redis_client, o
     campaign = make_campaign("spring")
     for number in range(40):
         save_entry(campaign, str(number), f"Hello {number}")
-    publish_all()
+    publish_pending()
     for number in range(0, 40, 4):
         on_cluster.delete(keys.entry_key("spring", str(number)))  # lost
     on_cluster.hset(keys.entry_key("spring", "1"), keys.ENTRY_VERSION_FIELD, 0)  # behind

@@ -7,6 +7,7 @@ from manage_support import SCHEMA, bearer, make_token
 from publishing_support import make_campaign
 from sqlalchemy import select
 
+from ccadmin import keys
 from ccadmin.extensions import db
 from ccadmin.models import AuditEvent, ContentEntry, OutboxEvent
 
@@ -129,13 +130,12 @@ def test_unknown_campaign_path_and_method(client, token):
 
 
 def test_a_put_is_published_to_redis(client, token, redis_client):
-    from publishing_support import stored_entry
+    from publishing_support import publish_pending, stored_entry
 
-    from workers.publish import publish_event
-
+    redis_client.delete(keys.PUBLISH_WAKE)
     put(client, token, {"message": "Live"})
-    event = db.session.scalars(select(OutboxEvent).order_by(OutboxEvent.id.desc())).first()
-    publish_event(event.id)
+    assert redis_client.lrange(keys.PUBLISH_WAKE, 0, -1) == [b"1"]
+    assert publish_pending() >= 1
     version, body = stored_entry(redis_client, "spring", "42")
     assert version == 1 and b'"message":"Live"' in body
 

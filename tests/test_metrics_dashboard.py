@@ -24,7 +24,7 @@ start_api = api_support.start_api
 
 AUTH = {"X-API-Key": ENV_KEY}
 DATA = "/admin/metrics/data"
-FAILED_JOB = "publish-999999"
+FAILED_JOB = "failed-999999"
 INLINE_SCRIPT = re.compile(r"<script(?![^>]*\ssrc=)[^>]*>", re.IGNORECASE)
 
 
@@ -153,13 +153,20 @@ def test_plotly_js_is_served_from_the_package(app, client):
     response.close()
 
 
+@pytest.fixture(params=keys.WORKER_QUEUES)
+def failed_queue(request) -> str:
+    """Each queue a worker takes jobs from."""
+    return request.param
+
+
 @pytest.fixture
-def failed_job(app, redis_client) -> str:
-    """A publish job that failed in a real RQ worker."""
-    queue = Queue(keys.PUBLISH_QUEUE, connection=redis_client)
+def failed_job(app, redis_client, failed_queue) -> str:
+    """A job that failed in a real RQ worker taking every worker queue."""
+    queue = Queue(failed_queue, connection=redis_client)
     queue.enqueue("math.sqrt", -1, job_id=FAILED_JOB)
-    SimpleWorker([queue], connection=redis_client).work(burst=True)
-    registry = FailedJobRegistry(keys.PUBLISH_QUEUE, connection=redis_client)
+    queues = [Queue(name, connection=redis_client) for name in keys.WORKER_QUEUES]
+    SimpleWorker(queues, connection=redis_client).work(burst=True)
+    registry = FailedJobRegistry(failed_queue, connection=redis_client)
     assert registry.get_job_ids() == [FAILED_JOB]
     return FAILED_JOB
 
@@ -185,20 +192,24 @@ def test_failed_jobs_are_listed_with_their_error(client, make_user, failed_job):
 
 
 @pytest.mark.parametrize("role", ["viewer", "editor"])
-def test_only_an_admin_may_requeue(client, make_user, redis_client, failed_job, role):
+def test_only_an_admin_may_requeue(
+    client, make_user, redis_client, failed_queue, failed_job, role
+):
     as_role(client, make_user, role)
     token = csrf_token(client, "/admin/content/")
     response = client.post(f"/admin/metrics/requeue/{failed_job}", data={"csrf_token": token})
     assert response.status_code == 403
-    registry = FailedJobRegistry(keys.PUBLISH_QUEUE, connection=redis_client)
+    registry = FailedJobRegistry(failed_queue, connection=redis_client)
     assert registry.get_job_ids() == [failed_job]
 
 
-def test_admin_requeues_with_csrf_and_it_is_audited(client, make_user, redis_client, failed_job):
+def test_admin_requeues_on_the_jobs_own_queue_with_csrf_and_it_is_audited(
+    client, make_user, redis_client, failed_queue, failed_job
+):
     as_role(client, make_user, "admin")
     url = f"/admin/metrics/requeue/{failed_job}"
-    registry = FailedJobRegistry(keys.PUBLISH_QUEUE, connection=redis_client)
-    queue = Queue(keys.PUBLISH_QUEUE, connection=redis_client)
+    registry = FailedJobRegistry(failed_queue, connection=redis_client)
+    queues = {name: Queue(name, connection=redis_client) for name in keys.WORKER_QUEUES}
 
     assert client.post(url).status_code == 400  # no CSRF token
     assert registry.get_job_ids() == [failed_job]
@@ -209,7 +220,9 @@ def test_admin_requeues_with_csrf_and_it_is_audited(client, make_user, redis_cli
     response = client.post(url, data={"csrf_token": token})
     assert response.status_code == 302
     assert registry.get_job_ids() == []
-    assert queue.get_job_ids() == [failed_job]
+    assert {name: queue.get_job_ids() for name, queue in queues.items()} == {
+        name: [failed_job] if name == failed_queue else [] for name in keys.WORKER_QUEUES
+    }
     audit = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "requeue")).one()
     assert (audit.actor, audit.target_type, audit.target_id) == (
         "admin@example.com",

@@ -15,13 +15,12 @@ import threading
 
 import pytest
 from publishing_support import delete_entry
-from rq import Queue, Worker
+from rq import Queue, SimpleWorker, Worker
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 from sqlalchemy import func, select, update
 from support import login, wait_until
 from test_cli import invoke
-from test_publishing import run_queued_jobs
 
 from ccadmin import keys, payload
 from ccadmin.extensions import db
@@ -29,6 +28,7 @@ from ccadmin.models import Campaign, ContentEntry, OutboxEvent
 from ccadmin.redis_client import get_store
 from ccadmin.seed import seed_content
 from workers import rebuild_plan, store
+from workers.context import AppJob
 from workers.publish import content_columns, publish_entries
 from workers.rebuild import REBUILD_LOCK_TTL, RECONCILE_INTERVAL, rebuild_chunk, start_rebuild
 from workers.rebuild_plan import Plan, Recorded
@@ -91,7 +91,15 @@ def unpublished_events() -> int:
 
 def work_rebuild_queue(redis_client) -> None:
     """Run the queued chunk jobs in this process with a real RQ worker."""
-    run_queued_jobs(redis_client, keys.REBUILD_QUEUE)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        SimpleWorker([keys.REBUILD_QUEUE], connection=redis_client, job_class=AppJob).work(
+            burst=True, logging_level=None
+        )
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    db.session.rollback()  # see what the jobs committed
 
 
 def ready_report(redis_client) -> dict | None:
@@ -100,7 +108,8 @@ def ready_report(redis_client) -> dict | None:
 
 
 def quiet_outbox() -> None:
-    """Mark every outbox event published: no publish job takes a worker from the chunks."""
+    """Mark every outbox event published: the workers' drainers leave content_entry to the
+    chunks."""
     db.session.execute(update(OutboxEvent).values(published_at=func.now()))
     db.session.commit()
 

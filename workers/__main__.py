@@ -26,6 +26,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 
 import redis
 from rq import SimpleWorker
@@ -35,7 +36,7 @@ from rq.worker import WorkerStatus
 from ccadmin import keys
 from ccadmin.redis_client import get_redis
 from workers.context import AppJob, JobIdFilter, worker_app
-from workers.drain import start_drainers, stop_drainers
+from workers.drain import Drainer, start_drainers, stop_drainers
 from workers.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
@@ -54,15 +55,25 @@ class PublishWorker(SimpleWorker):
     and exit cleanly first.
     """
 
-    def __init__(self, *args, imminent_shutdown_seconds: float = 20.0, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        imminent_shutdown_seconds: float = 20.0,
+        drainers: Sequence[Drainer] = (),
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.imminent_shutdown_seconds = imminent_shutdown_seconds
+        self.drainers = drainers
         self.shutdown_requested = False
 
     def handle_warm_shutdown_request(self) -> None:
         """Let the current job finish, but not past the deadline (signal, not SIGALRM:
-        the job's own timeout uses that)."""
+        the job's own timeout uses that). The drainers stop now too, after their
+        batch: RQ's own teardown may wait on Redis long past the deadline."""
         self.shutdown_requested = True
+        for drainer in self.drainers:
+            drainer.stop()
         super().handle_warm_shutdown_request()
         if self.get_state() != WorkerStatus.BUSY:
             return
@@ -117,6 +128,7 @@ def main() -> None:
                     connection=connection,
                     job_class=AppJob,
                     imminent_shutdown_seconds=settings.worker_shutdown_seconds,
+                    drainers=drainers,
                 )
                 sweeper.worker = worker
                 # The scheduler moves scheduled imports and changes to their queue.

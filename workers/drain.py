@@ -63,7 +63,7 @@ POLL_SECONDS = 1.0
 # Pauses after consecutive failed batches (Redis or the database away).
 BACKOFF_SECONDS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 # On a database without SKIP LOCKED, the lane's lock outlives a dead holder by this long.
-DRAIN_LOCK_TTL = 30
+DRAIN_LOCK_TTL = 10
 _ERROR_MAX_LENGTH = 2_000
 
 

@@ -450,19 +450,33 @@ class CommitFailure:
                 connection.exec_driver_sql(statement)
 
 
-class OutboxRowHeld:
-    """Holds a write lock that blocks `mark_published` for one event until released.
+class MarkPublishedBlocked:
+    """Blocks every drainer's `mark_published` (an UPDATE of outbox_event) until released.
 
-    PostgreSQL: the event's row, locked FOR UPDATE. SQLite: the whole
+    A claim with SKIP LOCKED passes over a locked outbox row, so the block is
+    on the UPDATE itself. PostgreSQL: a BEFORE UPDATE trigger waits for a
+    shared advisory lock this object holds exclusively. SQLite: the whole
     database (BEGIN IMMEDIATE), which blocks a writer for its busy timeout.
     """
 
-    def __init__(self, engine, event_id: int) -> None:
+    ADVISORY_KEY = 7_300_901
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
         if engine.dialect.name == "postgresql":
+            with engine.begin() as connection:
+                connection.exec_driver_sql(
+                    "CREATE FUNCTION fault_hold_outbox() RETURNS trigger LANGUAGE plpgsql "
+                    f"AS $$ BEGIN PERFORM pg_advisory_xact_lock_shared({self.ADVISORY_KEY}); "
+                    "RETURN NEW; END $$"
+                )
+                connection.exec_driver_sql(
+                    "CREATE TRIGGER fault_hold_outbox BEFORE UPDATE ON outbox_event "
+                    "FOR EACH ROW EXECUTE FUNCTION fault_hold_outbox()"
+                )
             self.connection = engine.connect()
-            self.connection.exec_driver_sql(
-                "SELECT id FROM outbox_event WHERE id = %s FOR UPDATE", (event_id,)
-            )
+            self.connection.exec_driver_sql(f"SELECT pg_advisory_lock({self.ADVISORY_KEY})")
+            self.connection.commit()
         else:
             import sqlite3
 
@@ -470,8 +484,24 @@ class OutboxRowHeld:
             self.connection.execute("BEGIN IMMEDIATE")
 
     def release(self) -> None:
-        self.connection.rollback()
-        self.connection.close()
+        """Let the blocked UPDATEs go on, and drop the trigger (the schema is the migrations')."""
+        if self.engine.dialect.name == "postgresql":
+            self.connection.exec_driver_sql(f"SELECT pg_advisory_unlock({self.ADVISORY_KEY})")
+            self.connection.commit()
+            self.connection.close()
+            with self.engine.begin() as connection:
+                connection.exec_driver_sql("DROP TRIGGER fault_hold_outbox ON outbox_event")
+                connection.exec_driver_sql("DROP FUNCTION fault_hold_outbox()")
+        else:
+            self.connection.rollback()
+            self.connection.close()
+
+
+def wait_writing(client: redis.Redis, slug: str, users: int, timeout: float = 20.0) -> None:
+    """Until a drainer has started writing users 1..`users` (the first live, the last not)."""
+    first, last = keys.entry_key(slug, "1"), keys.entry_key(slug, str(users))
+    wait_until(lambda: client.exists(first), timeout=timeout, interval=0.001)
+    assert not client.exists(last), "the batch was published before it could be caught writing"
 
 
 def seed_promo(redis_server: RedisServer, users: int) -> dict[int, bytes]:

@@ -10,15 +10,12 @@ import sys
 import time
 
 from fault_support import PROJECT_ROOT, differences, redis_entries, wait_ready
-from sqlalchemy import func, select
+from publishing_support import publish_pending
 from support import login, wait_until
 from test_faults_redis import unpublished
 
 from ccadmin import keys
-from ccadmin.extensions import db
-from ccadmin.models import OutboxEvent
 from ccadmin.seed import seed_content
-from workers.publish import publish_event
 from workers.rebuild import reconcile
 from workers.sweeper import RECONCILE_INTERVAL
 
@@ -49,9 +46,7 @@ def inject_drift(client, old_entries: dict[str, tuple[int, bytes]]) -> None:
 def seed_and_publish() -> None:
     """A new version of every entry, published here (no worker runs)."""
     seed_content("spring", ENTRIES)
-    event_id = db.session.scalar(select(func.max(OutboxEvent.id)))
-    db.session.rollback()
-    publish_event(event_id)
+    publish_pending()
 
 
 def assert_repaired(counts: dict[str, int]) -> None:

@@ -1,5 +1,6 @@
 """Publishing faults: a save failing at commit (case 7), versions published out of order
-(case 8), a job run twice and a crash between the Redis write and the outbox update (case 9)."""
+(case 8), an event published twice and a crash between the Redis write and the outbox
+update (case 9)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from fault_support import (
     COMMIT_FAILURES,
     CommitFailure,
-    OutboxRowHeld,
+    MarkPublishedBlocked,
     admin_save,
     database_dialect,
     differences,
@@ -18,18 +19,18 @@ from fault_support import (
     redis_entries,
     wait_ready,
 )
-from publishing_support import make_campaign, save_entry
-from rq.job import Job
-from sqlalchemy import func, select
+from publishing_support import make_campaign, publish_pending, save_entry
+from sqlalchemy import func, select, update
 from support import login, wait_until
 from test_faults_redis import unpublished
 
-from ccadmin import keys, publishing
+from ccadmin import keys
 from ccadmin.extensions import db
 from ccadmin.models import ContentEntry, OutboxEvent
 from ccadmin.seed import seed_content
 from workers import store
-from workers.publish import entry_chunks, publish_event, write_rows
+from workers.drain import publish_events
+from workers.publish import entry_chunks, write_rows
 
 # What the marketer may see of a failed save; none of the database's own words.
 LEAKS = ("SELECT", "INSERT", "UPDATE", "COMMIT", "Traceback", "sqlalchemy", "psycopg2",
@@ -41,15 +42,6 @@ def outbox_count() -> int:
     count = db.session.execute(select(func.count()).select_from(OutboxEvent)).scalar()
     db.session.rollback()
     return count
-
-
-def publish_all_in_process() -> None:
-    """Run every unpublished event's job here (no worker runs in case 7)."""
-    event_ids = db.session.scalars(
-        select(OutboxEvent.id).where(OutboxEvent.published_at.is_(None))
-    ).all()
-    for event_id in event_ids:
-        publish_event(event_id)
 
 
 @pytest.fixture(params=COMMIT_FAILURES[database_dialect()])
@@ -67,8 +59,8 @@ def test_save_failing_at_commit_leaves_no_trace(
     client = private_redis.start()
     campaign = make_campaign()
     save_entry(campaign, "1", "live before")
-    publish_all_in_process()
-    publishing.publish_queue(client).empty()
+    publish_pending()
+    client.delete(keys.PUBLISH_WAKE)
     make_user("ed@example.com", role="editor")
     browser = fault_app.test_client()
     login(browser, "ed@example.com")
@@ -94,14 +86,21 @@ def test_save_failing_at_commit_leaves_no_trace(
         for leak in LEAKS:
             assert leak not in text, leak
     assert outbox_count() == events
-    assert publishing.publish_queue(client).count == 0
+    assert not client.exists(keys.PUBLISH_WAKE)
     assert redis_dump(client) == before
     assert db.session.execute(select(ContentEntry.user_id, ContentEntry.version)).all() == [
         ("1", 1)
     ]
     db.session.rollback()
     print(f"case 7 ({commit_failure.kind}): 2 saves refused at commit, 0 outbox events, "
-          "0 jobs, Redis unchanged")
+          "no wake-up, Redis unchanged")
+
+
+def publish_event(event_id: int) -> dict:
+    """Publish one event here as a drainer would (no worker runs in case 8)."""
+    summary = publish_events([event_id])
+    db.session.rollback()
+    return summary
 
 
 def latest_event_id() -> int:
@@ -119,15 +118,15 @@ def published(event_id: int) -> bool:
 
 
 def test_version_2_published_before_version_1(fault_app, private_redis):
-    """Case 8: version 1's job reads, version 2 is published, then version 1's write
+    """Case 8: a drainer reads version 1, version 2 is published, then version 1's write
     arrives: Redis keeps version 2 and counts every refused write as stale."""
     client = private_redis.start()
     user_ids = [str(number) for number in range(1, ENTRIES + 1)]
     seed_content("spring", ENTRIES)
     version_1 = latest_event_id()
     slugs = {db.session.scalar(select(ContentEntry.campaign_id)): "spring"}
-    # What version 1's job read from the database, before it stalled.
-    read_by_job_1 = list(entry_chunks(ContentEntry.last_event_id == version_1))
+    # What a drainer read of version 1 from the database, before it stalled.
+    read_for_version_1 = list(entry_chunks(ContentEntry.last_event_id == version_1))
     db.session.rollback()
     seed_content("spring", ENTRIES)
     version_2 = latest_event_id()
@@ -136,10 +135,10 @@ def test_version_2_published_before_version_1(fault_app, private_redis):
     live = redis_entries(client, "spring", user_ids)
     assert {entry[0] for entry in live.values()} == {2}
     late = store.WriteCounts()
-    for rows in read_by_job_1:
+    for rows in read_for_version_1:
         late.add(write_rows(client, slugs, rows))
     assert (late.written, late.stale) == (0, ENTRIES)
-    # The job itself, run last: its entries moved on to version 2, it writes nothing.
+    # Version 1's event, published last: its entries moved on to version 2, it writes nothing.
     assert publish_event(version_1)["written"] == 0
 
     assert redis_entries(client, "spring", user_ids) == live
@@ -150,11 +149,12 @@ def test_version_2_published_before_version_1(fault_app, private_redis):
           f"{ENTRIES} counted stale, 0 entries went back")
 
 
-def test_job_run_twice_and_crash_before_marking_done_change_nothing(
+def test_event_published_twice_and_crash_before_marking_done_change_nothing(
     fault_app, private_redis, processes
 ):
-    """Case 9: a finished job run again, then a worker killed after its Redis writes and
-    before the outbox update; the replays leave every entry as it was, no write applied."""
+    """Case 9: a published event taken again (its mark lost), then a worker killed after
+    its Redis writes and before the outbox update; the replays leave every entry as it
+    was, no write applied."""
     client = private_redis.start()
     user_ids = [str(number) for number in range(1, ENTRIES + 1)]
     victim = processes.worker()
@@ -165,41 +165,45 @@ def test_job_run_twice_and_crash_before_marking_done_change_nothing(
 
     live = redis_entries(client, "spring", user_ids)
     counted = store.stats(client)
-    publishing.enqueue_publish([first], client)
-    wait_until(lambda: store.stats(client).get(keys.STAT_STALE_WRITES) == ENTRIES, timeout=20)
-    assert Job.fetch(f"publish-{first}", connection=client).return_value() == {
-        "event_id": first, "kind": "content", "written": 0, "stale": ENTRIES
+    db.session.execute(
+        update(OutboxEvent).where(OutboxEvent.id == first).values(published_at=None)
+    )
+    db.session.commit()
+    wait_until(lambda: published(first), timeout=20, interval=0.1)
+    assert store.stats(client) == {
+        keys.STAT_WRITES: counted[keys.STAT_WRITES],
+        keys.STAT_STALE_WRITES: counted.get(keys.STAT_STALE_WRITES, 0) + ENTRIES,
     }
+    assert db.session.get(OutboxEvent, first).attempts == 2
+    db.session.rollback()
     assert redis_entries(client, "spring", user_ids) == live
-    assert store.stats(client)[keys.STAT_WRITES] == counted[keys.STAT_WRITES]
 
-    # Freeze the worker so the outbox row is locked before it can take the job;
+    # Freeze the worker so mark_published is blocked before it can take the event;
     # it then writes Redis and blocks in mark_published, where it is killed.
     victim.signal(signal.SIGSTOP)
     seed_content("spring", ENTRIES)
     second = latest_event_id()
-    held = OutboxRowHeld(db.engine, second)
+    blocked = MarkPublishedBlocked(db.engine)
     try:
         victim.signal(signal.SIGCONT)
         wait_until(lambda: not differences(client, "spring"), timeout=20)
         victim.kill()
     finally:
-        held.release()
+        blocked.release()
     killed_at = time.monotonic()
     assert not published(second)
     live = redis_entries(client, "spring", user_ids)
     assert {entry[0] for entry in live.values()} == {2}
     counted = store.stats(client)
 
-    survivor = processes.worker()
+    processes.worker()
     wait_until(lambda: published(second), timeout=30, interval=0.2)
     recovery = time.monotonic() - killed_at
-    assert "re-enqueued 1 unpublished outbox events" in survivor.log()
     assert redis_entries(client, "spring", user_ids) == live
     assert store.stats(client) == {
         keys.STAT_WRITES: counted[keys.STAT_WRITES],
         keys.STAT_STALE_WRITES: counted[keys.STAT_STALE_WRITES] + ENTRIES,
     }
-    print(f"case 9: re-run of a done job and replay after a kill before the outbox update: "
-          f"0 of {ENTRIES} entries changed, 0 writes applied, {2 * ENTRIES} counted stale; "
-          f"event done {recovery:.1f} s after the kill")
+    print(f"case 9: republish of a done event and replay after a kill before the outbox "
+          f"update: 0 of {ENTRIES} entries changed, 0 writes applied, {2 * ENTRIES} counted "
+          f"stale; event done {recovery:.1f} s after the kill")
