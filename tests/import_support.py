@@ -98,6 +98,14 @@ def apply(client, import_id: int, mode: str = "all_or_nothing", run_at: str = ""
     return post_confirmed(client, f"{url}apply", data)
 
 
+def apply_refused(client, import_id: int, mode: str = "all_or_nothing"):
+    """POST the apply form of a change set that cannot be applied: refused before any question."""
+    url = f"{IMPORTS}{import_id}/"
+    return client.post(
+        f"{url}apply", data={"mode": mode, "run_at": "", "csrf_token": csrf_token(client, url)}
+    )
+
+
 def roll_back(client, import_id: int):
     """POST a change set's roll back (or roll forward) button and confirm it."""
     url = f"{IMPORTS}{import_id}/"

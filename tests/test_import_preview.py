@@ -10,7 +10,7 @@ import pytest
 from import_support import (
     IMPORTS,
     SCHEMA,
-    apply,
+    apply_refused,
     entries,
     latest_import,
     run_staging,
@@ -206,7 +206,7 @@ def test_duplicated_user_ids_are_invalid_and_block_all_or_nothing(editor, campai
     )
     assert shown_counts(page)["invalid"] == 2
     assert "appears more than once (lines 2, 4)" in page
-    response = apply(editor, content_import.id, "all_or_nothing")
+    response = apply_refused(editor, content_import.id, "all_or_nothing")
     assert response.status_code == 302
     assert "2 rows are invalid" in editor.get(response.headers["Location"]).get_data(as_text=True)
     assert latest_import().status == "ready"
@@ -247,7 +247,7 @@ def test_bad_files_get_a_clear_report_and_apply_nothing(
         ).scalar_one()
         == 0
     )
-    response = apply(editor, content_import.id, "valid_only")
+    response = apply_refused(editor, content_import.id, "valid_only")
     assert response.status_code == 302
     assert latest_import().status == "invalid"
     assert outbox_count() == before
