@@ -41,7 +41,7 @@ from typing import Any
 import redis
 from rq import Queue
 
-from bench import write_load
+from bench import write_load, wrk
 from bench.seed import PrivateRedis
 from ccadmin import keys
 
@@ -51,6 +51,7 @@ HOST = "127.0.0.1"
 BEFORE_STAGED = {"receiving", "received", "staging"}
 POLL_SECONDS = 0.2
 MESSAGE = "Your code for today is SPRING{:07d}"
+WRITE_SCRIPT = Path(__file__).with_name("put_new_user.lua")
 
 
 def parse_args() -> argparse.Namespace:
@@ -136,6 +137,8 @@ class Stack:
 
     def log_tail(self, lines: int = 40) -> str:
         path = self.folder / "processes.log"
+        if not path.exists():
+            return "(no process output)"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
     def wait_for_web(self, port: int, path: str = "/login", timeout: float = 60.0) -> None:
@@ -303,26 +306,46 @@ def wait_idle(redis_client: redis.Redis, timeout: float = 600.0) -> None:
 
 def measure_single_writes(
     stack: Stack, token: str, slug: str, seconds: float
-) -> dict[int, write_load.PutResult]:
-    """Single PUTs at 1, 8 and 16 clients: ours, and the baseline's on PostgreSQL."""
+) -> dict[int, wrk.WrkResult]:
+    """Single PUTs (wrk, every request a new user) at 1, 8 and 16 connections: ours, and
+    the baseline's on PostgreSQL measured just before at the same step."""
     baseline_port = None
     if stack.env["DATABASE_URL"].startswith("postgres"):
         baseline_port = stack.start_baseline(token)
-    ours: dict[int, write_load.PutResult] = {}
-    for clients in (1, 8, 16):
+    ours: dict[int, wrk.WrkResult] = {}
+    for connections in (1, 8, 16):
+        base = None
         if baseline_port is not None:
-            base = write_load.concurrent_puts(
-                baseline_port, token, lambda user: f"/content/{user}", clients, seconds
-            )
-            print(base.line("minimal endpoint"), flush=True)
-        ours[clients] = write_load.concurrent_puts(
-            stack.port, token, lambda user: f"/manage/v1/campaigns/{slug}/content/{user}",
-            clients, seconds,
+            base = put_load(baseline_port, token, "/content/", connections, seconds)
+            print(write_line("minimal endpoint", base), flush=True)
+        ours[connections] = put_load(
+            stack.port, token, f"/manage/v1/campaigns/{slug}/content/", connections, seconds
         )
-        ratio = f"  ({ours[clients].rate / base.rate:.2f}x the minimal endpoint)" if (
-            baseline_port is not None) else ""
-        print(ours[clients].line("ccadmin PUT") + ratio, flush=True)
+        line = write_line("ccadmin PUT", ours[connections])
+        if base is not None:
+            line += f"  ({ours[connections].rate / base.rate:.2f}x the minimal endpoint)"
+        print(line, flush=True)
     return ours
+
+
+def put_load(port: int, token: str, prefix: str, connections: int, seconds: float):
+    """wrk PUTting new users under `prefix` over `connections` keep-alive connections."""
+    return wrk.run(
+        f"http://{HOST}:{port}",
+        connections,
+        seconds,
+        token,
+        0,
+        script=WRITE_SCRIPT,
+        script_args=[token, prefix, f"c{connections}-{time.monotonic_ns()}"],
+    )
+
+
+def write_line(label: str, result: wrk.WrkResult) -> str:
+    return (
+        f"  {label:<18} {result.connections:>2} connections {result.rate:8,.0f} writes/s  "
+        f"p50 {result.p50_ms:6.1f} ms  p99 {result.p99_ms:6.1f} ms  {result.errors} errors"
+    )
 
 
 def wait_ready(redis_client: redis.Redis, timeout: float = 600.0) -> None:

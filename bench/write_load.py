@@ -1,10 +1,9 @@
-"""Write load for the ingest benchmark: concurrent keep-alive writers and save-to-live.
+"""Save-to-live under a steady write load, for the ingest benchmark.
 
-`concurrent_puts` measures writes/s at a number of clients (each a thread
-with one keep-alive connection, writing as fast as answers come back).
-`steady_save_to_live` paces writes at a fixed rate and watches Redis for
-each write's version: the time from sending the request to its version
-being what the API reads is the save-to-live lag.
+`steady_save_to_live` paces writes at a fixed rate from keep-alive writer
+threads and watches Redis for each write's version: the time from sending
+the request to its version being what the API reads is the save-to-live lag.
+(Writes/s at full speed are measured with wrk: bench/put_new_user.lua.)
 """
 
 from __future__ import annotations
@@ -31,84 +30,9 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-@dataclass
-class PutResult:
-    """What a run of concurrent writers did."""
-
-    clients: int
-    seconds: float
-    writes: int = 0
-    errors: int = 0
-    latencies: list[float] = field(default_factory=list)
-
-    @property
-    def rate(self) -> float:
-        return self.writes / self.seconds
-
-    def line(self, label: str) -> str:
-        return (
-            f"  {label:<22} {self.clients:>2} clients {self.rate:8,.0f} writes/s  "
-            f"p50 {percentile(self.latencies, 0.5) * 1000:5.1f} ms  "
-            f"p99 {percentile(self.latencies, 0.99) * 1000:6.1f} ms  {self.errors} errors"
-        )
-
-
-def put(connection: http.client.HTTPConnection, path: str, token: str, body: bytes) -> int:
-    """One PUT over a keep-alive connection; its status."""
-    connection.request(
-        "PUT",
-        path,
-        body=body,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    response = connection.getresponse()
-    response.read()
-    return response.status
-
-
 def body_for(number: int) -> bytes:
     message = f"Your code for today is SPRING{number:07d}"
     return json.dumps({"fields": {"message": message}}).encode()
-
-
-def concurrent_puts(
-    port: int, token: str, path_for: Callable[[str], str], clients: int, seconds: float
-) -> PutResult:
-    """PUTs from `clients` keep-alive writers for `seconds`; every user id is new."""
-    result = PutResult(clients, seconds)
-    lock = threading.Lock()
-    stop_at = time.perf_counter() + seconds
-
-    def writer(number: int) -> None:
-        connection = http.client.HTTPConnection(HOST, port, timeout=30)
-        done, errors, latencies, count = 0, 0, [], 0
-        while (started := time.perf_counter()) < stop_at:
-            user_id = f"w{clients}-{number}-{count}"
-            count += 1
-            try:
-                status = put(connection, path_for(user_id), token, body_for(count))
-            except OSError:
-                errors += 1
-                connection.close()
-                connection = http.client.HTTPConnection(HOST, port, timeout=30)
-                continue
-            latencies.append(time.perf_counter() - started)
-            if status in (200, 201):
-                done += 1
-            else:
-                errors += 1
-        connection.close()
-        with lock:
-            result.writes += done
-            result.errors += errors
-            result.latencies.extend(latencies)
-
-    threads = [threading.Thread(target=writer, args=(number,)) for number in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return result
 
 
 @dataclass

@@ -105,9 +105,20 @@ def parse(output: str, connections: int) -> WrkResult:
 
 
 def run(
-    url: str, connections: int, seconds: float, api_key: str, users: int, threads: int = 2
+    url: str,
+    connections: int,
+    seconds: float,
+    api_key: str,
+    users: int,
+    threads: int = 2,
+    script: Path = SCRIPT,
+    script_args: list[str] | None = None,
 ) -> WrkResult:
-    """One wrk run with random user ids; its open-files limit raised for the connections."""
+    """One wrk run (by default GETs of random user ids); open-files limit raised for it.
+
+    `script` and `script_args` run another request script, such as the write
+    benchmark's PUTs of new users.
+    """
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     limit = str(hard) if hard != resource.RLIM_INFINITY else "1048576"
     command = [
@@ -115,7 +126,7 @@ def run(
         require_wrk(),
         *("-t", str(min(threads, connections)), "-c", str(connections)),
         *("-d", f"{seconds:g}s", "--timeout", TIMEOUT, "--latency"),
-        *("-s", str(SCRIPT), url, "--", api_key, str(users)),
+        *("-s", str(script), url, "--", *(script_args or [api_key, str(users)])),
     ]
     completed = subprocess.run(
         command, capture_output=True, text=True, timeout=seconds + 60, check=False
