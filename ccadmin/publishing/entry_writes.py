@@ -3,18 +3,19 @@
 The same rows as `outbox.record_content_change` (entry with version + 1, its
 outbox event, an audit event) and the same wake-up after commit, written
 with Core statements instead of ORM objects: no object loading, no flush
-bookkeeping, nothing reloaded after the commit to build the answer. A write
-locks the entry's row first (`lock_entry`), so the version it compares and
-bumps cannot move under it.
+bookkeeping, nothing reloaded after the commit to build the answer; on
+PostgreSQL the three rows are one statement. A write locks the entry's row
+first (`lock_entry`), so the version it compares and bumps cannot move under
+it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import String, cast, func, insert, literal, select, update
 
 from ccadmin.extensions import db
 from ccadmin.models import AuditEvent, ContentEntry, OutboxEvent
@@ -84,8 +85,47 @@ def write_entry(
     now = utcnow()
     version = 1 if before is None else before.version + 1
     deleted = action == "delete"
+    saved = StoredEntry(0, user_id, fields, version, deleted, now, actor)
     values = {"fields": fields, "version": version, "deleted": deleted}
     values.update(updated_at=now, updated_by=actor)
+    write = _write_in_one_statement if db.engine.dialect.name == "postgresql" else _write
+    entry_id, event_id = write(campaign_id, user_id, values, action, before, saved)
+    pending_wake(event_id)
+    return replace(saved, id=entry_id)
+
+
+def _audit_values(action: str, before: StoredEntry | None, saved: StoredEntry) -> dict[str, Any]:
+    return {
+        "at": saved.updated_at,
+        "actor": saved.updated_by,
+        "action": action,
+        "target_type": "content_entry",
+        "before": None if before is None else before.snapshot(),
+        "after": saved.snapshot(),
+        "client_ip": client_ip(),
+    }
+
+
+def _event_values(campaign_id: int, saved: StoredEntry) -> dict[str, Any]:
+    return {
+        "kind": KIND_CONTENT,
+        "campaign_id": campaign_id,
+        "version": saved.version,
+        "entry_count": 1,
+        "created_at": saved.updated_at,
+        "attempts": 0,
+    }
+
+
+def _write(
+    campaign_id: int,
+    user_id: str,
+    values: dict[str, Any],
+    action: str,
+    before: StoredEntry | None,
+    saved: StoredEntry,
+) -> tuple[int, int]:
+    """Entry, outbox event and audit event in four statements (any database)."""
     if before is None:
         entry_id = db.session.execute(
             insert(entries)
@@ -96,32 +136,68 @@ def write_entry(
         entry_id = before.id
     event_id = db.session.execute(
         insert(outbox_events)
-        .values(
-            kind=KIND_CONTENT,
-            campaign_id=campaign_id,
-            content_entry_id=entry_id,
-            version=version,
-            entry_count=1,
-            created_at=now,
-        )
+        .values(content_entry_id=entry_id, **_event_values(campaign_id, saved))
         .returning(outbox_events.c.id)
     ).scalar_one()
     changes = {} if before is None else values
     db.session.execute(
         update(entries).where(entries.c.id == entry_id).values(**changes, last_event_id=event_id)
     )
-    saved = StoredEntry(entry_id, user_id, fields, version, deleted, now, actor)
     db.session.execute(
-        insert(audit_events).values(
-            at=now,
-            actor=actor,
-            action=action,
-            target_type="content_entry",
-            target_id=str(entry_id),
-            before=None if before is None else before.snapshot(),
-            after=saved.snapshot(),
-            client_ip=client_ip(),
-        )
+        insert(audit_events).values(target_id=str(entry_id), **_audit_values(action, before, saved))
     )
-    pending_wake(event_id)
-    return saved
+    return entry_id, event_id
+
+
+def _write_in_one_statement(
+    campaign_id: int,
+    user_id: str,
+    values: dict[str, Any],
+    action: str,
+    before: StoredEntry | None,
+    saved: StoredEntry,
+) -> tuple[int, int]:
+    """The same rows in one statement on PostgreSQL: data-modifying WITH clauses.
+
+    The outbox event's id is drawn from its sequence inside the entry's own
+    write, so the entry points at its event without a second update.
+    """
+    next_event_id = func.nextval(func.pg_get_serial_sequence(outbox_events.name, "id"))
+    if before is None:
+        written = insert(entries).values(campaign_id=campaign_id, user_id=user_id, **values)
+    else:
+        written = update(entries).where(entries.c.id == before.id).values(**values)
+    written_cte = (
+        written.values(last_event_id=next_event_id)
+        .returning(entries.c.id, entries.c.last_event_id)
+        .cte("written")
+    )
+    event = _event_values(campaign_id, saved)
+    event_cte = (
+        insert(outbox_events)
+        .from_select(
+            ["id", "content_entry_id", *event],
+            select(
+                written_cte.c.last_event_id,
+                written_cte.c.id,
+                *(literal(value, outbox_events.c[name].type) for name, value in event.items()),
+            ),
+        )
+        .cte("event")
+    )
+    audit = _audit_values(action, before, saved)
+    audit_cte = (
+        insert(audit_events)
+        .from_select(
+            ["target_id", *audit],
+            select(
+                cast(written_cte.c.id, String),
+                *(literal(value, audit_events.c[name].type) for name, value in audit.items()),
+            ),
+        )
+        .cte("audit")
+    )
+    row = db.session.execute(
+        select(written_cte.c.id, written_cte.c.last_event_id).add_cte(event_cte, audit_cte)
+    ).one()
+    return row.id, row.last_event_id
