@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -61,6 +62,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--put-seconds", type=float, default=10.0)
     parser.add_argument("--steady-seconds", type=float, default=60.0)
     parser.add_argument("--steady-rate", type=float, default=300.0)
+    parser.add_argument("--saves-during-import", type=float, default=10.0,
+                        help="single writes/s sent while the import runs (save-to-live)")
+    parser.add_argument("--saves-seconds", type=float, default=60.0)
     parser.add_argument("--writes-only", action="store_true",
                         help="single writes and save-to-live only (no batch, no import)")
     parser.add_argument("--batch-rows", type=int, default=10_000)
@@ -384,9 +388,18 @@ def main() -> None:
         print(f"  batch             {batch:10,.0f} rows/s ({args.batches} x "
               f"{args.batch_rows:,} rows)", flush=True)
         wait_idle(redis_client)
+        # A marketer's saves while the import is staged and applied: the fresh
+        # lane must not wait behind the bulk work.
+        fresh: list[write_load.LiveResult] = []
+        saves = threading.Thread(target=lambda: fresh.append(write_load.steady_save_to_live(
+            stack.port, token, slug, path_for, redis_client, args.saves_during_import,
+            args.saves_seconds, writers=2, users=200,
+        )))
+        saves.start()
         result = measure_import(
             client, redis_client, slug, args.rows, args.format, args.timeout
         )
+        saves.join()
         print(f"  import {args.rows:,} rows ({args.format}, {result['bytes'] / 1e6:,.0f} MB):"
               f" live in Redis after {result['live']:.1f} s", flush=True)
         previous = 0.0
@@ -395,6 +408,8 @@ def main() -> None:
             previous = result[phase]
         print(f"    {args.rows / result['live']:,.0f} rows/s end to end, "
               f"{result['written']:,} rows written")
+        print("  single saves during the import's first "
+              f"{args.saves_seconds:.0f} s:\n" + fresh[0].line(), flush=True)
     except Exception:
         print(stack.log_tail(), file=sys.stderr)
         raise

@@ -7,10 +7,14 @@ then for each worker count: empties a private redis-server, starts that many
 what `flask publish --all` and the sweeper call) and times it until the ready
 marker is set. Reports seconds, entries/s, the speed-up over the first count,
 how the chunks were shared, and the CPU seconds the workers and Redis used.
+With --writes-per-second R, single writes to existing entries keep arriving
+at R per second while each rebuild runs (written as the ingest API writes
+them); their save-to-live lag and any write not live at the end are reported.
 Prints a table and writes JSON under bench/results/.
 
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/ccbench \\
-        .venv/bin/python -m bench.rebuild --entries 1000000 --workers 1,2,4
+        .venv/bin/python -m bench.rebuild --entries 1000000 --workers 1,2,4 \\
+        --writes-per-second 300
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -35,6 +40,7 @@ from typing import Any
 import redis
 from rq import Worker
 
+from bench import write_load
 from bench.seed import PrivateRedis
 from ccadmin import keys
 
@@ -66,6 +72,8 @@ def parse_args() -> argparse.Namespace:
                         help="ids per chunk job (default: workers.rebuild.CHUNK_IDS)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per worker count (median)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per rebuild")
+    parser.add_argument("--writes-per-second", type=float, default=0.0,
+                        help="single writes to existing entries while each rebuild runs")
     args = parser.parse_args()
     args.worker_counts = [int(count) for count in args.workers.split(",")]
     return args
@@ -187,11 +195,65 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05) -> No
         time.sleep(interval)
 
 
+class SteadyWriter(threading.Thread):
+    """Single writes to random existing entries at a fixed rate, each watched until live.
+
+    Written as the ingest API writes them (publishing/entry_writes.py, then a
+    commit that wakes the drainers), from this process.
+    """
+
+    def __init__(self, app: Any, client: redis.Redis, rate: float, entries: int) -> None:
+        super().__init__(name="steady-writer", daemon=True)
+        self.app = app
+        self.rate = rate
+        self.entries = entries
+        self.stopping = threading.Event()
+        self.watcher = write_load.LiveWatcher(client, CAMPAIGN, give_up_after=30.0)
+        self.count = 0
+
+    def run(self) -> None:
+        from sqlalchemy import select
+
+        from ccadmin.extensions import db
+        from ccadmin.models import Campaign
+        from ccadmin.publishing import entry_writes
+
+        self.watcher.start()
+        with self.app.app_context():
+            campaign_id = db.session.scalar(select(Campaign.id).where(Campaign.slug == CAMPAIGN))
+            started = time.perf_counter()
+            while not self.stopping.is_set():
+                time.sleep(max(0.0, started + self.count / self.rate - time.perf_counter()))
+                user_id = str(random.randint(1, self.entries))
+                sent_at = time.perf_counter()
+                before = entry_writes.lock_entry(campaign_id, user_id)
+                fields = {"message": f"written during the rebuild, #{self.count}"}
+                saved = entry_writes.write_entry(
+                    campaign_id, user_id, fields, "bench", "update", before
+                )
+                db.session.commit()
+                self.watcher.written(user_id, saved.version, sent_at)
+                self.count += 1
+
+    def finish(self) -> dict[str, Any]:
+        """Stop writing; the writes made, their save-to-live lags, and how many never went live."""
+        self.stopping.set()
+        self.join()
+        not_live = self.watcher.finish()
+        lags = self.watcher.lags
+        return {
+            "writes": self.count,
+            "lag_p50_ms": round(write_load.percentile(lags, 0.5) * 1000, 1),
+            "lag_p99_ms": round(write_load.percentile(lags, 0.99) * 1000, 1),
+            "not_live": not_live,
+        }
+
+
 def run_once(
     client: redis.Redis, workers: Workers, count: int, chunk_size: int, timeout: float,
-    entries: int,
+    entries: int, writer: SteadyWriter | None = None,
 ) -> dict[str, Any]:
-    """One rebuild by `count` fresh workers into an empty Redis."""
+    """One rebuild by `count` fresh workers into an empty Redis, with `writer` writing."""
     from workers import rebuild_plan
     from workers.rebuild import RebuildInProgress, start_rebuild
 
@@ -210,6 +272,8 @@ def run_once(
     cpu_before = workers.cpu_seconds()
     redis_cpu_before = redis_cpu_seconds(client)
     client.delete(keys.REBUILD_LOCK)
+    if writer is not None:
+        writer.start()
     started = time.time()
     try:
         start_rebuild(chunk_size=chunk_size)
@@ -217,6 +281,7 @@ def run_once(
         started = rebuild_plan.read_plan(client).started_at
     wait_for(lambda: client.exists(keys.READY), timeout, "the rebuild did not finish")
     seconds = time.time() - started
+    writes = writer.finish() if writer is not None else None
     report = json.loads(client.get(keys.READY))
     worker_cpu = workers.cpu_seconds() - cpu_before
     redis_cpu = redis_cpu_seconds(client) - redis_cpu_before
@@ -242,6 +307,7 @@ def run_once(
         "worker_cpu_seconds": round(worker_cpu, 1),
         "redis_cpu_seconds": round(redis_cpu, 1),
         "redis_used_memory_mb": round(used_memory / 1e6),
+        "writes_during_rebuild": writes,
     }
 
 
@@ -262,6 +328,14 @@ def print_row(row: dict[str, Any], baseline: float) -> None:
         f"{row['worker_cpu_seconds']:>10.1f}  {row['redis_cpu_seconds']:>9.1f}",
         flush=True,
     )
+    writes = row["writes_during_rebuild"]
+    if writes:
+        print(
+            f"           {writes['writes']:,} single writes during it: save-to-live p50 "
+            f"{writes['lag_p50_ms']} ms, p99 {writes['lag_p99_ms']} ms, "
+            f"{writes['not_live']} not live",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -301,7 +375,11 @@ def main() -> None:
             rows: list[dict[str, Any]] = []
             for count in args.worker_counts:
                 runs = [
-                    run_once(client, workers, count, chunk_size, args.timeout, entries)
+                    run_once(
+                        client, workers, count, chunk_size, args.timeout, entries,
+                        SteadyWriter(app, client, args.writes_per_second, entries)
+                        if args.writes_per_second else None,
+                    )
                     for _ in range(args.repeat)
                 ]
                 runs.sort(key=lambda run: run["seconds"])

@@ -59,6 +59,76 @@ class LiveResult:
         )
 
 
+class LiveWatcher(threading.Thread):
+    """Watches Redis for written versions: each write's lag from its sending to being live."""
+
+    def __init__(self, redis_client: redis.Redis, slug: str, give_up_after: float) -> None:
+        super().__init__(name="live-watcher", daemon=True)
+        self.redis_client = redis_client
+        self.slug = slug
+        self.give_up_after = give_up_after
+        self.pending: dict[str, list[tuple[int, float]]] = {}
+        self.versions: dict[str, int] = {}
+        self.lags: list[float] = []
+        self.lock = threading.Lock()
+        self.writing = threading.Event()
+        self.writing.set()
+
+    def written(self, user_id: str, version: int, sent_at: float) -> None:
+        """A write was acknowledged with this version."""
+        with self.lock:
+            self.versions[user_id] = max(version, self.versions.get(user_id, 0))
+            self.pending.setdefault(user_id, []).append((version, sent_at))
+
+    def finish(self) -> int:
+        """Stop once every write is live or give_up_after has passed; how many are not live.
+
+        Counts both writes never seen live and users whose last version Redis
+        does not hold at the end.
+        """
+        self.writing.clear()
+        self.join()
+        not_seen = sum(len(writes) for writes in self.pending.values())
+        pipe = self.redis_client.pipeline(transaction=False)
+        for user_id in self.versions:
+            pipe.hget(keys.entry_key(self.slug, user_id), keys.ENTRY_VERSION_FIELD)
+        stale = sum(
+            live is None or int(live) < self.versions[user_id]
+            for user_id, live in zip(self.versions, pipe.execute(), strict=True)
+        )
+        return max(not_seen, stale)
+
+    def run(self) -> None:
+        deadline = None
+        while True:
+            if not self.writing.is_set() and deadline is None:
+                deadline = time.perf_counter() + self.give_up_after
+            with self.lock:
+                waiting = list(self.pending)
+            if not waiting and not self.writing.is_set():
+                return
+            if deadline is not None and time.perf_counter() > deadline:
+                return
+            if waiting:
+                self._check(waiting)
+            time.sleep(0.002)
+
+    def _check(self, waiting: list[str]) -> None:
+        pipe = self.redis_client.pipeline(transaction=False)
+        for user_id in waiting:
+            pipe.hget(keys.entry_key(self.slug, user_id), keys.ENTRY_VERSION_FIELD)
+        now = time.perf_counter()
+        for user_id, live in zip(waiting, pipe.execute(), strict=True):
+            if live is None:
+                continue
+            with self.lock:
+                writes = self.pending.pop(user_id, [])
+                later = [(version, sent) for version, sent in writes if version > int(live)]
+                if later:
+                    self.pending[user_id] = later
+            self.lags.extend(now - sent for version, sent in writes if version <= int(live))
+
+
 def steady_save_to_live(
     port: int,
     token: str,
@@ -72,8 +142,7 @@ def steady_save_to_live(
 ) -> LiveResult:
     """Writes paced at `rate` per second over `users` users for `seconds`; each one's lag."""
     result = LiveResult(rate, seconds)
-    pending: dict[str, list[tuple[int, float]]] = {}
-    versions: dict[str, int] = {}
+    watcher = LiveWatcher(redis_client, slug, give_up_after=30.0)
     lock = threading.Lock()
     started = time.perf_counter()
     interval = writers / rate
@@ -104,56 +173,17 @@ def steady_save_to_live(
                 with lock:
                     result.errors += 1
                 continue
-            version = json.loads(answer)["version"]
             with lock:
                 result.sent += 1
-                versions[user_id] = max(version, versions.get(user_id, 0))
-                pending.setdefault(user_id, []).append((version, sent_at))
+            watcher.written(user_id, json.loads(answer)["version"], sent_at)
         connection.close()
 
-    def watcher() -> None:
-        while True:
-            with lock:
-                waiting = list(pending)
-            if not waiting:
-                if all(not thread.is_alive() for thread in threads):
-                    return
-                time.sleep(0.002)
-                continue
-            pipe = redis_client.pipeline(transaction=False)
-            for user_id in waiting:
-                pipe.hget(keys.entry_key(slug, user_id), keys.ENTRY_VERSION_FIELD)
-            now = time.perf_counter()
-            for user_id, live in zip(waiting, pipe.execute(), strict=True):
-                if live is None:
-                    continue
-                with lock:
-                    writes = pending.pop(user_id, [])
-                    later = [(version, sent) for version, sent in writes if version > int(live)]
-                    if later:
-                        pending[user_id] = later
-                result.lags.extend(now - sent for version, sent in writes if version <= int(live))
-            if time.perf_counter() - started > seconds + 30:
-                return
-            time.sleep(0.002)
-
     threads = [threading.Thread(target=writer, args=(number,)) for number in range(writers)]
+    watcher.start()
     for thread in threads:
         thread.start()
-    watching = threading.Thread(target=watcher)
-    watching.start()
     for thread in threads:
         thread.join()
-    watching.join()
-    result.not_live = sum(len(writes) for writes in pending.values())
-    # Every user's last version, as Redis (what the API reads) holds it at the end.
-    pipe = redis_client.pipeline(transaction=False)
-    for user_id in versions:
-        pipe.hget(keys.entry_key(slug, user_id), keys.ENTRY_VERSION_FIELD)
-    stale = sum(
-        live is None or int(live) < versions[user_id]
-        for user_id, live in zip(versions, pipe.execute(), strict=True)
-    )
-    result.not_live = max(result.not_live, stale)
+    result.not_live = watcher.finish()
+    result.lags = watcher.lags
     return result
-
