@@ -27,6 +27,7 @@ from ccadmin.extensions import db
 from ccadmin.models import AdminUser, ApiKey, Campaign, OutboxEvent
 from ccadmin.models.api_keys import hash_secret, new_secret
 from ccadmin.models.users import ROLES
+from ccadmin.publishing.wake import WAKE_KEYS
 from ccadmin.redis_client import get_redis, get_store
 
 START_REBUILD = "workers.rebuild.start_rebuild"
@@ -162,7 +163,9 @@ def publish(rebuild: bool, pending: bool, chunk_size: int | None) -> None:
         select(func.count()).where(OutboxEvent.published_at.is_(None))
     ).scalar_one()
     try:
-        publishing.wake_drainers(get_redis(current_app.config["CCADMIN_SETTINGS"]))
+        publishing.wake_drainers(
+            get_redis(current_app.config["CCADMIN_SETTINGS"]), WAKE_KEYS.keys()
+        )
     except (redis.RedisError, OSError) as error:
         raise click.ClickException(f"Redis is unreachable; no worker was woken: {error}") from None
     click.echo(f"Woke the workers for {pending_count} unpublished outbox events.")

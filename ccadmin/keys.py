@@ -87,11 +87,14 @@ REBUILD_PLAN = f"{PREFIX}:{REBUILD_TAG}:plan"
 # each set once (HSETNX), so a chunk that runs twice is counted once.
 REBUILD_CHUNKS = f"{PREFIX}:{REBUILD_TAG}:chunks"
 
-# List the web process pushes one item onto after a commit that wrote outbox
+# Lists the web process pushes one item onto after a commit that wrote outbox
 # events (LPUSH + LTRIM to one item: at most one pending wake-up, however many
-# writes). Every worker's drainer waits on it with BLPOP and then drains the
-# outbox in batches; it also polls the outbox when nothing wakes it.
+# writes), one list per drainer lane: single edits and small batches wake the
+# fresh lane, import batches the bulk lane (ccadmin/publishing/wake.py). Every
+# worker's drainers wait on them with BLPOP and then drain the outbox in
+# batches; they also poll the outbox when nothing wakes them.
 PUBLISH_WAKE = f"{PREFIX}:publish_wake"
+PUBLISH_WAKE_BULK = f"{PREFIX}:publish_wake_bulk"
 # Held (SET NX, a short TTL) by the drainer of a lane while it drains, on a
 # database without row locks that skip (SQLite): one drainer per lane at a time.
 DRAIN_LOCK = f"{PREFIX}:drain_lock"

@@ -10,7 +10,9 @@ from publishing_support import make_campaign, save_entry
 from sqlalchemy import func, select
 
 from ccadmin import history
+from ccadmin.content_schema import MAX_FIELD_LENGTH, MAX_FIELDS
 from ccadmin.extensions import db
+from ccadmin.manage import schemas
 from ccadmin.models import AuditEvent, ContentEntry, OutboxEvent
 from ccadmin.models.outbox import KIND_CONTENT
 
@@ -208,3 +210,25 @@ def test_liquid_brackets_inside_values_are_not_nesting(client, campaign, token):
     response = client.post(URL, json=rows, headers=bearer(token))
     assert response.status_code == 200, response.json
     assert entries(campaign)["1"].fields == {"message": "Hi {{name}} [x]"}
+
+
+@pytest.mark.parametrize(
+    ("row", "plain"),
+    [
+        ({"user_id": "1", "message": "hi"}, True),
+        ({"user_id": 7, "message": "hi", "cta": None}, True),
+        ({"user_id": True, "message": "hi"}, False),
+        ({"user_id": 1.0, "message": "hi"}, False),
+        ({"user_id": None, "message": "hi"}, False),
+        ({"message": "hi"}, False),
+        ({"user_id": "1", "message": 5}, False),
+        ({"user_id": "1", "message": ["hi"]}, False),
+        ({"user_id": "1", "message": "x" * (MAX_FIELD_LENGTH + 1)}, False),
+        ({"user_id": "1", **{f"f{n}": "v" for n in range(MAX_FIELDS + 1)}}, False),
+        (["user_id", "1"], False),
+    ],
+)
+def test_the_fast_row_check_accepts_only_rows_the_schema_accepts(row, plain):
+    assert schemas.is_plain_batch_row(row) is plain
+    if plain:
+        assert schemas.validate(schemas.BATCH_ROW, row) == {}

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from manage_support import SCHEMA, bearer, make_token
-from publishing_support import make_campaign, stored_entry
+from publishing_support import make_campaign, publish_pending, stored_entry
 from rq.job import Job
 from sqlalchemy import func, select, update
 from support import wait_until
@@ -64,6 +64,9 @@ def test_the_request_stores_the_body_and_the_job_stages_applies_and_publishes(
     assert location.endswith(f"/imports/{state['id']}")
 
     ingest_import(state["id"])
+    # 500 rows are one small batch: the fresh lane's drainers are woken.
+    assert redis_client.lrange(keys.PUBLISH_WAKE, 0, -1) == [b"1"]
+    publish_pending()
     done = poll(client, token, location)
     assert done["status"] == "applied" and done["rows"]["new"] == 500
     assert (done["progress"]["written"], done["progress"]["live"]) == (500, True)

@@ -347,3 +347,14 @@ def test_text_that_cannot_be_encoded_is_set_aside(app, redis_client):
     publish_pending()
     assert db.session.get(PublishFailure, entry_id).error.startswith("UnicodeEncodeError")
     assert stored_entry(redis_client, "spring", "2")[0] == 1
+
+
+def test_each_commit_wakes_only_the_lane_of_its_events(app, redis_client):
+    campaign = make_campaign()
+    redis_client.delete(keys.PUBLISH_WAKE, keys.PUBLISH_WAKE_BULK)
+    publishing.record_content_batch(campaign.id, 5_000)
+    db.session.commit()
+    assert redis_client.lrange(keys.PUBLISH_WAKE_BULK, 0, -1) == [b"1"]
+    assert not redis_client.exists(keys.PUBLISH_WAKE)
+    save_entry(campaign, "42", "a single edit")
+    assert redis_client.lrange(keys.PUBLISH_WAKE, 0, -1) == [b"1"]

@@ -9,10 +9,10 @@ the claim: the events are taken again, and the compare-and-set makes the
 second write a no-op where the first got through.
 
 Two lanes, so a fresh edit never waits behind bulk work:
-- `fresh`: single edits, small batches, campaign configs, API keys. It
-  blocks on the web's wake-up (ccadmin/publishing/wake.py) and polls every
-  POLL_SECONDS when nothing wakes it;
+- `fresh`: single edits, small batches, campaign configs, API keys;
 - `bulk`: import batches and other events of many entries, one at a time.
+Each blocks on its lane's wake-up from the web (ccadmin/publishing/wake.py)
+and polls every POLL_SECONDS when nothing wakes it.
 Rebuilds and imports run as RQ jobs in the worker's main thread, beside both.
 
 Nothing here depends on RQ's scheduler: a failed batch is retried by the
@@ -40,7 +40,13 @@ from ccadmin.metrics.lag import lag_seconds, record_publish_lags
 from ccadmin.models import OutboxEvent
 from ccadmin.models.outbox import KIND_API_KEYS, KIND_CAMPAIGN, KIND_CONTENT
 from ccadmin.models.types import utcnow
-from ccadmin.publishing.wake import wait_for_wake, wake_drainers
+from ccadmin.publishing.wake import (
+    FRESH_LANE_MAX_ENTRIES,
+    LANE_BULK,
+    LANE_FRESH,
+    wait_for_wake,
+    wake_drainers,
+)
 from workers import store
 from workers.publish import (
     content_columns,
@@ -52,9 +58,6 @@ from workers.publish import (
 
 log = logging.getLogger(__name__)
 
-# Events of at most this many entries go to the fresh lane: a single edit, an
-# API batch of up to a thousand rows. Larger ones (import batches) are bulk.
-FRESH_LANE_MAX_ENTRIES = 1_000
 # Events claimed at once by the fresh lane: one database read and one Redis
 # round trip of a few hundred entries, well under 100 ms.
 FRESH_BATCH = 500
@@ -69,17 +72,16 @@ _ERROR_MAX_LENGTH = 2_000
 
 @dataclass(frozen=True)
 class Lane:
-    """Which pending events a drainer takes, and how many at once."""
+    """Which pending events a drainer takes (wake.lane_for's split), and how many at once."""
 
     name: str
     condition: ColumnElement[bool]
     batch: int
-    woken: bool
 
 
 _is_bulk = and_(OutboxEvent.kind == KIND_CONTENT, OutboxEvent.entry_count > FRESH_LANE_MAX_ENTRIES)
-FRESH = Lane("fresh", or_(OutboxEvent.kind != KIND_CONTENT, ~_is_bulk), FRESH_BATCH, woken=True)
-BULK = Lane("bulk", _is_bulk, 1, woken=False)
+FRESH = Lane(LANE_FRESH, or_(OutboxEvent.kind != KIND_CONTENT, ~_is_bulk), FRESH_BATCH)
+BULK = Lane(LANE_BULK, _is_bulk, 1)
 LANES = (FRESH, BULK)
 
 
@@ -241,9 +243,8 @@ class Drainer(threading.Thread):
             summary = drain_batch(connection, self.lane.condition, self.lane.batch)
             if summary["events"] < self.lane.batch:
                 return
-            if self.lane.woken:
-                # More is waiting: let a drainer in another process help.
-                wake_drainers(self.wake_connection())
+            # More is waiting: let a drainer in another process help.
+            wake_drainers(self.wake_connection(), (self.lane.name,))
 
     @property
     def _lock_name(self) -> str:
@@ -257,13 +258,10 @@ class Drainer(threading.Thread):
 
     def wait(self) -> None:
         """Until woken, or the poll interval passes; an outage here is retried like any."""
-        if not self.lane.woken:
-            self.stopping.wait(self.poll_seconds)
-            return
         try:
-            wait_for_wake(self.wake_connection(), self.poll_seconds)
+            wait_for_wake(self.wake_connection(), self.lane.name, self.poll_seconds)
         except (redis.RedisError, OSError) as error:
-            log.warning("fresh lane: cannot wait for wake-ups (%s); polling", error)
+            log.warning("%s lane: cannot wait for wake-ups (%s); polling", self.lane.name, error)
             self.stopping.wait(self.poll_seconds)
 
 

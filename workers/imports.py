@@ -16,11 +16,10 @@ from rq import get_current_job
 from ccadmin.imports import scheduling, uploads
 from ccadmin.imports.applying import apply_change_set
 from ccadmin.models.imports import STATUS_QUEUED
-from workers.drain import publish_events
 
 
 def apply_import(import_id: int) -> dict[str, Any]:
-    """Apply one change set, publishing each batch after its commit, with progress."""
+    """Apply one change set with progress; the drainers publish each batch after its commit."""
     job = get_current_job()
 
     def progress(done: int, total: int) -> None:
@@ -28,12 +27,7 @@ def apply_import(import_id: int) -> dict[str, Any]:
             job.meta["progress"] = {"done": done, "total": total}
             job.save_meta()
 
-    return apply_change_set(import_id, progress, publish=publish_batch)
-
-
-def publish_batch(event_id: int) -> None:
-    """Publish one committed batch of an apply now, unless a drainer already holds it."""
-    publish_events([event_id])
+    return apply_change_set(import_id, progress)
 
 
 def ingest_import(import_id: int) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Each batch is one transaction: the entries (locked, re-checked against what
 the preview saw), one outbox event pointing at them, and the batch's mark on
 the change set (`applied_through_line`); after its commit the batch is
-published (by the worker running the apply, or by a drainer its commit wakes).
+published by the workers' bulk-lane drainers, which its commit wakes, while
+the apply goes on with the next batch.
 One audit event records the whole change set when it completes.
 
 All-or-nothing across many transactions: the file was validated whole before
@@ -76,7 +77,6 @@ ON CONFLICT (campaign_id, user_id) DO UPDATE SET
 """
 ).bindparams(bindparam("now", type_=ContentEntry.__table__.c.updated_at.type))
 Progress = Callable[[int, int], None]
-Publish = Callable[[int], object]
 
 
 def _outcome(row: Any, entry: Any) -> str:
@@ -153,7 +153,7 @@ def rows_to_apply(import_id: int, after_line: int = 0, limit: int | None = None)
 
 
 def apply_batch(
-    content_import: ContentImport, rows: list[Any], actor: str, wake: bool = True
+    content_import: ContentImport, rows: list[Any], actor: str
 ) -> int | None:
     """Write one batch of rows (no commit); returns its outbox event id, if it wrote any.
 
@@ -170,7 +170,7 @@ def apply_batch(
     writes = sum(1 for outcome in outcomes.values() if outcome in WRITING_OUTCOMES)
     if not writes:
         return None
-    outbox_event = publishing.record_content_batch(content_import.campaign_id, writes, wake=wake)
+    outbox_event = publishing.record_content_batch(content_import.campaign_id, writes)
     db.session.execute(
         _UPSERT_FROM_ROWS,
         {
@@ -203,14 +203,11 @@ def apply_change_set(
     import_id: int,
     progress: Progress | None = None,
     batch_size: int = APPLY_BATCH,
-    publish: Publish | None = None,
 ) -> dict[str, Any]:
     """Apply a queued or scheduled change set; undo it whole if a batch fails.
 
-    Without `publish`, each batch's commit wakes the drainers as any change
-    does. The worker passes its publish function instead, so a batch
-    goes live right after its commit rather than after the whole apply (one
-    worker runs one job at a time).
+    Each batch's commit wakes the drainers, so a batch goes live while the
+    next one is written, not after the whole apply.
     """
     content_import = db.session.get(ContentImport, import_id)
     if content_import is None or content_import.status not in (STATUS_QUEUED, STATUS_SCHEDULED):
@@ -231,11 +228,9 @@ def apply_change_set(
             rows = rows_to_apply(import_id, content_import.applied_through_line, batch_size)
             if not rows:
                 break
-            event_id = apply_batch(content_import, rows, actor, wake=publish is None)
+            apply_batch(content_import, rows, actor)
             content_import.applied_through_line = rows[-1].line
             db.session.commit()
-            if publish is not None and event_id is not None:
-                publish_committed(publish, event_id)
             done += len(rows)
             if progress is not None:
                 progress(done, total)
@@ -248,7 +243,7 @@ def apply_change_set(
     except Exception as error:
         db.session.rollback()
         log.exception("change set %s failed after line %s", import_id, _through(import_id))
-        return fail(import_id, error, actor, publish)
+        return fail(import_id, error, actor)
     return {
         "import_id": import_id,
         "status": content_import.status,
@@ -302,9 +297,7 @@ def _conflicts(import_id: int) -> int:
     ).scalar_one()
 
 
-def fail(
-    import_id: int, error: BaseException, actor: str, publish: Publish | None = None
-) -> dict[str, Any]:
+def fail(import_id: int, error: BaseException, actor: str) -> dict[str, Any]:
     """Mark a change set failed and undo the batches it committed."""
     content_import = db.session.get(ContentImport, import_id)
     content_import.status = STATUS_FAILED
@@ -320,16 +313,5 @@ def fail(
         # An undo is never undone by itself: it can be run again (its rows check versions).
         return summary
     undo = create_rollback(content_import, actor, automatic=True)
-    summary["rollback"] = apply_change_set(undo.id, publish=publish)
+    summary["rollback"] = apply_change_set(undo.id)
     return summary
-
-
-def publish_committed(publish: Publish, event_id: int) -> None:
-    """Publish a committed batch now; a failure leaves it to the drainers, not the apply."""
-    try:
-        publish(event_id)
-    except ShutDownImminentException:
-        raise
-    except Exception:
-        db.session.rollback()
-        log.warning("batch event %s left for the drainers to publish", event_id, exc_info=True)

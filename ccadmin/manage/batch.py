@@ -114,7 +114,7 @@ def row_errors(campaign: Campaign, rows: list[Any]) -> dict[int, dict[str, str]]
     """
     errors: dict[int, dict[str, str]] = {}
     for index, row in enumerate(rows):
-        problems = schemas.validate(schemas.BATCH_ROW, row)
+        problems = not schemas.is_plain_batch_row(row) and schemas.validate(schemas.BATCH_ROW, row)
         if problems:
             errors[index] = problems
             continue

@@ -22,12 +22,13 @@ from ccadmin.models import ContentEntry, OutboxEvent
 from ccadmin.models.outbox import KIND_API_KEYS, KIND_CAMPAIGN, KIND_CONTENT
 from ccadmin.models.types import utcnow
 from ccadmin.publishing.audit import entry_snapshot, record_audit
-from ccadmin.publishing.wake import wake_drainers, wake_failure_reason
+from ccadmin.publishing.wake import LANE_FRESH, lane_for, wake_drainers, wake_failure_reason
 from ccadmin.redis_client import get_redis
 
 log = logging.getLogger(__name__)
 
 _PENDING = "ccadmin_outbox_pending"
+_LANES = "ccadmin_outbox_lanes"
 
 
 def init_app(app: Flask) -> None:
@@ -37,14 +38,14 @@ def init_app(app: Flask) -> None:
         event.listen(Session, "after_soft_rollback", _after_rollback)
 
 
-def wake_or_reason(event_ids: list[int]) -> str | None:
-    """Wake the drainers for these committed events; None, or why Redis refused.
+def wake_or_reason(event_ids: list[int], lanes: set[str]) -> str | None:
+    """Wake the lanes' drainers for these committed events; None, or why Redis refused.
 
     The reason is also kept as the events' `last_error`, so the admin can say
     why a change is not live yet.
     """
     try:
-        wake_drainers(get_redis(current_app.config["CCADMIN_SETTINGS"]))
+        wake_drainers(get_redis(current_app.config["CCADMIN_SETTINGS"]), lanes)
     except (redis.RedisError, OSError) as error:
         log.warning("publish pending for outbox events %s: %s", event_ids[:20], error)
         reason = wake_failure_reason(error)
@@ -68,9 +69,10 @@ def _record_wake_failure(event_ids: list[int], reason: str) -> None:
 
 def _after_commit(session: Session) -> None:
     event_ids = session.info.pop(_PENDING, None)
+    lanes = session.info.pop(_LANES, None) or {LANE_FRESH}
     if not event_ids:
         return
-    reason = wake_or_reason(sorted(event_ids))
+    reason = wake_or_reason(sorted(event_ids), lanes)
     # The ingest API (blueprint "manage") has no session to flash into: a
     # flash there would only set a cookie on a token-authenticated answer.
     if reason is not None and has_request_context() and request.blueprint != "manage":
@@ -87,11 +89,13 @@ def _after_rollback(session: Session, previous_transaction: Any) -> None:
     # Only the outermost rollback discards the events; a savepoint's does not.
     if previous_transaction.parent is None:
         session.info.pop(_PENDING, None)
+        session.info.pop(_LANES, None)
 
 
-def pending_wake(event_id: int) -> None:
-    """Wake the drainers for this event once the session's transaction commits."""
+def pending_wake(event_id: int, lane: str = LANE_FRESH) -> None:
+    """Wake the lane's drainers for this event once the session's transaction commits."""
     db.session.info.setdefault(_PENDING, set()).add(event_id)
+    db.session.info.setdefault(_LANES, set()).add(lane)
 
 
 def _new_event(wake: bool = True, **values: Any) -> OutboxEvent:
@@ -99,7 +103,7 @@ def _new_event(wake: bool = True, **values: Any) -> OutboxEvent:
     db.session.add(outbox_event)
     db.session.flush()
     if wake:
-        pending_wake(outbox_event.id)
+        pending_wake(outbox_event.id, lane_for(values.get("entry_count") or 0))
     return outbox_event
 
 
@@ -137,8 +141,7 @@ def record_content_change(
 def record_content_batch(campaign_id: int, entry_count: int, wake: bool = True) -> OutboxEvent:
     """One outbox event for a bulk write; the caller points entries at its id.
 
-    `wake=False` is for a worker job that publishes the event itself right
-    after its commit; should it not, a drainer's poll finds it.
+    `wake=False` leaves it to the drainers' next poll.
     """
     return _new_event(wake, kind=KIND_CONTENT, campaign_id=campaign_id, entry_count=entry_count)
 
