@@ -185,6 +185,8 @@ def test_redis_killed_for_10_s_and_back_empty_under_load(fault_app, private_redi
     wait_until(lambda: not differences(client, "spring") and not unpublished(), timeout=20)
     for worker in workers:
         assert worker.alive(), worker.log()
+    # Back empty: one full rebuild at the first start and one after the restart.
+    assert sum(worker.log().count("full rebuild started") for worker in workers) == 2
     outcomes = callers.join()
     assert set(outcomes) <= {"200", "503"}, outcomes
     print(
