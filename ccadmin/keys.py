@@ -77,7 +77,7 @@ REBUILD_LOCK = f"{PREFIX}:{REBUILD_TAG}:lock"
 # Hash, the plan of the current (or last) full rebuild, written by whoever
 # starts it: `id`, `chunk_size` (ids per chunk), `first_id`, `chunks` (chunk i
 # covers ids first_id + i * chunk_size up to the next chunk's; the last one
-# has no upper bound), `max_event_id` (outbox events it covers), `snapshot`,
+# has no upper bound), `snapshot`,
 # `started_at` (Unix seconds), `campaigns`, `api_keys`; counters added once per
 # chunk: `chunks_done`, `entries`, `written`, `stale`; once READY is set,
 # `finished_at` (Unix seconds) and `report` (READY's JSON). The admin home

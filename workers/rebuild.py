@@ -28,11 +28,10 @@ from typing import Any
 
 import redis
 from rq import Queue, get_current_job
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import Row, func, select
 
 from ccadmin import keys
 from ccadmin.extensions import db
-from ccadmin.models import OutboxEvent
 from ccadmin.models.types import utcnow
 from workers import rebuild_plan, store
 from workers.publish import (
@@ -91,8 +90,8 @@ def start_rebuild(chunk_size: int = CHUNK_IDS) -> dict[str, Any]:
         store.release_lock(connection, keys.REBUILD_LOCK, rebuild_id)
         raise
     log.info(
-        "full rebuild started: %s (%s chunks of %s ids, outbox events up to %s)",
-        rebuild_id, plan.chunks, plan.chunk_size, plan.max_event_id,
+        "full rebuild started: %s (%s chunks of %s ids)",
+        rebuild_id, plan.chunks, plan.chunk_size,
     )
     if plan.chunks == 0:
         finalize(connection, plan)
@@ -106,9 +105,6 @@ def start_rebuild(chunk_size: int = CHUNK_IDS) -> dict[str, Any]:
 def _plan(connection: redis.Redis, rebuild_id: str, chunk_size: int) -> Plan:
     started_at = time.time()
     snapshot = store.next_snapshot(connection)
-    # Events up to here are covered by what the chunks read later; later ones
-    # are published by their own jobs.
-    max_event_id = db.session.execute(select(func.max(OutboxEvent.id))).scalar() or 0
     api_keys = publish_api_keys(connection, snapshot)
     publish_campaigns(connection, snapshot)
     campaigns = len(campaign_slugs())
@@ -122,7 +118,6 @@ def _plan(connection: redis.Redis, rebuild_id: str, chunk_size: int) -> Plan:
         first_id=first_id or 0,
         chunk_size=chunk_size,
         chunks=chunks,
-        max_event_id=max_event_id,
         snapshot=snapshot,
         started_at=started_at,
         campaigns=campaigns,
@@ -217,8 +212,13 @@ def _worker_name() -> str:
 
 
 def finalize(connection: redis.Redis, plan: Plan) -> dict[str, Any] | None:
-    """Mark the outbox events the rebuild covered published, set READY with its report,
-    then mark the plan finished; None if a newer rebuild replaced the plan.
+    """Set READY with the rebuild's report, then mark the plan finished; None if a newer
+    rebuild replaced the plan.
+
+    Outbox events still pending are left to the drainers: an event whose
+    transaction committed after a chunk read its entry is not in Redis yet,
+    and marking it published here would lose it. Publishing the others again
+    costs compare-and-set no-ops.
 
     Called by the one job that recorded the last chunk (rebuild_plan.Recorded.LAST).
     Every step is idempotent, so a finalizer that died is run again by the
@@ -227,12 +227,6 @@ def finalize(connection: redis.Redis, plan: Plan) -> dict[str, Any] | None:
     """
     if not store.take_lock(connection, keys.REBUILD_LOCK, plan.rebuild_id, REBUILD_LOCK_TTL):
         return None
-    db.session.execute(
-        update(OutboxEvent)
-        .where(OutboxEvent.id <= plan.max_event_id, OutboxEvent.published_at.is_(None))
-        .values(published_at=utcnow(), attempts=OutboxEvent.attempts + 1, last_error=None)
-    )
-    db.session.commit()
     final = rebuild_plan.read_plan(connection)
     if final is None or final.rebuild_id != plan.rebuild_id or final.finished:
         return None
@@ -246,7 +240,6 @@ def finalize(connection: redis.Redis, plan: Plan) -> dict[str, Any] | None:
         "stale": final.stale,
         "campaigns": final.campaigns,
         "api_keys": final.api_keys,
-        "max_event_id": final.max_event_id,
         "chunks": final.chunks,
         "workers": len(workers),
         "seconds": round(finished_at - final.started_at, 3),

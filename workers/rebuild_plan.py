@@ -70,7 +70,6 @@ class Plan:
     first_id: int
     chunk_size: int
     chunks: int
-    max_event_id: int
     snapshot: int
     started_at: float
     campaigns: int
@@ -99,7 +98,6 @@ class Plan:
             "first_id": self.first_id,
             "chunk_size": self.chunk_size,
             "chunks": self.chunks,
-            "max_event_id": self.max_event_id,
             "snapshot": self.snapshot,
             "started_at": repr(self.started_at),
             "campaigns": self.campaigns,
@@ -138,7 +136,6 @@ def read_plan(connection: redis.Redis) -> Plan | None:
         first_id=int(raw["first_id"]),
         chunk_size=int(raw["chunk_size"]),
         chunks=int(raw["chunks"]),
-        max_event_id=int(raw["max_event_id"]),
         snapshot=int(raw["snapshot"]),
         started_at=float(raw["started_at"]),
         campaigns=int(raw["campaigns"]),

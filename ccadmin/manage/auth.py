@@ -20,7 +20,7 @@ from sqlalchemy import select
 from ccadmin import keys
 from ccadmin.extensions import db
 from ccadmin.manage.errors import ApiError
-from ccadmin.models import ManagementToken
+from ccadmin.models import Campaign, ManagementToken
 from ccadmin.models.api_keys import hash_secret
 from ccadmin.models.management_tokens import SCOPE_WRITE
 from ccadmin.models.types import utcnow
@@ -43,13 +43,21 @@ def bearer_secret() -> str | None:
 
 
 def authenticate() -> ManagementToken:
-    """The calling token (401 if missing, unknown or revoked), rate limited (429)."""
+    """The calling token (401 if missing, unknown or revoked), rate limited (429).
+
+    On a campaign's path the campaign is read in the same query (`campaign`),
+    which saves every such request a database round trip.
+    """
     secret = bearer_secret()
     if secret is None:
         raise ApiError(401, "unauthorized", "Send a management token as `Authorization: Bearer`.")
-    token = db.session.scalars(
-        select(ManagementToken).where(ManagementToken.secret_hash == hash_secret(secret))
-    ).first()
+    query = select(ManagementToken).where(ManagementToken.secret_hash == hash_secret(secret))
+    slug = (request.view_args or {}).get("slug")
+    if slug is not None:
+        query = query.add_columns(Campaign).outerjoin(Campaign, Campaign.slug == slug)
+    row = db.session.execute(query).first()
+    token = None if row is None else row[0]
+    g.manage_campaign = None if row is None or slug is None else row[1]
     if token is None or token.revoked_at is not None:
         raise ApiError(401, "unauthorized", "This token is not valid (unknown or revoked).")
     check_rate(token)
@@ -99,6 +107,11 @@ def check_rate(token: ManagementToken) -> None:
 def token() -> ManagementToken:
     """The token of this request (set by authenticate)."""
     return g.manage_token
+
+
+def campaign() -> Campaign | None:
+    """The campaign named by this request's path, read with its token (None if none)."""
+    return g.get("manage_campaign")
 
 
 def actor() -> str:

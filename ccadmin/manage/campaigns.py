@@ -31,7 +31,9 @@ def campaign_for(slug: str, write: bool = False) -> Campaign:
     auth.require_campaign_scope(slug)
     if write:
         auth.require_write()
-    campaign = db.session.scalars(select(Campaign).where(Campaign.slug == slug)).first()
+    campaign = auth.campaign()
+    if campaign is None or campaign.slug != slug:
+        campaign = db.session.scalars(select(Campaign).where(Campaign.slug == slug)).first()
     if campaign is None:
         raise ApiError(404, "campaign_not_found", f"There is no campaign {slug!r}.")
     return campaign
