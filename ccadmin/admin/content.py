@@ -25,7 +25,7 @@ from werkzeug.wrappers import Response
 from wtforms import SelectChoice, SelectField, StringField, TextAreaField
 from wtforms.validators import ValidationError
 
-from ccadmin import history, keys, publishing
+from ccadmin import history, keys
 from ccadmin.admin.base import AdminForm, ProtectedModelView, actor
 from ccadmin.admin.campaign_tools import run_preview
 from ccadmin.content_schema import REQUIRED_FIELD, printable, user_id_error, validate_fields
@@ -35,6 +35,7 @@ from ccadmin.models import Campaign, ContentEntry, OutboxEvent
 from ccadmin.models.content import USER_ID_MAX_LENGTH
 from ccadmin.models.users import ROLE_EDITOR
 from ccadmin.preview import CALLER_BODY_LIMIT
+from ccadmin.publishing import entry_writes
 from ccadmin.redis_client import get_store
 
 log = logging.getLogger(__name__)
@@ -368,20 +369,13 @@ class ContentView(ProtectedModelView):
 
     def create_model(self, form: EntryForm) -> ContentEntry | bool:
         """Insert the entry at version 1, or revive the user's tombstone at its next version."""
-        tombstone = form.tombstone
+        campaign_id, user_id = form.campaign.id, form.user_id.data
         try:
-            if tombstone is not None:
-                before = publishing.entry_snapshot(tombstone)
-                tombstone.fields = form.clean_fields
-                entry = tombstone
-            else:
-                before = None
-                entry = ContentEntry(
-                    campaign_id=form.campaign.id,
-                    user_id=form.user_id.data,
-                    fields=form.clean_fields,
-                )
-            publishing.record_content_change(entry, actor(), "create", before)
+            # The tombstone a create revives, locked; None for a new user.
+            before = entry_writes.lock_entry(campaign_id, user_id) if form.tombstone else None
+            saved = entry_writes.write_entry(
+                campaign_id, user_id, form.clean_fields, actor(), "create", before
+            )
             db.session.commit()
         except IntegrityError as error:
             db.session.rollback()
@@ -398,7 +392,7 @@ class ContentView(ProtectedModelView):
             if not self.handle_view_exception(error):
                 raise
             return False
-        return entry
+        return db.session.get(ContentEntry, saved.id)
 
     @staticmethod
     def user_has_entry(campaign_id: int, user_id: str) -> bool:
@@ -410,13 +404,13 @@ class ContentView(ProtectedModelView):
 
     def update_model(self, form: EntryForm, model: ContentEntry) -> bool:
         """Save new field values as the next version."""
-        before = publishing.entry_snapshot(model)
+        return self.commit_or_report(lambda: self.write_version(model, form.clean_fields, "update"))
 
-        def update() -> None:
-            model.fields = form.clean_fields
-            publishing.record_content_change(model, actor(), "update", before)
-
-        return self.commit_or_report(update)
+    @staticmethod
+    def write_version(model: ContentEntry, fields: dict[str, Any], action: str) -> None:
+        """The entry's next version, outbox and audit rows, on the row as it is now (locked)."""
+        before = entry_writes.lock_entry(model.campaign_id, model.user_id)
+        entry_writes.write_entry(model.campaign_id, model.user_id, fields, actor(), action, before)
 
     def render(self, template: str, **kwargs: Any) -> str:
         """The entry page also shows the entry's versions and what the caller gets."""
@@ -449,20 +443,13 @@ class ContentView(ProtectedModelView):
                 "error",
             )
             return redirect(here)
-        before = publishing.entry_snapshot(entry)
-
-        def restore() -> None:
-            entry.fields = clean
-            publishing.record_content_change(entry, actor(), "restore", before)
-
-        if not self.commit_or_report(restore):
+        if not self.commit_or_report(lambda: self.write_version(entry, clean, "restore")):
             return redirect(here)
         flash(f"Version {number} restored as version {entry.version}.", "success")
         return redirect(here)
 
     def delete_model(self, model: ContentEntry) -> bool:
         """Keep the row as a tombstone version, so no older publish can bring it back."""
-        before = publishing.entry_snapshot(model)
         return self.commit_or_report(
-            lambda: publishing.record_content_change(model, actor(), "delete", before)
+            lambda: self.write_version(model, dict(model.fields or {}), "delete")
         )
