@@ -74,6 +74,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per rebuild")
     parser.add_argument("--writes-per-second", type=float, default=0.0,
                         help="single writes to existing entries while each rebuild runs")
+    parser.add_argument("--reconcile", action="store_true",
+                        help="after each rebuild, time a periodic reconcile by the workers' "
+                             "sweeper, with the same writes running")
     args = parser.parse_args()
     args.worker_counts = [int(count) for count in args.workers.split(",")]
     return args
@@ -249,11 +252,36 @@ class SteadyWriter(threading.Thread):
         }
 
 
+def time_reconcile(
+    client: redis.Redis, timeout: float, writer: SteadyWriter | None
+) -> dict[str, Any]:
+    """A periodic reconcile by a worker's sweeper (its schedule cleared), with `writer` writing."""
+    client.delete(keys.RECONCILE_REPORT)
+    if writer is not None:
+        writer.start()
+    started = time.time()
+    client.delete(keys.RECONCILE_LOCK)
+    wait_for(lambda: client.exists(keys.RECONCILE_REPORT), timeout, "no reconcile ran")
+    seconds = time.time() - started
+    return {
+        "seconds": round(seconds, 2),
+        "report": json.loads(client.get(keys.RECONCILE_REPORT)),
+        "writes": writer.finish() if writer is not None else None,
+    }
+
+
+def writer(app: Any, client: redis.Redis, rate: float, entries: int) -> SteadyWriter | None:
+    """A steady writer at `rate` writes/s, or None for no writes."""
+    return SteadyWriter(app, client, rate, entries) if rate else None
+
+
 def run_once(
     client: redis.Redis, workers: Workers, count: int, chunk_size: int, timeout: float,
     entries: int, writer: SteadyWriter | None = None,
+    reconcile_writer: SteadyWriter | bool = False,
 ) -> dict[str, Any]:
-    """One rebuild by `count` fresh workers into an empty Redis, with `writer` writing."""
+    """One rebuild by `count` fresh workers into an empty Redis, with `writer` writing;
+    then, if asked, a periodic reconcile with `reconcile_writer` writing."""
     from workers import rebuild_plan
     from workers.rebuild import RebuildInProgress, start_rebuild
 
@@ -289,6 +317,9 @@ def run_once(
     per_worker = Counter(record["worker"] for record in chunks.values())
     missing = check_sample(client, entries)
     used_memory = client.info("memory")["used_memory"]
+    reconciled = None
+    if reconcile_writer is not False:
+        reconciled = time_reconcile(client, timeout, reconcile_writer or None)
     workers.stop()
     if report["entries"] != entries or missing:
         raise RuntimeError(f"incomplete build: {report['entries']} of {entries} entries, "
@@ -308,6 +339,7 @@ def run_once(
         "redis_cpu_seconds": round(redis_cpu, 1),
         "redis_used_memory_mb": round(used_memory / 1e6),
         "writes_during_rebuild": writes,
+        "reconcile": reconciled,
     }
 
 
@@ -328,6 +360,20 @@ def print_row(row: dict[str, Any], baseline: float) -> None:
         f"{row['worker_cpu_seconds']:>10.1f}  {row['redis_cpu_seconds']:>9.1f}",
         flush=True,
     )
+    reconciled = row["reconcile"]
+    if reconciled:
+        print(f"           then a periodic reconcile of every entry: {reconciled['seconds']} s",
+              flush=True)
+        for name, writes in (("rebuild", row["writes_during_rebuild"]),
+                             ("reconcile", reconciled["writes"])):
+            if writes:
+                print(
+                    f"           {writes['writes']:,} single writes during the {name}: "
+                    f"save-to-live p50 {writes['lag_p50_ms']} ms, p99 {writes['lag_p99_ms']} ms, "
+                    f"{writes['not_live']} not live",
+                    flush=True,
+                )
+        return
     writes = row["writes_during_rebuild"]
     if writes:
         print(
@@ -377,8 +423,8 @@ def main() -> None:
                 runs = [
                     run_once(
                         client, workers, count, chunk_size, args.timeout, entries,
-                        SteadyWriter(app, client, args.writes_per_second, entries)
-                        if args.writes_per_second else None,
+                        writer(app, client, args.writes_per_second, entries),
+                        args.reconcile and writer(app, client, args.writes_per_second, entries),
                     )
                     for _ in range(args.repeat)
                 ]
