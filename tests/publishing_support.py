@@ -74,7 +74,15 @@ def publish_pending() -> int:
 
     published = 0
     for lane in LANES:
-        while (events := drain_batch(redis_connection(), lane.condition, lane.batch)["events"]):
+        while events := drain_batch(redis_connection(), lane.condition, lane.batch)["events"]:
             published += events
     db.session.rollback()
     return published
+
+
+def publish_events(event_ids: list[int]) -> dict:
+    """Publish these events as a drainer would (unless one holds them); what it did."""
+    from workers.drain import drain_batch
+    from workers.publish import redis_connection
+
+    return drain_batch(redis_connection(), OutboxEvent.id.in_(event_ids), len(event_ids))

@@ -12,6 +12,7 @@ from publishing_support import (
     ACTOR,
     delete_entry,
     make_campaign,
+    publish_events,
     publish_pending,
     save_entry,
     stored_entry,
@@ -27,7 +28,7 @@ from ccadmin.models import ApiKey, Campaign, ContentEntry, OutboxEvent, PublishF
 from ccadmin.models.api_keys import hash_secret
 from ccadmin.models.types import utcnow
 from workers import store
-from workers.drain import FRESH, Drainer, claim, drain_batch, publish_events
+from workers.drain import FRESH, Drainer, claim, drain_batch
 from workers.publish import config_json
 from workers.sweeper import Sweeper, clear_superseded_failures, ensure_ready
 

@@ -184,11 +184,6 @@ def drain_batch(
     return summary
 
 
-def publish_events(event_ids: list[int]) -> dict[str, Any]:
-    """Publish these events now unless a drainer holds them (an import's own batches)."""
-    return drain_batch(redis_connection(), OutboxEvent.id.in_(event_ids), len(event_ids))
-
-
 class Drainer(threading.Thread):
     """One lane's drain loop; never exits on an outage, only when stopped."""
 

@@ -19,7 +19,7 @@ from fault_support import (
     redis_entries,
     wait_ready,
 )
-from publishing_support import make_campaign, publish_pending, save_entry
+from publishing_support import make_campaign, publish_events, publish_pending, save_entry
 from sqlalchemy import func, select, update
 from support import login, wait_until
 from test_faults_redis import unpublished
@@ -29,7 +29,6 @@ from ccadmin.extensions import db
 from ccadmin.models import ContentEntry, OutboxEvent
 from ccadmin.seed import seed_content
 from workers import store
-from workers.drain import publish_events
 from workers.publish import entry_chunks, write_rows
 
 # What the marketer may see of a failed save; none of the database's own words.
