@@ -15,7 +15,11 @@ campaign of its own and a write token, then measures
 - a streamed import of --rows rows: from the start of the upload to the last
   row being live in Redis, broken down into upload (202 received), staged
   (the worker validated and staged every row), applied (the last batch
-  committed) and live (the last user's key in Redis).
+  committed) and live (the last user's key in Redis), with
+  --saves-during-import single writes a second measured meanwhile;
+- the rebuild of every entry into an emptied Redis by the worker's own
+  sweeper, timed until the ready marker, with --saves-during-rebuild single
+  writes a second measured meanwhile.
 
     .venv/bin/python -m bench.ingest --rows 1000000
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/h_bench make bench-ingest
@@ -64,6 +68,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steady-rate", type=float, default=300.0)
     parser.add_argument("--saves-during-import", type=float, default=10.0,
                         help="single writes/s sent while the import runs (save-to-live)")
+    parser.add_argument("--saves-during-rebuild", type=float, default=100.0,
+                        help="single writes/s sent while Redis is rebuilt (save-to-live)")
     parser.add_argument("--saves-seconds", type=float, default=60.0)
     parser.add_argument("--writes-only", action="store_true",
                         help="single writes and save-to-live only (no batch, no import)")
@@ -352,6 +358,27 @@ def write_line(label: str, result: wrk.WrkResult) -> str:
     )
 
 
+def measure_rebuild(
+    stack: Stack, token: str, slug: str, path_for: Any, redis_client: redis.Redis,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """Empty Redis (as a restart without its data would) and time the worker's automatic
+    rebuild of every entry, while --saves-during-rebuild single writes a second arrive."""
+    redis_client.flushall()
+    started = time.perf_counter()
+    writes: list[write_load.LiveResult] = []
+    writer = threading.Thread(target=lambda: writes.append(write_load.steady_save_to_live(
+        stack.port, token, slug, path_for, redis_client, args.saves_during_rebuild,
+        args.saves_seconds, writers=4, users=2_000,
+    )))
+    writer.start()
+    wait_ready(redis_client)
+    seconds = time.perf_counter() - started
+    writer.join()
+    report = json.loads(redis_client.get(keys.READY))
+    return {"entries": report["entries"], "seconds": seconds, "writes": writes[0]}
+
+
 def wait_ready(redis_client: redis.Redis, timeout: float = 600.0) -> None:
     """Until the worker has built Redis from the database (the ready marker)."""
     deadline = time.monotonic() + timeout
@@ -410,6 +437,11 @@ def main() -> None:
               f"{result['written']:,} rows written")
         print("  single saves during the import's first "
               f"{args.saves_seconds:.0f} s:\n" + fresh[0].line(), flush=True)
+        wait_idle(redis_client)
+        rebuilt = measure_rebuild(stack, token, slug, path_for, redis_client, args)
+        print(f"  rebuild of {rebuilt['entries']:,} entries into an emptied Redis: ready after "
+              f"{rebuilt['seconds']:.1f} s, with single writes running:\n"
+              + rebuilt["writes"].line(), flush=True)
     except Exception:
         print(stack.log_tail(), file=sys.stderr)
         raise
