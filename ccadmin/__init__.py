@@ -3,10 +3,11 @@
 Three processes, one data flow:
 - web (`wsgi.py`, Flask + Flask-Admin): marketers edit campaigns and content;
   each change commits with an outbox event in PostgreSQL (the source of truth)
-  and a publish job is enqueued after commit.
-- worker (`workers/`, RQ): renders each changed entry to its final JSON body
-  and writes it to Redis with a version compare-and-set; a sweeper re-drives
-  anything left unpublished and rebuilds Redis when it comes back empty.
+  and one wake-up for the workers after commit (`ccadmin/publishing/`).
+- worker (`workers/`): drainer threads claim pending outbox events in
+  batches, render each changed entry to its final JSON body and write it to
+  Redis with a version compare-and-set; RQ runs rebuilds and imports; a
+  sweeper rebuilds Redis when it comes back empty and reconciles it.
 - api (`ccadmin.api`, waitress): the read-only Connected Content endpoint. It
   reads Redis only and serves the stored bytes.
 

@@ -1,8 +1,8 @@
 """Bulk seeding of a campaign's content, through the outbox like any edit.
 
 Each batch is one transaction: the upserted rows, one outbox event pointing
-at them (content_entry.last_event_id) and one audit event; the commit enqueues
-the batch's publish job. PostgreSQL loads a batch with COPY into a temporary
+at them (content_entry.last_event_id) and one audit event; the commit wakes
+the drainers. PostgreSQL loads a batch with COPY into a temporary
 table and one INSERT ... ON CONFLICT; SQLite gets a batched executemany.
 """
 

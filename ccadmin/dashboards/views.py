@@ -1,4 +1,4 @@
-"""The live metrics page, its JSON endpoint, and requeueing failed publish jobs."""
+"""The live metrics page, its JSON endpoint, and requeueing failed worker jobs."""
 
 from __future__ import annotations
 
