@@ -160,7 +160,7 @@ class Settings:
     # second. `API_METRICS=0` turns both off (the dashboard and `/metrics` go
     # quiet); it exists to measure their overhead, which stays under 5%.
     api_metrics: bool = True
-    # Pin each waitress process to one CPU of its affinity mask (DESIGN 9).
+    # Pin each waitress process to one CPU of its affinity mask (docs/performance.md).
     # `API_PIN_CPUS=0` where the mask is not this process's own: a container
     # without exclusive CPUs sees the host's, and every pod would pin to the
     # same ones (docs/scaling.md).

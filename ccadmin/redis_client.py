@@ -18,7 +18,7 @@ from ccadmin import embedded_redis
 from ccadmin.config import Settings
 
 # Short timeouts and one retry: a save must not hang when Redis is down, it
-# must fall back to "publish pending" quickly (DESIGN 5.2). redis-py's
+# must fall back to "publish pending" quickly (docs/operations.md). redis-py's
 # default (10 retries) would hold a marketer's request for many seconds.
 _TIMEOUTS = {"socket_timeout": 2.0, "socket_connect_timeout": 1.0}
 

@@ -1,7 +1,7 @@
 """Full rebuild of Redis from the database (the ready marker), and reconcile.
 
 A full rebuild writes everything the API reads and then sets keys.READY, so
-an empty Redis is never mistaken for "no content" (DESIGN 5.5). Whoever
+an empty Redis is never mistaken for "no content" (docs/operations.md). Whoever
 starts it (the sweeper when READY is missing, or `flask publish --all`)
 publishes the config, splits the entry table into ranges of ids and
 enqueues one RQ job per range on keys.REBUILD_QUEUE, so every worker takes
@@ -12,7 +12,7 @@ lost with a dead worker is enqueued again by the sweeper; a rebuild whose
 lock expired is resumed from its plan (workers/rebuild_plan.py).
 
 `reconcile()` compares database versions with Redis and repairs the
-difference (DESIGN 5.6), run by the sweeper and by `flask reconcile`.
+difference (docs/operations.md), run by the sweeper and by `flask reconcile`.
 """
 
 from __future__ import annotations

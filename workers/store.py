@@ -1,6 +1,6 @@
 """Writes to the Redis contract (ccadmin/keys.py), each one a compare-and-set in Lua.
 
-Nothing older wins (DESIGN 5.3): an entry is written only if Redis holds no
+Nothing older wins (docs/operations.md): an entry is written only if Redis holds no
 version or a lower one, a campaign config only if its `version` is higher, and
 the values replaced as a whole only if they were built from a later database
 read. Every refused write is a no-op counted in keys.STATS, so running a job

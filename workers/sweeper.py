@@ -6,14 +6,14 @@ whatever is unpublished.
 
 Every couple of seconds one process in the cluster (the holder of
 keys.SWEEPER_LOCK) starts a full rebuild when the ready marker is gone
-(DESIGN 5.5) and keeps it going (chunk jobs lost with a worker are enqueued
+(docs/operations.md) and keeps it going (chunk jobs lost with a worker are enqueued
 again, a stalled rebuild is resumed from its plan), forgets set-aside
 entry versions that a later one replaced, re-enqueues the staging of
 stored import bodies whose job was lost or died with its worker (staging
 is idempotent), deletes import bodies
 that never arrived whole (uploads.ABANDONED_AFTER), and runs reconcile every
 RECONCILE_INTERVAL and right after Redis restarted (a new INFO run_id: an
-append-only file can lose its last second of writes) (DESIGN 5.6). A second
+append-only file can lose its last second of writes) (docs/operations.md). A second
 thread keeps the RQ worker's heartbeat going even while a sweep runs a long
 reconcile.
 """

@@ -1,4 +1,4 @@
-"""The Connected Content endpoint as a plain WSGI callable (DESIGN 6).
+"""The Connected Content endpoint as a plain WSGI callable (docs/api.md).
 
 Per request: route, find the campaign in the in-memory snapshot, check the
 key, validate the user id, one `HMGET`, write the stored bytes, count. No
@@ -342,7 +342,7 @@ class ConnectedContentApp:
             return self._last_known(environ, campaign, user_id, redis_down())
         except NotReady:
             # An empty or half-built store must not turn into fallbacks or
-            # 404s: the caller would ship empty messages (DESIGN 5.5).
+            # 404s: the caller would ship empty messages (docs/operations.md).
             return self._last_known(environ, campaign, user_id, not_ready())
         if body:
             etag = f'{campaign.etag_prefix}{version}"'

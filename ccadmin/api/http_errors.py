@@ -4,7 +4,7 @@ waitress refuses some requests before the app sees them: an unparsable
 request line or Content-Length (400), headers past max_request_header_size
 (431), a body past max_request_body_size (413), a transfer coding other than
 chunked (501). Its answer is plain text; this task answers with the JSON error
-body every other error of the API has (DESIGN 6), and closes the connection
+body every other error of the API has (docs/api.md), and closes the connection
 as waitress does. A transfer coding we do not accept is the caller's error,
 so it is a 400 here, not a 5xx the caller might count as our failure.
 """

@@ -51,7 +51,7 @@ def waitress_options(settings: Settings) -> dict[str, Any]:
     return {
         # Requests in flight at once per process. Each thread holds one Redis
         # connection during its round trip; more threads overlap round trips
-        # but cost GIL hand-offs, and the CPU is the limit (DESIGN 9).
+        # but cost GIL hand-offs, and the CPU is the limit (docs/performance.md).
         "threads": settings.api_threads,
         # Open connections per process. The caller opens thousands during a
         # send; past this limit new connections wait in the listen backlog.
@@ -201,7 +201,7 @@ class Supervisor:
         self.stopping = False
         cpus = sorted(os.sched_getaffinity(0))
         # One child per CPU, pinned: an unpinned process flips between fast
-        # and slow runs as the GIL hands off across cores (DESIGN 9).
+        # and slow runs as the GIL hands off across cores (docs/performance.md).
         self.cpus = cpus if len(cpus) > 1 and settings.api_pin_cpus else []
 
     def spawn(self, index: int) -> None:
@@ -288,7 +288,7 @@ def pin_to_one_cpu() -> None:
 
     Unpinned, a waitress process flips between fast and slow runs as the GIL
     hands off across cores; measured here, the slow mode served 42 requests/s
-    where the pinned process serves thousands (DESIGN 9).
+    where the pinned process serves thousands (docs/performance.md).
     """
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) > 1:

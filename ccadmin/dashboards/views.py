@@ -23,7 +23,7 @@ from ccadmin.redis_client import get_redis, get_store
 
 log = logging.getLogger(__name__)
 
-# Milliseconds between refreshes of the page (DESIGN 7: every 1-2 s).
+# Milliseconds between refreshes of the page (docs/metrics.md: every 1-2 s).
 REFRESH_MS = 1500
 MAX_CAMPAIGN_LENGTH = 63
 
