@@ -28,7 +28,12 @@ def make_campaign(slug: str = "spring", is_default: bool = True, **values) -> Ca
 
 
 def save_entry(campaign: Campaign, user_id: str, message: str) -> OutboxEvent:
-    """Create or edit one entry and commit; returns its outbox event."""
+    """Create or edit one entry's message and commit; returns its outbox event."""
+    return save_fields(campaign, user_id, {"message": message})
+
+
+def save_fields(campaign: Campaign, user_id: str, fields: dict[str, str]) -> OutboxEvent:
+    """Create or edit one entry with exactly these fields, as an admin edit does, and commit."""
     entry = db.session.execute(
         select(ContentEntry).where(
             ContentEntry.campaign_id == campaign.id, ContentEntry.user_id == user_id
@@ -37,7 +42,7 @@ def save_entry(campaign: Campaign, user_id: str, message: str) -> OutboxEvent:
     before = None if entry is None else publishing.entry_snapshot(entry)
     if entry is None:
         entry = ContentEntry(campaign_id=campaign.id, user_id=user_id)
-    entry.fields = {"message": message}
+    entry.fields = dict(fields)
     outbox_event = publishing.record_content_change(
         entry, ACTOR, "create" if before is None else "update", before
     )

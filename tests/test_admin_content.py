@@ -89,7 +89,8 @@ def content_events(entry_id: int) -> list[OutboxEvent]:
     ).all()
 
 
-def test_create_form_follows_the_campaign_schema(editor_client, campaign):
+def add_summer_campaign() -> Campaign:
+    """A second campaign, with an image_url field the default one lacks."""
     other = Campaign(
         slug="summer",
         name="Summer",
@@ -100,6 +101,11 @@ def test_create_form_follows_the_campaign_schema(editor_client, campaign):
     )
     db.session.add(other)
     db.session.commit()
+    return other
+
+
+def test_create_form_follows_the_campaign_schema(editor_client, campaign):
+    other = add_summer_campaign()
     page = editor_client.get(NEW).get_data(as_text=True)
     # The default campaign is chosen first.
     assert 'name="field_cta"' in page and 'name="field_image_url"' not in page
@@ -423,16 +429,7 @@ def test_bytes_that_are_not_utf8_in_a_form_post_never_break_the_list(editor_clie
 
 
 def test_switching_campaign_keeps_what_was_typed_and_saves_nothing(editor_client, campaign):
-    other = Campaign(
-        slug="summer",
-        name="Summer",
-        field_schema=[
-            {"name": "message", "max_length": 140},
-            {"name": "image_url", "max_length": 300},
-        ],
-    )
-    db.session.add(other)
-    db.session.commit()
+    other = add_summer_campaign()
     response = editor_client.post(
         f"{NEW}?campaign_id={campaign.id}",
         data={

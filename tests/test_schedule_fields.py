@@ -8,11 +8,10 @@ from datetime import UTC, datetime, timedelta
 from html import unescape
 
 import pytest
-from publishing_support import ACTOR, make_campaign
+from publishing_support import make_campaign, save_fields
 from sqlalchemy import select
 from support import csrf_token, login
 
-from ccadmin import publishing
 from ccadmin.extensions import db
 from ccadmin.imports import scheduling
 from ccadmin.models import ContentEntry, ScheduledChange
@@ -25,25 +24,10 @@ SCHEMA = [
 FULL = {"message": "Hello", "image_url": "https://img.example.com/a.png", "cta": "Shop now"}
 
 
-def set_fields(campaign, user_id: str, fields: dict[str, str]) -> None:
-    """Create or edit an entry with exactly these fields, as an edit in the admin does."""
-    entry = db.session.scalars(
-        select(ContentEntry).where(
-            ContentEntry.campaign_id == campaign.id, ContentEntry.user_id == user_id
-        )
-    ).first()
-    before = None if entry is None else publishing.entry_snapshot(entry)
-    if entry is None:
-        entry = ContentEntry(campaign_id=campaign.id, user_id=user_id)
-    entry.fields = dict(fields)
-    publishing.record_content_change(entry, ACTOR, "create" if before is None else "update", before)
-    db.session.commit()
-
-
 @pytest.fixture
 def campaign(app):
     campaign = make_campaign("spring", field_schema=SCHEMA)
-    set_fields(campaign, "42", FULL)
+    save_fields(campaign, "42", FULL)
     return campaign
 
 
@@ -92,7 +76,7 @@ def test_a_change_naming_one_field_keeps_the_others(editor, campaign):
     change = the_change()
     assert (change.fields, change.clear_fields) == ({"message": "Only the message"}, [])
     # Edited between scheduling and running: the edit is kept too.
-    set_fields(campaign, "42", {**FULL, "cta": "Buy today"})
+    save_fields(campaign, "42", {**FULL, "cta": "Buy today"})
     result = scheduling.apply_scheduled_change(change.id)
     assert result["version"] == 3
     assert fields_of("42") == {
@@ -152,7 +136,7 @@ def test_load_fills_the_form_and_untouched_loaded_values_are_not_part_of_the_cha
     form["field_message"] = "New message"
     assert post_schedule(editor, campaign, **form).status_code == 302
     assert the_change().fields == {"message": "New message"}
-    set_fields(campaign, "42", {**FULL, "image_url": "https://img.example.com/b.png"})
+    save_fields(campaign, "42", {**FULL, "image_url": "https://img.example.com/b.png"})
     scheduling.apply_scheduled_change(the_change().id)
     assert fields_of("42")["image_url"] == "https://img.example.com/b.png"
 
