@@ -132,6 +132,23 @@ def test_schedule_refuses_past_times_and_invalid_fields(editor, campaign):
     assert db.session.scalars(select(ScheduledChange)).first() is None
 
 
+def test_an_import_apply_with_a_past_time_keeps_the_typed_time(editor, campaign, spawn):
+    spawn(["-m", "workers"])
+    upload(editor, campaign.id, "a.csv", b"user_id,message\n1,imported later\n")
+    staged = staged_by_worker()
+    _, past = in_seconds(-60)
+    url = f"{IMPORTS}{staged.id}/"
+    response = editor.post(
+        f"{url}apply",
+        data={"mode": "all_or_nothing", "run_at": past, "csrf_token": csrf_token(editor, url)},
+    )
+    page = response.get_data(as_text=True)
+    assert response.status_code == 422
+    assert "The time is in the past" in page
+    assert f'value="{past}"' in page
+    assert latest_import().status == "ready"
+
+
 def test_viewers_cannot_schedule(client, make_user, campaign):
     make_user("vi@example.com", role="viewer")
     login(client, "vi@example.com")

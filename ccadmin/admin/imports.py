@@ -21,6 +21,7 @@ from flask import (
     current_app,
     flash,
     jsonify,
+    make_response,
     redirect,
     request,
     stream_with_context,
@@ -245,10 +246,17 @@ class ImportView(AccessControlled, BaseView):
     @expose("/<int:import_id>/")
     def detail_view(self, import_id: int) -> str:
         """The staging progress, then the preview, the apply choices and the apply's progress."""
-        content_import = db.get_or_404(ContentImport, import_id)
+        return self._render_detail(db.get_or_404(ContentImport, import_id))
+
+    def _render_detail(
+        self, content_import: ContentImport, apply_error: str = "", typed_run_at: str = ""
+    ) -> str:
+        """The detail page; a refused apply shows its reason and keeps the typed time."""
         state = import_state(content_import)
         return self.render(
             "admin/imports/detail.html",
+            apply_error=apply_error,
+            typed_run_at=typed_run_at,
             content_import=content_import,
             report=content_import.report or {},
             state=state,
@@ -273,8 +281,12 @@ class ImportView(AccessControlled, BaseView):
         """Queue the apply job now, or schedule it, once confirmed with its count."""
         content_import = db.get_or_404(ContentImport, import_id)
         here = url_for(".detail_view", import_id=import_id)
+        typed_run_at = request.form.get("run_at", "")
         try:
-            run_at = parse_run_at(request.form.get("run_at"))
+            run_at = parse_run_at(typed_run_at)
+        except ValueError as error:
+            return make_response(self._render_detail(content_import, str(error), typed_run_at), 422)
+        try:
             mode = request.form.get("mode", MODE_ALL)
             if not confirmed(content_import.writes):
                 changesets.check_applicable(content_import, mode)
