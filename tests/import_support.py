@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import html
 import io
 import re
 
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from sqlalchemy import select
-from support import csrf_token, wait_until
-from werkzeug.datastructures import MultiDict
+from support import csrf_token, post_confirmed, wait_until
 
 from ccadmin.admin.imports import redis_connection
 from ccadmin.extensions import db
@@ -65,30 +63,6 @@ def staged_by_worker(timeout: float = 30.0) -> ContentImport:
         lambda: (item := latest_import()) and item.status not in ("received", "staging") and item,
         timeout,
     )
-
-
-_CONFIRM_FORM = re.compile(
-    r'<form method="post" action="([^"]+)"[^>]*id="confirm-form">(.*?)</form>', re.S
-)
-_HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
-
-
-def confirmation(response) -> tuple[str, list[tuple[str, str]]] | None:
-    """(action URL, inputs) of a confirmation page, or None if the response is not one."""
-    match = _CONFIRM_FORM.search(response.get_data(as_text=True))
-    if response.status_code != 200 or match is None:
-        return None
-    inputs = [(name, html.unescape(value)) for name, value in _HIDDEN.findall(match.group(2))]
-    return html.unescape(match.group(1)), inputs
-
-
-def post_confirmed(client, url: str, data: dict[str, str]):
-    """POST a bulk action, then confirm it on the page it answers with, as a user would."""
-    first = client.post(url, data=data)
-    page = confirmation(first)
-    assert page is not None, first.get_data(as_text=True)[:2000]
-    action, inputs = page
-    return client.post(action, data=MultiDict(inputs))
 
 
 def apply(client, import_id: int, mode: str = "all_or_nothing", run_at: str = ""):

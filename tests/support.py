@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import html
 import re
 import socket
 import time
 from collections.abc import Callable
 from urllib.parse import urlencode
+
+from werkzeug.datastructures import MultiDict
 
 PASSWORD = "correct horse battery staple"
 
@@ -68,3 +71,27 @@ def start_stack(spawn) -> tuple[str, str]:
         ready_url=f"{api}/healthz",
     )
     return web, api
+
+
+_CONFIRM_FORM = re.compile(
+    r'<form method="post" action="([^"]+)"[^>]*id="confirm-form">(.*?)</form>', re.S
+)
+_HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
+
+
+def confirmation(response) -> tuple[str, list[tuple[str, str]]] | None:
+    """(action URL, inputs) of a confirmation page, or None if the response is not one."""
+    match = _CONFIRM_FORM.search(response.get_data(as_text=True))
+    if response.status_code != 200 or match is None:
+        return None
+    inputs = [(name, html.unescape(value)) for name, value in _HIDDEN.findall(match.group(2))]
+    return html.unescape(match.group(1)), inputs
+
+
+def post_confirmed(client, url: str, data: dict[str, str]):
+    """POST a bulk action, then confirm it on the page it answers with, as a user would."""
+    first = client.post(url, data=data)
+    page = confirmation(first)
+    assert page is not None, first.get_data(as_text=True)[:2000]
+    action, inputs = page
+    return client.post(action, data=MultiDict(inputs))

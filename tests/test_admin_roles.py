@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import select
-from support import PASSWORD, csrf_token, login
+from support import PASSWORD, csrf_token, login, post_confirmed
 
 from ccadmin.extensions import db
 from ccadmin.models import AdminUser, ApiKey, AuditEvent, Campaign, ContentEntry, OutboxEvent
@@ -171,6 +171,24 @@ def test_allowed_writes_take_effect(client, make_user, records):
     assert entry.deleted and entry.version == 2
 
 
+def test_bulk_user_delete_asks_with_the_count_first(client, make_user, records):
+    as_role(client, make_user, "admin")
+    second = make_user("second@example.com", role="viewer")
+    data = {
+        "action": "delete",
+        "rowid": [str(records["users"]), str(second.id)],
+        "csrf_token": csrf_token(client, "/admin/users/"),
+    }
+    asked = client.post("/admin/users/action/", data=data)
+    assert asked.status_code == 200
+    assert "Delete 2 users?" in asked.get_data(as_text=True)
+    assert db.session.get(AdminUser, second.id) is not None
+    assert post_confirmed(client, "/admin/users/action/", data).status_code == 302
+    db.session.expire_all()
+    assert db.session.get(AdminUser, second.id) is None
+    assert db.session.get(AdminUser, records["users"]) is None
+
+
 def test_forbidden_post_without_token_changes_nothing(client, make_user, records):
     as_role(client, make_user, "viewer")
     before = database_state()
@@ -214,12 +232,12 @@ def api_keys_events() -> list[OutboxEvent]:
 def test_revoking_a_key_keeps_it_listed(client, make_user, records):
     as_role(client, make_user, "admin")
     token = csrf_token(client, "/admin/api_keys/")
-    response = client.post(
-        "/admin/api_keys/action/",
-        data={"action": "revoke", "rowid": str(records["api_keys"]), "csrf_token": token},
-        follow_redirects=True,
-    )
-    assert "1 key(s) revoked." in response.get_data(as_text=True)
+    data = {"action": "revoke", "rowid": str(records["api_keys"]), "csrf_token": token}
+    asked = client.post("/admin/api_keys/action/", data=data).get_data(as_text=True)
+    assert "Revoke: this changes 1 API keys." in asked
+    assert db.session.get(ApiKey, records["api_keys"]).revoked_at is None
+    response = post_confirmed(client, "/admin/api_keys/action/", data)
+    assert "1 key(s) revoked." in client.get(response.location).get_data(as_text=True)
     api_key = db.session.get(ApiKey, records["api_keys"])
     db.session.refresh(api_key)
     assert api_key.revoked_at is not None

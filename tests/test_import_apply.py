@@ -9,7 +9,6 @@ from import_support import (
     IMPORTS,
     SCHEMA,
     apply,
-    confirmation,
     entries,
     latest_import,
     roll_back,
@@ -19,7 +18,7 @@ from import_support import (
 )
 from publishing_support import make_campaign, save_entry, stored_entry
 from sqlalchemy import func, select, update
-from support import csrf_token, login, wait_until
+from support import confirmation, csrf_token, login, wait_until
 
 from ccadmin.extensions import db
 from ccadmin.imports import applying

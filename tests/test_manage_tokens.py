@@ -8,7 +8,7 @@ from dataclasses import replace
 from manage_support import SCHEMA, bearer, make_token
 from publishing_support import make_campaign
 from sqlalchemy import select
-from support import csrf_token, login
+from support import csrf_token, login, post_confirmed
 
 from ccadmin.extensions import db
 from ccadmin.models import ApiKey, AuditEvent, ManagementToken
@@ -64,12 +64,12 @@ def test_revoked_tokens_and_api_keys_are_refused(client, make_user):
     make_user("admin@example.com", role="admin")
     login(client, "admin@example.com")
     token = db.session.scalars(select(ManagementToken)).one()
-    revoke = client.post(
+    revoke = post_confirmed(
+        client,
         f"{PAGE}action/",
-        data={"action": "revoke", "rowid": str(token.id), "csrf_token": csrf_token(client, PAGE)},
-        follow_redirects=True,
+        {"action": "revoke", "rowid": str(token.id), "csrf_token": csrf_token(client, PAGE)},
     )
-    assert "1 token(s) revoked." in revoke.get_data(as_text=True)
+    assert "1 token(s) revoked." in client.get(revoke.location).get_data(as_text=True)
     refused = client.get("/manage/v1/campaigns", headers=bearer(secret))
     assert refused.status_code == 401 and refused.json["error"] == "unauthorized"
     assert refused.headers["WWW-Authenticate"].startswith("Bearer")

@@ -48,6 +48,7 @@ class ApiKeyView(CredentialView):
     created_template = "admin/api_key_created.html"
     audit_type = "api_key"
     noun = "key"
+    record_noun = "API keys"
 
     def issue(self, form: ApiKeyForm) -> tuple[ApiKey, str]:
         secret = new_secret()

@@ -118,7 +118,9 @@ class ProtectedModelView(AccessControlled, ModelView):
     # Inline list editing is off; ajax/update/ answers 404 (after the role check).
     column_editable_list: Any = ()
     # Bulk actions that run only after a confirmation page showing their count.
-    confirmed_actions: frozenset[str] = frozenset()
+    confirmed_actions: frozenset[str] = frozenset({"delete"})
+    # What the confirmation page calls the records, in the plural.
+    record_noun = "records"
     # Without a total there is no COUNT(*) over a table that can hold millions
     # of rows; the list shows "previous / next" instead of page numbers.
     simple_list_pager = True
@@ -154,21 +156,21 @@ class ProtectedModelView(AccessControlled, ModelView):
         name = request.form.get("action", "")
         if name in self.confirmed_actions and self.is_action_allowed(name):
             ids = request.form.getlist("rowid")
-            count = self.action_size(ids)
+            count = self.action_size(name, ids)
             if count and not confirmed(count):
                 text = self._actions_data[name][1]
                 confirmation = Confirmation.for_request(
-                    title=f"{text} {count} {self.name.lower()} entries?",
-                    question=f"{text}: this changes {count} {self.name.lower()} entries.",
+                    title=f"{text} {count} {self.record_noun}?",
+                    question=f"{text}: this changes {count} {self.record_noun}.",
                     count=count,
                     back_url=get_redirect_target() or self.get_url(".index_view"),
-                    button=f"{text} {count} entries",
+                    button=f"{text} {count} {self.record_noun}",
                 )
                 return self.render("admin/confirm.html", confirmation=confirmation)
         return super().handle_action(return_view)
 
-    def action_size(self, ids: list[str]) -> int:
-        """How many of the selected records a bulk action would change."""
+    def action_size(self, name: str, ids: list[str]) -> int:
+        """How many of the selected records the bulk action `name` would change."""
         return get_query_for_ids(self.get_query(), self.model, ids).count()
 
     def commit_or_report(self, apply: Callable[[], Any]) -> bool:

@@ -149,6 +149,7 @@ class CampaignView(ProtectedModelView):
     """Readable by everyone logged in; only admins change campaigns."""
 
     write_role = ROLE_ADMIN
+    record_noun = "campaigns"
     can_view_details = True
     can_export = True
     column_list = (

@@ -257,7 +257,7 @@ class ContentView(ProtectedModelView):
     can_view_details = True
     can_export = True
     export_max_rows = 100_000
-    confirmed_actions = frozenset({"delete"})
+    record_noun = "content entries"
     create_template = "admin/content/create.html"
     details_template = "admin/content/details.html"
     column_list = (

@@ -36,6 +36,7 @@ class CredentialView(ProtectedModelView):
     write_role = ROLE_ADMIN
     allow_edit = False
     allow_delete = False
+    confirmed_actions = frozenset({"revoke"})
     can_view_details = True
     column_labels = {"campaigns": "Campaigns (empty: all)", "last_used_at": "Last used"}
     column_formatters = {"campaigns": _campaign_list}
@@ -111,13 +112,21 @@ class CredentialView(ProtectedModelView):
             return_url=return_url,
         )
 
-    def revoke(self, ids: list[str]) -> None:
-        """Set revoked_at on each selected credential; revoked ones stay listed."""
+    def live_credentials(self, ids: list[str]) -> list[Any]:
+        """The selected credentials not revoked yet."""
         model = self.model
         chosen = db.session.scalars(
             select(model).where(model.id.in_([int(i) for i in ids if i.isdigit()]))
         ).all()
-        live = [credential for credential in chosen if credential.revoked_at is None]
+        return [credential for credential in chosen if credential.revoked_at is None]
+
+    def action_size(self, name: str, ids: list[str]) -> int:
+        """A revoke changes only the selected credentials still live."""
+        return len(self.live_credentials(ids))
+
+    def revoke(self, ids: list[str]) -> None:
+        """Set revoked_at on each selected credential; revoked ones stay listed."""
+        live = self.live_credentials(ids)
 
         def apply() -> None:
             for credential in live:

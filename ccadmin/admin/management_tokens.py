@@ -72,6 +72,7 @@ class ManagementTokenView(CredentialView):
     created_template = "admin/management_tokens/created.html"
     audit_type = "management_token"
     noun = "token"
+    record_noun = "management tokens"
 
     def issue(self, form: ManagementTokenForm) -> tuple[ManagementToken, str]:
         secret = new_token_secret()

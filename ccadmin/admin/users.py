@@ -81,6 +81,7 @@ class UserView(ProtectedModelView):
 
     read_role = ROLE_ADMIN
     write_role = ROLE_ADMIN
+    record_noun = "users"
     can_view_details = True
     column_list = ("email", "role", "active", "created_at", "last_login_at")
     column_details_list = column_list
