@@ -161,6 +161,8 @@ def test_a_rollback_asks_first_and_can_be_rolled_forward(editor, campaign, redis
     assert roll_back(editor, rollback.id).status_code == 302
     forward = latest_import()
     assert (forward.kind, forward.source_import_id) == ("roll_forward", rollback.id)
+    # Entry 9, deleted by the rollback, comes back: counted as new, not changed.
+    assert (forward.new_rows, forward.changed_rows, forward.deleted_rows) == (1, 2, 0)
     wait_until(lambda: status(editor, forward.id)["live"], TIMEOUT)
     stored = entries(campaign.id)
     assert stored["1"].fields == {"message": "imported"} and stored["1"].version == 4

@@ -28,6 +28,7 @@ from ccadmin.models.imports import (
     MODE_VALID_ONLY,
     OUTCOME_CHANGED,
     OUTCOME_DELETED,
+    OUTCOME_NEW,
     STATUS_APPLIED,
     STATUS_APPLYING,
     STATUS_FAILED,
@@ -221,7 +222,12 @@ def create_rollback(
                 row_table.c.user_id,
                 row_table.c.before_fields,
                 was_absent,
-                case((was_absent, OUTCOME_DELETED), else_=OUTCOME_CHANGED),
+                # Restoring an entry `source` deleted brings it back: new.
+                case(
+                    (was_absent, OUTCOME_DELETED),
+                    (row_table.c.delete.is_(True), OUTCOME_NEW),
+                    else_=OUTCOME_CHANGED,
+                ),
                 wrote_version,
                 wrote_version,
                 row_table.c.fields,
