@@ -150,6 +150,11 @@ class Stager:
         if errors:
             reason = " ".join(f"{name}: {message}" for name, message in errors.items())
             return self.invalid(line, user_id, reason)
+        return self.checked(line, user_id, clean, entry)
+
+    def checked(self, line: int, user_id: str, clean: dict[str, str], entry: Any) -> dict[str, Any]:
+        """The staged row of fields already validated, merged with `entry`'s, against it."""
+        live = entry is not None and not entry.deleted
         if not live:
             outcome = OUTCOME_NEW
         elif clean == entry.fields:

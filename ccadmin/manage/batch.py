@@ -1,10 +1,11 @@
 """Many entries in one request: validated whole, applied in one transaction.
 
 A batch is a change set of the import pipeline, applied on the spot: rows are
-staged and checked by the importer's own stager (the same rules as an import
-file and as an admin edit), written by applying.apply_batch (one outbox event
-for the batch) and recorded by applying.finish (one audit event, the entry
-histories), all before one commit. Any invalid row means nothing is written,
+checked against the entries they change with the same rules as an import file
+and an admin edit, staged as the importer's stager stages checked rows,
+written by applying.apply_batch (one outbox event for the batch) and recorded
+by applying.finish (one audit event, the entry histories), all before one
+commit. Any invalid row means nothing is written,
 unless `?partial=true`, which writes the valid rows and reports the others.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Any
+from typing import Any, NamedTuple
 
 from flask import jsonify
 from werkzeug.wrappers import Response
@@ -20,7 +21,7 @@ from werkzeug.wrappers import Response
 from ccadmin.content_schema import nested_deeper_than, printable, user_id_error, validate_fields
 from ccadmin.extensions import db
 from ccadmin.imports import applying, bulk, staging
-from ccadmin.imports.parsing import USER_ID_COLUMN, SourceRow
+from ccadmin.imports.parsing import USER_ID_COLUMN
 from ccadmin.manage import auth, schemas
 from ccadmin.manage.campaigns import campaign_for
 from ccadmin.manage.errors import ApiError
@@ -38,7 +39,6 @@ from ccadmin.models.imports import (
     MODE_ALL,
     MODE_VALID_ONLY,
     OUTCOME_CHANGED,
-    OUTCOME_INVALID,
     OUTCOME_NEW,
     OUTCOME_UNCHANGED,
     STATUS_APPLYING,
@@ -106,13 +106,23 @@ def _user_id(row: dict[str, Any]) -> str:
     return str(value).strip() if not isinstance(value, bool) else ""
 
 
-def row_errors(campaign: Campaign, rows: list[Any]) -> dict[int, dict[str, str]]:
-    """Problems by row index: shape, user id, duplicates, then the campaign's field rules.
+class CheckedRows(NamedTuple):
+    """A batch's rows after the checks: problems by index, and for each valid
+    row its user id, its merged and validated fields and the entry it was
+    checked against (what the stager needs, so nothing is read or checked twice)."""
+
+    errors: dict[int, dict[str, str]]
+    valid: dict[int, tuple[str, dict[str, str], Any]]
+
+
+def check_rows(campaign: Campaign, rows: list[Any]) -> CheckedRows:
+    """Shape, user id, duplicates, then the campaign's field rules, row by row.
 
     Fields a row leaves out keep the entry's current values, exactly as in
     an import file, so the field check runs on the merged values.
     """
     errors: dict[int, dict[str, str]] = {}
+    valid: dict[int, tuple[str, dict[str, str], Any]] = {}
     for index, row in enumerate(rows):
         problems = not schemas.is_plain_batch_row(row) and schemas.validate(schemas.BATCH_ROW, row)
         if problems:
@@ -142,10 +152,12 @@ def row_errors(campaign: Campaign, rows: list[Any]) -> dict[int, dict[str, str]]
         )
         values = {name: value for name, value in rows[index].items() if name != USER_ID_COLUMN}
         texts = {name: "" if value is None else value for name, value in values.items()}
-        _, problems = validate_fields(campaign.field_schema, {**base, **texts})
+        clean, problems = validate_fields(campaign.field_schema, {**base, **texts})
         if problems:
             errors[index] = problems
-    return errors
+        else:
+            valid[index] = (user_id, clean, entry)
+    return CheckedRows(errors, valid)
 
 
 def error_list(rows: list[Any], errors: dict[int, dict[str, str]]) -> list[dict[str, Any]]:
@@ -164,8 +176,8 @@ def _has_user_id(row: Any) -> bool:
     return isinstance(row, dict) and isinstance(row.get(USER_ID_COLUMN), str | int)
 
 
-def apply_rows(campaign: Campaign, rows: list[dict[str, Any]], lines: list[int], partial: bool):
-    """Stage and apply valid rows as one change set; commits once, at the end."""
+def apply_rows(campaign: Campaign, checked: CheckedRows, partial: bool):
+    """Stage and apply the valid rows as one change set; commits once, at the end."""
     actor = auth.actor()
     content_import = ContentImport(
         kind=KIND_IMPORT,
@@ -182,13 +194,13 @@ def apply_rows(campaign: Campaign, rows: list[dict[str, Any]], lines: list[int],
     db.session.add(content_import)
     db.session.flush()
     stager = staging.Stager(content_import)
-    source = [SourceRow(line, row) for line, row in zip(lines, rows, strict=True)]
-    for start in range(0, len(source), staging.STAGE_CHUNK):
-        bulk.insert_import_rows(stager.stage(source[start : start + staging.STAGE_CHUNK]))
-    counts = staging.count_outcomes(content_import.id)
-    if counts.get(OUTCOME_INVALID):
-        # row_errors applies the stager's rules first, so this is a bug, not bad input.
-        raise RuntimeError("a batch row passed the API's checks but not the stager's")
+    rows = [
+        stager.checked(index + 1, user_id, clean, entry)
+        for index, (user_id, clean, entry) in sorted(checked.valid.items())
+    ]
+    for start in range(0, len(rows), staging.STAGE_CHUNK):
+        bulk.insert_import_rows(rows[start : start + staging.STAGE_CHUNK])
+    counts = Counter(row["outcome"] for row in rows)
     staged = applying.rows_to_apply(content_import.id)
     applying.apply_batch(content_import, staged, actor)
     content_import.applied_through_line = staged[-1].line
@@ -216,7 +228,8 @@ def batch_entries(slug: str) -> Response:
     partial = query_flag("partial")
     media_type = require_media_type(BATCH_TYPES)
     rows = parse_rows(media_type, read_body(MAX_BATCH_BYTES))
-    errors = row_errors(campaign, rows)
+    checked = check_rows(campaign, rows)
+    errors = checked.errors
     if errors and not partial:
         raise ApiError(
             422,
@@ -224,7 +237,6 @@ def batch_entries(slug: str) -> Response:
             f"{len(errors)} of {len(rows)} rows are invalid; nothing was written.",
             {"rows": error_list(rows, errors)},
         )
-    valid = [index for index in range(len(rows)) if index not in errors]
     result: dict[str, Any] = {
         "import_id": None,
         "rows": len(rows),
@@ -234,14 +246,8 @@ def batch_entries(slug: str) -> Response:
         "invalid": len(errors),
         "errors": error_list(rows, errors),
     }
-    if valid:
-        cleaned = [
-            {name: "" if value is None else value for name, value in rows[index].items()}
-            for index in valid
-        ]
-        content_import, counts = apply_rows(
-            campaign, cleaned, [index + 1 for index in valid], partial
-        )
+    if checked.valid:
+        content_import, counts = apply_rows(campaign, checked, partial)
         result.update(
             import_id=content_import.id,
             created=counts.get(OUTCOME_NEW, 0),
