@@ -1,7 +1,7 @@
 """Ingest API throughput: single writes, save-to-live, batches, a streamed import to live.
 
 Starts its own stack on loopback: a private redis-server, the migrations, the
-admin web process under waitress (wsgi:app) and one worker (`python -m
+admin web process under waitress (wsgi:app) and --workers workers (`python -m
 workers`), against DATABASE_URL (default: a temporary SQLite file). Creates a
 campaign of its own and a write token, then measures
 
@@ -75,6 +75,8 @@ def parse_args() -> argparse.Namespace:
                         help="single writes and save-to-live only (no batch, no import)")
     parser.add_argument("--batch-rows", type=int, default=10_000)
     parser.add_argument("--batches", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=2,
+                        help="worker processes (the deployment guide runs two)")
     parser.add_argument("--timeout", type=float, default=1800.0,
                         help="seconds to wait for the import to be live")
     return parser.parse_args()
@@ -91,7 +93,9 @@ def free_port() -> int:
 class Stack:
     """Redis, web and worker processes of the benchmark, stopped together."""
 
-    def __init__(self) -> None:
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.api_port = free_port()
         self.folder = Path(tempfile.mkdtemp(prefix="ccbench-ingest-"))
         self.redis = PrivateRedis()
         self.processes: list[subprocess.Popen] = []
@@ -116,8 +120,13 @@ class Stack:
             sys.executable, "-m", "waitress", f"--listen={HOST}:{self.port}",
             "--threads=8", "wsgi:app",
         ])
-        self.spawn([sys.executable, "-m", "workers"])
+        for _ in range(self.workers):
+            self.spawn([sys.executable, "-m", "workers"])
+        # The endpoint the caller reads: the end of every save-to-live check.
+        api_env = {**self.env, "API_PORT": str(self.api_port), "API_PROCESSES": "1"}
+        self.spawn([sys.executable, "-m", "ccadmin.api"], api_env)
         self.wait_for_web(self.port)
+        self.wait_for_web(self.api_port, "/healthz")
         return client
 
     def start_baseline(self, token: str) -> int:
@@ -137,12 +146,12 @@ class Stack:
         subprocess.run(command, cwd=PROJECT_ROOT, env=self.env, check=True,
                        stdout=subprocess.DEVNULL)
 
-    def spawn(self, command: list[str]) -> None:
+    def spawn(self, command: list[str], env: dict[str, str] | None = None) -> None:
         # Their logs go to a file, shown if the benchmark fails.
         log = (self.folder / "processes.log").open("ab")
         self.processes.append(
-            subprocess.Popen(command, cwd=PROJECT_ROOT, env=self.env, start_new_session=True,
-                             stdout=log, stderr=subprocess.STDOUT)
+            subprocess.Popen(command, cwd=PROJECT_ROOT, env=env or self.env,
+                             start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
         )
 
     def log_tail(self, lines: int = 40) -> str:
@@ -177,12 +186,15 @@ class Stack:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def create_campaign_and_token(slug: str) -> str:
-    """The benchmark's campaign and a write token for it (as the admin creates them)."""
+def create_campaign_and_token(slug: str) -> tuple[str, str]:
+    """The benchmark's campaign, a write token and an API key for it (as the admin
+    creates them)."""
+    from ccadmin import publishing
     from ccadmin.app import create_app
     from ccadmin.extensions import db
-    from ccadmin.models import ManagementToken
+    from ccadmin.models import ApiKey, ManagementToken
     from ccadmin.models.api_keys import hash_secret
+    from ccadmin.models.api_keys import new_secret as new_api_key
     from ccadmin.models.management_tokens import SCOPE_WRITE
     from ccadmin.models.management_tokens import new_token_secret as new_secret
     from ccadmin.seed import ensure_campaign
@@ -200,9 +212,13 @@ def create_campaign_and_token(slug: str) -> str:
                 campaigns=[slug],
             )
         )
+        api_key = new_api_key()
+        db.session.add(ApiKey(name=f"bench-{slug}", prefix=api_key[:11],
+                              secret_hash=hash_secret(api_key), campaigns=[slug]))
+        publishing.record_api_keys_change()
         db.session.commit()
         db.engine.dispose()
-    return secret
+    return secret, api_key
 
 
 class Client:
@@ -360,7 +376,7 @@ def write_line(label: str, result: wrk.WrkResult) -> str:
 
 def measure_rebuild(
     stack: Stack, token: str, slug: str, path_for: Any, redis_client: redis.Redis,
-    args: argparse.Namespace,
+    args: argparse.Namespace, reader: Any,
 ) -> dict[str, Any]:
     """Empty Redis (as a restart without its data would) and time the worker's automatic
     rebuild of every entry, while --saves-during-rebuild single writes a second arrive.
@@ -373,7 +389,7 @@ def measure_rebuild(
     writes: list[write_load.LiveResult] = []
     writer = threading.Thread(target=lambda: writes.append(write_load.steady_save_to_live(
         stack.port, token, slug, path_for, redis_client, args.saves_during_rebuild,
-        args.saves_seconds, writers=4, users=2_000,
+        args.saves_seconds, writers=4, users=2_000, api=reader(),
     )))
     writer.start()
     wait_ready(redis_client)
@@ -394,22 +410,25 @@ def wait_ready(redis_client: redis.Redis, timeout: float = 600.0) -> None:
 
 def main() -> None:
     args = parse_args()
-    stack = Stack()
+    stack = Stack(args.workers)
     try:
         redis_client = stack.start()
         wait_ready(redis_client)
         slug = f"ingest-{int(time.time())}"
-        token = create_campaign_and_token(slug)
+        token, api_key = create_campaign_and_token(slug)
+        reader = lambda: write_load.ApiReader(stack.api_port, api_key)  # noqa: E731
         client = Client(stack.port, token)
         database = stack.env["DATABASE_URL"].split("://", 1)[0]
-        print(f"ingest benchmark: {database}, campaign {slug}", flush=True)
+        print(f"ingest benchmark: {database}, campaign {slug}, {args.workers} worker(s)",
+              flush=True)
         ours = measure_single_writes(stack, token, slug, args.put_seconds)
         wait_idle(redis_client)
         path_for = lambda user: f"/manage/v1/campaigns/{slug}/content/{user}"  # noqa: E731
         fastest = max(result.rate for result in ours.values())
         for rate in (args.steady_rate, 0.8 * fastest):
             live = write_load.steady_save_to_live(
-                stack.port, token, slug, path_for, redis_client, rate, args.steady_seconds
+                stack.port, token, slug, path_for, redis_client, rate, args.steady_seconds,
+                api=reader(),
             )
             print(live.line(), flush=True)
             wait_idle(redis_client)
@@ -424,7 +443,7 @@ def main() -> None:
         fresh: list[write_load.LiveResult] = []
         saves = threading.Thread(target=lambda: fresh.append(write_load.steady_save_to_live(
             stack.port, token, slug, path_for, redis_client, args.saves_during_import,
-            args.saves_seconds, writers=2, users=200,
+            args.saves_seconds, writers=2, users=200, api=reader(),
         )))
         saves.start()
         result = measure_import(
@@ -442,7 +461,7 @@ def main() -> None:
         print("  single saves during the import's first "
               f"{args.saves_seconds:.0f} s:\n" + fresh[0].line(), flush=True)
         wait_idle(redis_client)
-        rebuilt = measure_rebuild(stack, token, slug, path_for, redis_client, args)
+        rebuilt = measure_rebuild(stack, token, slug, path_for, redis_client, args, reader)
         print(f"  rebuild of {rebuilt['entries']:,} entries into an emptied Redis: ready after "
               f"{rebuilt['seconds']:.1f} s, with single writes running:\n"
               + rebuilt["writes"].line(), flush=True)

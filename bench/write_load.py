@@ -3,6 +3,8 @@
 `steady_save_to_live` paces writes at a fixed rate from keep-alive writer
 threads and watches Redis for each write's version: the time from sending
 the request to its version being what the API reads is the save-to-live lag.
+At the end, every written user's last version is checked in what the API
+process answers (its cache included), when one is given.
 (Writes/s at full speed are measured with wrk: bench/put_new_user.lua.)
 """
 
@@ -14,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 import redis
 
@@ -59,12 +62,37 @@ class LiveResult:
         )
 
 
+class ApiReader:
+    """The version the API serves for a user, over one keep-alive connection."""
+
+    def __init__(self, port: int, api_key: str) -> None:
+        self.connection = http.client.HTTPConnection(HOST, port, timeout=10)
+        self.headers = {"X-API-Key": api_key}
+
+    def version(self, slug: str, user_id: str) -> int | None:
+        """The served version, None when the API serves no content for the user."""
+        self.connection.request("GET", f"/v1/{slug}?user_id={quote(user_id)}", headers=self.headers)
+        response = self.connection.getresponse()
+        answer = response.read()
+        if response.status != 200:
+            return None
+        document = json.loads(answer)
+        return document["version"] if document.get("has_content") else None
+
+
 class LiveWatcher(threading.Thread):
     """Watches Redis for written versions: each write's lag from its sending to being live."""
 
-    def __init__(self, redis_client: redis.Redis, slug: str, give_up_after: float) -> None:
+    def __init__(
+        self,
+        redis_client: redis.Redis,
+        slug: str,
+        give_up_after: float,
+        api: ApiReader | None = None,
+    ) -> None:
         super().__init__(name="live-watcher", daemon=True)
         self.redis_client = redis_client
+        self.api = api
         self.slug = slug
         self.give_up_after = give_up_after
         self.pending: dict[str, list[tuple[int, float]]] = {}
@@ -83,20 +111,25 @@ class LiveWatcher(threading.Thread):
     def finish(self) -> int:
         """Stop once every write is live or give_up_after has passed; how many are not live.
 
-        Counts both writes never seen live and users whose last version Redis
-        does not hold at the end.
+        Counts both writes never seen live and users whose last version the
+        API (or, without one, Redis) does not serve at the end.
         """
         self.writing.clear()
         self.join()
         not_seen = sum(len(writes) for writes in self.pending.values())
+        stale = sum(
+            live is None or int(live) < self.versions[user_id]
+            for user_id, live in zip(self.versions, self._served(), strict=True)
+        )
+        return max(not_seen, stale)
+
+    def _served(self) -> list[int | bytes | None]:
+        if self.api is not None:
+            return [self.api.version(self.slug, user_id) for user_id in self.versions]
         pipe = self.redis_client.pipeline(transaction=False)
         for user_id in self.versions:
             pipe.hget(keys.entry_key(self.slug, user_id), keys.ENTRY_VERSION_FIELD)
-        stale = sum(
-            live is None or int(live) < self.versions[user_id]
-            for user_id, live in zip(self.versions, pipe.execute(), strict=True)
-        )
-        return max(not_seen, stale)
+        return pipe.execute()
 
     def run(self) -> None:
         deadline = None
@@ -139,10 +172,11 @@ def steady_save_to_live(
     seconds: float,
     writers: int = 16,
     users: int = 2_000,
+    api: ApiReader | None = None,
 ) -> LiveResult:
     """Writes paced at `rate` per second over `users` users for `seconds`; each one's lag."""
     result = LiveResult(rate, seconds)
-    watcher = LiveWatcher(redis_client, slug, give_up_after=30.0)
+    watcher = LiveWatcher(redis_client, slug, give_up_after=30.0, api=api)
     lock = threading.Lock()
     started = time.perf_counter()
     interval = writers / rate

@@ -39,7 +39,7 @@ from ccadmin.extensions import db
 from ccadmin.metrics.lag import lag_seconds, record_publish_lags
 from ccadmin.models import OutboxEvent
 from ccadmin.models.outbox import KIND_API_KEYS, KIND_CAMPAIGN, KIND_CONTENT
-from ccadmin.models.types import utcnow
+from ccadmin.models.types import one_of, utcnow
 from ccadmin.publishing.wake import (
     FRESH_LANE_MAX_ENTRIES,
     LANE_BULK,
@@ -117,7 +117,7 @@ def publish_claimed(connection: redis.Redis, events: list[Row]) -> dict[str, Any
         if any(event.kind == KIND_API_KEYS for event in events):
             summary["keys"] = publish_api_keys(connection, snapshot)
     if content_ids:
-        counts = publish_entries(connection, content_columns.last_event_id.in_(content_ids))
+        counts = publish_entries(connection, one_of(content_columns.last_event_id, content_ids))
         summary.update(written=counts.written, stale=counts.stale)
     unknown = {event.kind for event in events} - {KIND_CONTENT, KIND_CAMPAIGN, KIND_API_KEYS}
     if unknown:

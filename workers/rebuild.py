@@ -32,7 +32,7 @@ from sqlalchemy import Row, func, select
 
 from ccadmin import keys
 from ccadmin.extensions import db
-from ccadmin.models.types import utcnow
+from ccadmin.models.types import one_of, utcnow
 from workers import rebuild_plan, store
 from workers.publish import (
     ENTRY_COLUMNS,
@@ -91,7 +91,9 @@ def start_rebuild(chunk_size: int = CHUNK_IDS) -> dict[str, Any]:
         raise
     log.info(
         "full rebuild started: %s (%s chunks of %s ids)",
-        rebuild_id, plan.chunks, plan.chunk_size,
+        rebuild_id,
+        plan.chunks,
+        plan.chunk_size,
     )
     if plan.chunks == 0:
         finalize(connection, plan)
@@ -184,7 +186,13 @@ def rebuild_chunk(rebuild_id: str, index: int) -> dict[str, Any]:
     )
     log.info(
         "rebuild %s chunk %s/%s (ids %s-%s): %s entries, %s written: %s",
-        rebuild_id, index + 1, plan.chunks, low, high or "", entries, counts.written,
+        rebuild_id,
+        index + 1,
+        plan.chunks,
+        low,
+        high or "",
+        entries,
+        counts.written,
         recorded.name.lower(),
     )
     if recorded is Recorded.LAST:
@@ -273,7 +281,9 @@ def resume_rebuild(connection: redis.Redis, plan: Plan) -> bool:
     plan = current
     log.warning(
         "full rebuild %s stalled (%s of %s chunks done): resuming it from its plan",
-        plan.rebuild_id, plan.chunks_done, plan.chunks,
+        plan.rebuild_id,
+        plan.chunks_done,
+        plan.chunks,
     )
     if plan.chunks_done >= plan.chunks:
         finalize(connection, plan)
@@ -389,7 +399,7 @@ def _remove_orphan_batch(
             db.session.execute(
                 select(content_columns.user_id).where(
                     content_columns.campaign_id == campaign_id,
-                    content_columns.user_id.in_(user_ids),
+                    one_of(content_columns.user_id, user_ids),
                 )
             ).scalars()
         )

@@ -47,7 +47,7 @@ from ccadmin.models.imports import (
     UNDO_KINDS,
     WRITING_OUTCOMES,
 )
-from ccadmin.models.types import utcnow
+from ccadmin.models.types import one_of, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,9 @@ def _entry_versions(campaign_id: int, user_ids: list[str]) -> dict[str, int]:
     """user_id -> version of existing entries, locked until the batch commits."""
     rows = db.session.execute(
         select(content_columns.user_id, content_columns.version)
-        .where(content_columns.campaign_id == campaign_id, content_columns.user_id.in_(user_ids))
+        .where(
+            content_columns.campaign_id == campaign_id, one_of(content_columns.user_id, user_ids)
+        )
         .with_for_update()
     )
     return dict(rows.all())
@@ -109,7 +111,7 @@ def _recheck(content_import: ContentImport, drifted: list[Any]) -> list[dict[str
         db.session.execute(
             select(row_table.c.line, row_table.c.fields).where(
                 row_table.c.import_id == content_import.id,
-                row_table.c.line.in_([row.line for row in drifted]),
+                one_of(row_table.c.line, [row.line for row in drifted]),
             )
         ).all()
     )
@@ -152,9 +154,7 @@ def rows_to_apply(import_id: int, after_line: int = 0, limit: int | None = None)
     return db.session.execute(query if limit is None else query.limit(limit)).all()
 
 
-def apply_batch(
-    content_import: ContentImport, rows: list[Any], actor: str
-) -> int | None:
+def apply_batch(content_import: ContentImport, rows: list[Any], actor: str) -> int | None:
     """Write one batch of rows (no commit); returns its outbox event id, if it wrote any.
 
     The preview recorded each entry's version; only entries whose version

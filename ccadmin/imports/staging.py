@@ -30,6 +30,7 @@ from ccadmin.models.imports import (
     STATUS_INVALID,
     STATUS_READY,
 )
+from ccadmin.models.types import one_of
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def current_entries(campaign_id: int, user_ids: list[str], lock: bool = False) -
         content_columns.fields,
         content_columns.version,
         content_columns.deleted,
-    ).where(content_columns.campaign_id == campaign_id, content_columns.user_id.in_(user_ids))
+    ).where(content_columns.campaign_id == campaign_id, one_of(content_columns.user_id, user_ids))
     if lock:
         query = query.with_for_update()
     return {row.user_id: row for row in db.session.execute(query)}
