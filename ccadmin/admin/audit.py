@@ -8,7 +8,7 @@ from typing import Any
 from flask_admin.contrib.sqla.filters import FilterEqual
 from markupsafe import Markup
 
-from ccadmin.admin.base import ProtectedModelView
+from ccadmin.admin.keyset import KeysetModelView
 from ccadmin.models import AuditEvent
 
 
@@ -22,7 +22,7 @@ def _pretty_json(view: Any, context: Any, model: AuditEvent, name: str) -> Marku
     )
 
 
-class AuditView(ProtectedModelView):
+class AuditView(KeysetModelView):
     """Append-only history; no role may write through the admin."""
 
     write_role = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import abort, flash, has_request_context, request
@@ -22,6 +22,7 @@ from flask_admin.contrib.sqla.tools import get_query_for_ids
 from flask_admin.helpers import get_redirect_target
 from flask_admin.model import typefmt
 from flask_login import current_user
+from markupsafe import Markup
 from sqlalchemy.exc import DisconnectionError, IntegrityError, OperationalError
 
 from ccadmin import publishing
@@ -43,9 +44,40 @@ class AdminForm(UntruncatedForm):
     """Flask-WTF form base: its CSRF token is the one the global CSRFProtect checks."""
 
 
-def format_time(view: Any, value: datetime, name: str) -> str:
-    """Times to the second, in UTC (what every stored time is)."""
+# Units of a relative time, largest first, in seconds.
+_UNITS = (("year", 365 * 86400), ("month", 30 * 86400), ("day", 86400), ("h", 3600), ("min", 60))
+
+
+def exact_time(value: datetime) -> str:
+    """A time to the second, in UTC (what every stored time is)."""
     return value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def format_time(view: Any, value: datetime, name: str) -> str:
+    """Detail pages: the exact time."""
+    return exact_time(value)
+
+
+def relative_time(value: datetime, now: datetime | None = None) -> str:
+    """How long ago (or until) `value`, in the largest whole unit: "3 min ago"."""
+    moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+    seconds = ((now or datetime.now(UTC)) - moment).total_seconds()
+    ahead, seconds = seconds < 0, abs(seconds)
+    if seconds < 60:
+        return "just now"
+    unit, size = next((unit, size) for unit, size in _UNITS if seconds >= size)
+    amount = int(seconds // size)
+    plural = "s" if amount > 1 and unit not in ("min", "h") else ""
+    span = f"{amount} {unit}{plural}"
+    return f"in {span}" if ahead else f"{span} ago"
+
+
+def format_list_time(view: Any, value: datetime, name: str) -> Markup:
+    """Lists: "3 min ago" on one line, the exact time on hover and for screen readers."""
+    moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return Markup('<time class="text-nowrap" datetime="{}" title="{}">{}</time>').format(
+        moment.isoformat(), exact_time(moment), relative_time(moment)
+    )
 
 
 def actor() -> str:
@@ -125,7 +157,7 @@ class ProtectedModelView(AccessControlled, ModelView):
     # of rows; the list shows "previous / next" instead of page numbers.
     simple_list_pager = True
     page_size = 50
-    column_type_formatters = {**typefmt.BASE_FORMATTERS, datetime: format_time}
+    column_type_formatters = {**typefmt.BASE_FORMATTERS, datetime: format_list_time}
     column_type_formatters_detail = {**typefmt.DETAIL_FORMATTERS, datetime: format_time}
 
     @property

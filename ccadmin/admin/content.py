@@ -15,7 +15,7 @@ from typing import Any
 import redis
 from flask import current_app, flash, g, redirect, request
 from flask_admin import expose
-from flask_admin.contrib.sqla.filters import IntEqualFilter
+from flask_admin.contrib.sqla.filters import DateTimeBetweenFilter, FilterEqual, IntEqualFilter
 from flask_admin.helpers import get_form_data
 from markupsafe import Markup
 from sqlalchemy import select
@@ -26,8 +26,10 @@ from wtforms import SelectChoice, SelectField, StringField, TextAreaField
 from wtforms.validators import ValidationError
 
 from ccadmin import history, keys
-from ccadmin.admin.base import AdminForm, ProtectedModelView, actor
+from ccadmin.admin.base import AdminForm, actor
 from ccadmin.admin.campaign_tools import run_preview
+from ccadmin.admin.content_list import PublishStatusFilter, search_condition
+from ccadmin.admin.keyset import KeysetModelView
 from ccadmin.content_schema import REQUIRED_FIELD, printable, user_id_error, validate_fields
 from ccadmin.extensions import db
 from ccadmin.forms import MAX_LENGTH_ATTRIBUTE
@@ -250,7 +252,7 @@ def _format_status(view: Any, context: Any, model: ContentEntry, name: str) -> M
     return Markup('{}<br><small class="text-danger">{}</small>').format(badge, error)
 
 
-class ContentView(ProtectedModelView):
+class ContentView(KeysetModelView):
     """Everyone logged in reads; editors and admins create, edit and delete."""
 
     write_role = ROLE_EDITOR
@@ -287,23 +289,26 @@ class ContentView(ProtectedModelView):
         "fields": lambda view, context, model, name: json.dumps(model.fields, ensure_ascii=False),
     }
     column_searchable_list = ("user_id",)
-    column_sortable_list = ("user_id",)
+    column_sortable_list = ("user_id", "version", "updated_at")
     column_default_sort = ("id", True)
     column_filters = (
         IntEqualFilter(ContentEntry.campaign_id, "Campaign", options=CampaignOptions()),
+        PublishStatusFilter(),
+        FilterEqual(ContentEntry.updated_by, "Changed by"),
+        DateTimeBetweenFilter(ContentEntry.updated_at, "Changed between (UTC)"),
     )
 
     def search_placeholder(self) -> str:
-        return "Exact user id"
+        return "User id, or text in the fields"
 
     def _apply_search(
         self, query: Query, count_query: Query | None, joins: dict, count_joins: dict, search: str
     ) -> tuple[Query, Query | None, dict, dict]:
-        # Exact match instead of ILIKE '%term%', so the user_id indexes serve it.
-        user_id = search.strip()
-        query = query.filter(ContentEntry.user_id == user_id)
+        # Exact user id (its indexes), or text in the fields (the trigram index).
+        condition = search_condition(search)
+        query = query.filter(condition)
         if count_query is not None:
-            count_query = count_query.filter(ContentEntry.user_id == user_id)
+            count_query = count_query.filter(condition)
         return query, count_query, joins, count_joins
 
     def get_query(self) -> Query:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Index, UniqueConstraint
+from sqlalchemy import Index, UniqueConstraint, text
 
 from ccadmin.extensions import db
 from ccadmin.models.types import BigId, JsonDoc, utcnow
@@ -36,6 +36,17 @@ class ContentEntry(db.Model):
         UniqueConstraint("campaign_id", "user_id", name="uq_content_entry_campaign_user"),
         Index("ix_content_entry_user_id", "user_id"),
         Index("ix_content_entry_last_event_id", "last_event_id"),
+        # The admin list's sorts and its author filter, paged by keyset (id breaks ties).
+        Index("ix_content_entry_updated", "updated_at", "id"),
+        Index("ix_content_entry_version", "version", "id"),
+        Index("ix_content_entry_updated_by", "updated_by", "id"),
+        # Text search in the field values (ccadmin/admin/content_list.py), PostgreSQL only.
+        Index(
+            "ix_content_entry_field_text",
+            text("(CAST(jsonb_path_query_array(fields, '$.*') AS TEXT))"),
+            postgresql_using="gin",
+            postgresql_ops={"field_text": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
     )
 
     def __str__(self) -> str:
