@@ -290,7 +290,8 @@ class ContentView(KeysetModelView):
     }
     column_searchable_list = ("user_id",)
     column_sortable_list = ("user_id", "version", "updated_at")
-    column_default_sort = ("id", True)
+    # The latest change first; its index also serves the time filter.
+    column_default_sort = ("updated_at", True)
     column_filters = (
         IntEqualFilter(ContentEntry.campaign_id, "Campaign", options=CampaignOptions()),
         PublishStatusFilter(),

@@ -36,10 +36,11 @@ class ContentEntry(db.Model):
         UniqueConstraint("campaign_id", "user_id", name="uq_content_entry_campaign_user"),
         Index("ix_content_entry_user_id", "user_id"),
         Index("ix_content_entry_last_event_id", "last_event_id"),
-        # The admin list's sorts and its author filter, paged by keyset (id breaks ties).
+        # The admin list's sorts (the latest change first by default) and its author
+        # filter, paged by keyset (id breaks ties).
         Index("ix_content_entry_updated", "updated_at", "id"),
         Index("ix_content_entry_version", "version", "id"),
-        Index("ix_content_entry_updated_by", "updated_by", "id"),
+        Index("ix_content_entry_updated_by", "updated_by", "updated_at", "id"),
         # Text search in the field values (ccadmin/admin/content_list.py), PostgreSQL only.
         Index(
             "ix_content_entry_field_text",

@@ -18,7 +18,7 @@ depends_on = None
 BTREE = {
     'ix_content_entry_updated': '(updated_at, id)',
     'ix_content_entry_version': '(version, id)',
-    'ix_content_entry_updated_by': '(updated_by, id)',
+    'ix_content_entry_updated_by': '(updated_by, updated_at, id)',
 }
 TRIGRAM = (
     'CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_content_entry_field_text ON content_entry '
