@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint bench bench-ingest clean
+.PHONY: run test test-fast lint bench bench-ingest bench-list clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -36,6 +36,10 @@ bench: $(STAMP)
 # DATABASE_URL selects the database (default: a temporary SQLite file); BENCH_ARGS=--rows N.
 bench-ingest: $(STAMP)
 	$(BIN)/python -m bench.ingest $(BENCH_ARGS)
+
+# The admin's content list at 2,000,000 entries (docs/performance.md); DATABASE_URL: PostgreSQL.
+bench-list: $(STAMP)
+	$(BIN)/python -m bench.content_list $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -171,8 +171,8 @@ def main() -> None:
             rows.append((f"sorted by {name}, first page", f"/admin/content/?sort={index}&desc=1"))
             rows.append((f"sorted by {name}, last page", last_page_url(view, index, True)))
         rows += [
-            ("search: rare text ('black friday')", "/admin/content/?search=black+friday"),
-            ("search: common text ('weekly')", "/admin/content/?search=weekly"),
+            ("search: rare words ('black friday')", "/admin/content/?search=black+friday"),
+            ("search: a word in every entry ('weekly')", "/admin/content/?search=weekly"),
             ("search: exact user id", "/admin/content/?search=user-1234567"),
             ("filter: waiting to publish", "/admin/content/?flt0_1=waiting"),
             ("filter: changed by ana@example.com", "/admin/content/?flt0_2=ana%40example.com"),

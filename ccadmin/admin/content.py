@@ -305,7 +305,7 @@ class ContentView(KeysetModelView):
     def _apply_search(
         self, query: Query, count_query: Query | None, joins: dict, count_joins: dict, search: str
     ) -> tuple[Query, Query | None, dict, dict]:
-        # Exact user id (its indexes), or text in the fields (the trigram index).
+        # Exact user id (its indexes), or words of the fields (the full-text index).
         condition = search_condition(search)
         query = query.filter(condition)
         if count_query is not None:

@@ -1,58 +1,61 @@
 """Finding entries among millions: the search box and the list's filters.
 
 The search box matches the exact user id, or (from MIN_TEXT_SEARCH characters)
-text anywhere in the entry's field values, case-insensitively. On PostgreSQL
-the text match is served by a trigram index over the field values
-(`field_values_text`, migration 0007); SQLite scans the values with LIKE.
+the words of the entry's field values, ignoring case. On PostgreSQL every word
+typed must begin a word of the values, served by a full-text index
+(`field_words`, migration 0007: a GIN index costs far less per write than a
+trigram one); SQLite, the embedded default, finds each word anywhere in the
+values with LIKE.
 """
 
 from __future__ import annotations
 
-import json
+import re
 from typing import Any
 
 from flask_admin.contrib.sqla.filters import BaseSQLAFilter
-from sqlalchemy import Text, and_, cast, exists, func, literal_column, or_, select, text
+from sqlalchemy import and_, exists, func, literal_column, or_, select, text
 from sqlalchemy.sql.elements import ColumnElement
 
 from ccadmin.extensions import db
 from ccadmin.models import ContentEntry, OutboxEvent, PublishFailure
 
-# Fewer characters than a trigram cannot use the index: exact user id only.
+# Shorter searches are user ids only: a word or two letters long matches too much.
 MIN_TEXT_SEARCH = 3
-LIKE_ESCAPE = "\\"
+_WORD = re.compile(r"[^\W_]+")
+_SIMPLE = literal_column("'simple'::regconfig")
 
 WAITING = "waiting"
 FAILING = "failing"
 PUBLISHED = "published"
 
 
-def field_values_text() -> ColumnElement[str]:
-    """The entry's field values as one text (PostgreSQL): the trigram index's expression."""
-    values = func.jsonb_path_query_array(ContentEntry.fields, literal_column("'$.*'"))
-    return cast(values, Text)
-
-
-def _like_pattern(fragment: str) -> str:
-    escaped = fragment.replace(LIKE_ESCAPE, LIKE_ESCAPE * 2).replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
+def field_words() -> ColumnElement[Any]:
+    """The entry's field values as words (PostgreSQL): the full-text index's expression."""
+    return func.to_tsvector(_SIMPLE, ContentEntry.fields)
 
 
 def search_condition(term: str) -> ColumnElement[bool]:
-    """Entries whose user id is `term`, or whose field values contain it."""
+    """Entries whose user id is `term`, or whose field values hold its words."""
     term = term.strip()
     by_user_id = ContentEntry.user_id == term
-    if len(term) < MIN_TEXT_SEARCH:
+    words = _WORD.findall(term.lower())
+    if len(term) < MIN_TEXT_SEARCH or not words:
         return by_user_id
     if db.engine.dialect.name == "postgresql":
-        # The values text is JSON: the term is matched in its JSON-escaped form.
-        pattern = _like_pattern(json.dumps(term, ensure_ascii=False)[1:-1])
-        in_fields = field_values_text().ilike(pattern, escape=LIKE_ESCAPE)
+        # Only letters and digits reach the query text: no tsquery syntax from the user.
+        query = " & ".join(f"{word}:*" for word in words)
+        in_fields = field_words().op("@@")(func.to_tsquery(_SIMPLE, query))
     else:
-        in_fields = text(
-            "EXISTS (SELECT 1 FROM json_each(content_entry.fields) AS field "
-            "WHERE field.value LIKE :pattern ESCAPE '\\')"
-        ).bindparams(pattern=_like_pattern(term))
+        in_fields = and_(
+            *(
+                text(
+                    "EXISTS (SELECT 1 FROM json_each(content_entry.fields) AS field "
+                    f"WHERE field.value LIKE :word_{index})"
+                ).bindparams(**{f"word_{index}": f"%{word}%"})
+                for index, word in enumerate(words)
+            )
+        )
     return or_(by_user_id, in_fields)
 
 

@@ -41,12 +41,11 @@ class ContentEntry(db.Model):
         Index("ix_content_entry_updated", "updated_at", "id"),
         Index("ix_content_entry_version", "version", "id"),
         Index("ix_content_entry_updated_by", "updated_by", "updated_at", "id"),
-        # Text search in the field values (ccadmin/admin/content_list.py), PostgreSQL only.
+        # Word search in the field values (ccadmin/admin/content_list.py), PostgreSQL only.
         Index(
-            "ix_content_entry_field_text",
-            text("(CAST(jsonb_path_query_array(fields, '$.*') AS TEXT))"),
+            "ix_content_entry_field_words",
+            text("to_tsvector('simple'::regconfig, fields)"),
             postgresql_using="gin",
-            postgresql_ops={"field_text": "gin_trgm_ops"},
         ).ddl_if(dialect="postgresql"),
     )
 
