@@ -87,6 +87,9 @@ def child_environment(settings: config.Settings) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
         "API_PORT": str(settings.api_port),
         "ADMIN_PORT": str(settings.admin_port),
+        # The Braze snippets name the local API unless a public URL is set.
+        "CCADMIN_API_URL": os.environ.get("CCADMIN_API_URL")
+        or f"http://127.0.0.1:{settings.api_port}",
     }
 
 

@@ -34,6 +34,7 @@ class Snippet:
 
     tag: str
     guard: str
+    # One line per field of the campaign's schema.
     usage: str
     notes: list[str]
 
@@ -100,6 +101,7 @@ def connected_content_snippet(
     return Snippet(
         tag=" ".join(parts),
         guard=guard,
-        usage=f"{{{{{SAVE_AS}.message}}}}",
+        usage="\n".join(f"{{{{{SAVE_AS}.{name}}}}}" for name in campaign.field_names),
         notes=notes,
     )
+

@@ -16,6 +16,10 @@ URL = "https://content.example.com"
 
 def campaign(**values) -> Campaign:
     values.setdefault("slug", "spring-sale")
+    values.setdefault(
+        "field_schema",
+        [{"name": "message", "max_length": 140}, {"name": "image_url", "max_length": 400}],
+    )
     values.setdefault("public", False)
     values.setdefault("fallback_policy", "default")
     return Campaign(**values)
@@ -32,8 +36,8 @@ def test_default_fallback_sends_defaults_and_aborts_on_errors():
         "{% if cc.has_content == nil or cc.message == blank %}"
         '{% abort_message("content unavailable") %}{% endif %}'
     )
-    assert snippet.usage == "{{cc.message}}"
-    assert snippet.text.splitlines() == [snippet.tag, snippet.guard, snippet.usage]
+    assert snippet.usage == "{{cc.message}}\n{{cc.image_url}}"
+    assert snippet.text.splitlines() == [snippet.tag, snippet.guard, *snippet.usage.splitlines()]
     assert CACHE_NOTE in snippet.notes
     assert any("default fields" in note for note in snippet.notes)
 
