@@ -178,7 +178,7 @@ def test_a_rollback_asks_first_and_can_be_rolled_forward(
     assert entries(campaign.id)["100"].deleted
 
     submit(browser, browser.find_element(By.ID, "rollback"))
-    assert "Roll forward rollback" in browser.find_element(By.TAG_NAME, "h2").text
+    assert "Roll forward rollback" in browser.find_element(By.TAG_NAME, "h1").text
     submit(browser, browser.find_element(By.ID, "confirm-button"))
     wait_until(lambda: browser.find_element(By.ID, "import-status").text == "applied", 30)
     stored = entries(campaign.id)
