@@ -15,10 +15,19 @@ from support import csrf_token, free_port, login
 from werkzeug.datastructures import MultiDict
 
 from ccadmin import keys
+from ccadmin.admin.audit import AuditView
 from ccadmin.admin.content import ContentView
 from ccadmin.app import create_app
 from ccadmin.extensions import db
-from ccadmin.models import AuditEvent, Campaign, ContentEntry, OutboxEvent, PublishFailure
+from ccadmin.imports import scheduling
+from ccadmin.models import (
+    AuditEvent,
+    Campaign,
+    ContentEntry,
+    OutboxEvent,
+    PublishFailure,
+    ScheduledChange,
+)
 from ccadmin.models.outbox import KIND_CONTENT
 
 NEW = "/admin/content/new/"
@@ -342,13 +351,40 @@ def test_messages_are_escaped(editor_client, campaign):
     assert "&lt;img src=x&gt;" in page
 
 
-def test_audit_details_show_the_change_escaped(editor_client, campaign):
+def test_audit_details_show_the_change_as_an_escaped_diff(editor_client, campaign):
     create_entry(editor_client, campaign.id, "42", message="<img src=x>")
-    audit_id = db.session.scalars(select(AuditEvent.id)).one()
+    edit_entry(editor_client, entry_for("42").id, message="Hello")
+    audit_id = max(db.session.scalars(select(AuditEvent.id)))
     page = editor_client.get(f"/admin/audit/details/?id={audit_id}").get_data(as_text=True)
-    assert "<pre>{\n" in page
-    assert "&#34;message&#34;: &#34;&lt;img src=x&gt;&#34;" in page
+    changes = page.split('id="audit-changes"', 1)[1].split("</table>", 1)[0]
+    assert "<th scope='row'>field message</th><td><del>&lt;img src=x&gt;</del></td>" in changes
+    assert "<td><ins>Hello</ins></td>" in changes
+    assert "<th scope='row'>version</th><td><del>1</del></td><td><ins>2</ins></td>" in changes
     assert "<img src=x>" not in page
+
+
+def test_audit_list_names_the_user_and_campaign_and_what_made_a_change(editor_client, campaign):
+    create_entry(editor_client, campaign.id, "42", message="Hello")
+    entry = entry_for("42")
+    page = editor_client.get("/admin/audit/").get_data(as_text=True)
+    assert f'<a href="/admin/content/details/?id={entry.id}">user 42</a> in spring' in page
+    change = ScheduledChange(
+        campaign_id=campaign.id,
+        user_id="42",
+        fields={"message": "Later"},
+        run_at=datetime.now(UTC),
+        created_by="ed@example.com",
+    )
+    db.session.add(change)
+    db.session.commit()
+    scheduling.apply_scheduled_change(change.id)
+    page = editor_client.get("/admin/audit/").get_data(as_text=True)
+    assert f"scheduled change #{change.id}, set by ed@example.com" in page
+    # Newest first by default; sorted by time on request.
+    column = AuditView.column_list.index("at")
+    assert editor_client.get(f"/admin/audit/?sort={column}").status_code == 200
+    window = "flt0_3=2020-01-01+00:00:00+to+2020-01-02+00:00:00"
+    assert "user 42" not in editor_client.get(f"/admin/audit/?{window}").get_data(as_text=True)
 
 
 def test_export_csv(editor_client, campaign):

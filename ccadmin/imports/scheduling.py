@@ -247,7 +247,9 @@ def apply_scheduled_change(change_id: int) -> dict[str, object]:
         entry = ContentEntry(campaign_id=change.campaign_id, user_id=change.user_id)
     action = "create" if before is None or before["deleted"] else "update"
     entry.fields = clean
-    publishing.record_content_change(entry, change.created_by, action, before)
+    publishing.record_content_change(
+        entry, change.created_by, action, before, via=f"scheduled change #{change.id}"
+    )
     change.status = STATUS_DONE
     db.session.commit()
     return {"change_id": change_id, "version": entry.version}

@@ -9,6 +9,10 @@ from flask import has_request_context, request
 from ccadmin.extensions import db
 from ccadmin.models import AuditEvent, ContentEntry
 
+# The key of an audit row's `after` naming what made a change on its actor's
+# behalf (a scheduled change), shown by the audit log.
+AUDIT_VIA = "via"
+
 
 def client_ip() -> str | None:
     """The requesting address, for the audit log (None outside a request)."""

@@ -21,7 +21,7 @@ from ccadmin.extensions import db
 from ccadmin.models import ContentEntry, OutboxEvent
 from ccadmin.models.outbox import KIND_API_KEYS, KIND_CAMPAIGN, KIND_CONTENT
 from ccadmin.models.types import utcnow
-from ccadmin.publishing.audit import entry_snapshot, record_audit
+from ccadmin.publishing.audit import AUDIT_VIA, entry_snapshot, record_audit
 from ccadmin.publishing.wake import LANE_FRESH, lane_for, wake_drainers, wake_failure_reason
 from ccadmin.redis_client import get_redis
 
@@ -108,12 +108,18 @@ def _new_event(wake: bool = True, **values: Any) -> OutboxEvent:
 
 
 def record_content_change(
-    content_entry: ContentEntry, actor: str, action: str, before: dict | None
+    content_entry: ContentEntry,
+    actor: str,
+    action: str,
+    before: dict | None,
+    via: str | None = None,
 ) -> OutboxEvent:
     """Bump the entry's version and write its outbox and audit events (no commit).
 
     `action` is `create`, `update` or `delete`; a delete keeps the row as a
-    tombstone version so an older publish can never bring it back.
+    tombstone version so an older publish can never bring it back. `via`
+    names what made the change for `actor` (a scheduled change), for the
+    audit log.
     """
     if before is None:
         content_entry.version = 1
@@ -132,9 +138,10 @@ def record_content_change(
         entry_count=1,
     )
     content_entry.last_event_id = outbox_event.id
-    record_audit(
-        actor, action, "content_entry", content_entry.id, before, entry_snapshot(content_entry)
-    )
+    after = entry_snapshot(content_entry)
+    if via:
+        after[AUDIT_VIA] = via
+    record_audit(actor, action, "content_entry", content_entry.id, before, after)
     return outbox_event
 
 
