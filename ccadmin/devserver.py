@@ -39,6 +39,14 @@ COLOURS = {"web": "36", "api": "35", "worker": "33", "setup": "32", "run": "1"}
 _readers: list[threading.Thread] = []
 
 
+# waitress says so whenever a browser opens more connections than the web
+# process has threads, as every page load does on a dev box: nothing to act on.
+QUIET_PREFIXES = ("WARNING:waitress.queue:Task queue depth",)
+# Under `make run` the worker logs warnings and errors only, so its routine
+# lines do not scroll the login away; LOG_LEVEL overrides it.
+WORKER_LOG_LEVEL = "WARNING"
+
+
 class Shutdown(Exception):
     """Raised in the main thread by SIGINT/SIGTERM to unwind and stop everything."""
 
@@ -52,8 +60,12 @@ def process_table(settings: config.Settings) -> dict[str, list[str]]:
     python = sys.executable
     return {
         "web": [
-            python, "-m", "waitress",
-            f"--listen=127.0.0.1:{settings.admin_port}", "--threads=8", "wsgi:app",
+            python,
+            "-m",
+            "waitress",
+            f"--listen=127.0.0.1:{settings.admin_port}",
+            "--threads=8",
+            "wsgi:app",
         ],
         "api": [python, "-m", "ccadmin.api"],
         "worker": [python, "-m", "workers"],
@@ -74,7 +86,8 @@ def _pipe_output(name: str, stream, collected: list[str] | None = None) -> None:
         line = line.rstrip("\r\n")
         if collected is not None:
             collected.append(line)
-        say(name, line)
+        if not line.startswith(QUIET_PREFIXES):
+            say(name, line)
     stream.close()
 
 
@@ -176,7 +189,11 @@ def first_start(settings: config.Settings) -> dict:
     save_credentials(settings, credentials)
     # The password travels in the environment, not on a command line `ps` shows.
     flask_command(
-        settings, "create-user", email, "--role", "admin",
+        settings,
+        "create-user",
+        email,
+        "--role",
+        "admin",
         extra_env={"CCADMIN_ADMIN_PASSWORD": password},
     )
     return credentials
@@ -287,8 +304,9 @@ def run(settings: config.Settings) -> None:
         else:
             credentials = first_start(settings)
         env = child_environment(settings)
+        worker_env = {**env, "LOG_LEVEL": os.environ.get("LOG_LEVEL", WORKER_LOG_LEVEL)}
         for name, command in process_table(settings).items():
-            children[name] = start_child(name, command, env)
+            children[name] = start_child(name, command, worker_env if name == "worker" else env)
         admin_url = f"http://127.0.0.1:{settings.admin_port}/login"
         if not wait_for(lambda: answers(admin_url), children, READY_TIMEOUT_SECONDS):
             raise ChildFailed(f"{admin_url} did not answer within {READY_TIMEOUT_SECONDS:.0f} s")

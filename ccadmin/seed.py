@@ -61,6 +61,51 @@ class SeedReport:
     campaign_created: bool
 
 
+# Demo content that reads like a real campaign's. Letters, digits and plain
+# punctuation only: nothing JSON or COPY would need to escape (see _ALPHABET).
+_NAMES = (
+    "Maya",
+    "Leo",
+    "Amara",
+    "Noah",
+    "Sofia",
+    "Kenji",
+    "Chloe",
+    "Mateo",
+    "Aisha",
+    "Finn",
+    "Priya",
+    "Lucas",
+    "Zoe",
+    "Omar",
+    "Elena",
+    "Jonas",
+    "Ines",
+    "Ravi",
+    "Hannah",
+    "Diego",
+)
+_OFFERS = (
+    "20% off running shoes this weekend",
+    "free shipping on your next order",
+    "your spring picks are back in stock",
+    "2 for 1 on summer dresses until Sunday",
+    "a free coffee with any breakfast today",
+    "early access to the winter sale",
+    "15% off the jacket you looked at",
+    "double points on orders over 50 EUR",
+)
+
+
+def demo_messages(first: int, count: int) -> list[str]:
+    """Messages for users `first`..: a name, an offer and a code, like a real campaign's."""
+    return [
+        f"Hi {_NAMES[number % len(_NAMES)]}, {_OFFERS[number % len(_OFFERS)]}. "
+        f"Code SPRING{number:06d}"
+        for number in range(first, first + count)
+    ]
+
+
 def random_messages(count: int, length: int = MESSAGE_LENGTH) -> list[str]:
     """`count` random messages of `length` characters (letters, digits, spaces)."""
     text = os.urandom(count * length).translate(_BYTE_TO_CHARACTER).decode("ascii")
@@ -116,7 +161,7 @@ def seed_content(
     actor: str = SEED_ACTOR,
     progress: Callable[[int], None] | None = None,
 ) -> SeedReport:
-    """Upsert users `1`..`users` with random messages into campaign `slug`.
+    """Upsert users `1`..`users` with demo messages into campaign `slug`.
 
     A user that already exists gets a new version. One commit per batch, so
     each batch's outbox event goes out while the next one is loading.
@@ -130,7 +175,7 @@ def seed_content(
     for first in range(1, users + 1, batch_size):
         last = min(first + batch_size - 1, users)
         user_ids = [str(number) for number in range(first, last + 1)]
-        messages = random_messages(len(user_ids))
+        messages = demo_messages(first, len(user_ids))
         outbox_event = publishing.record_content_batch(campaign_id, len(user_ids))
         if postgresql:
             _upsert_postgresql(campaign_id, outbox_event.id, actor, user_ids, messages)

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from ccadmin import keys, payload
 from ccadmin.extensions import db
 from ccadmin.models import AuditEvent, Campaign, ContentEntry, OutboxEvent
-from ccadmin.seed import MESSAGE_LENGTH, random_messages
+from ccadmin.seed import MESSAGE_LENGTH, demo_messages, random_messages
 
 
 def entries(slug: str = "default") -> list[ContentEntry]:
@@ -30,6 +30,13 @@ def test_random_messages_have_the_default_length_and_differ():
     assert len(set(messages)) == 50
 
 
+def test_demo_messages_read_like_a_campaign_and_fit_the_default_field():
+    messages = demo_messages(999_990, 20)
+    assert messages[0].startswith("Hi ") and "Code SPRING999990" in messages[0]
+    assert len(set(messages)) == 20
+    assert max(len(message) for message in messages) <= MESSAGE_LENGTH
+
+
 def test_seed_creates_rows_outbox_events_and_publishes_every_entry(app, redis_client):
     runner = app.test_cli_runner()
     result = runner.invoke(args=["seed", "--users", "500", "--batch-size", "200"])
@@ -41,7 +48,7 @@ def test_seed_creates_rows_outbox_events_and_publishes_every_entry(app, redis_cl
     seeded = entries()
     assert [entry.user_id for entry in seeded] == [str(n) for n in range(1, 501)]
     assert {entry.version for entry in seeded} == {1}
-    assert all(len(entry.fields["message"]) == MESSAGE_LENGTH for entry in seeded)
+    assert seeded[41].fields["message"] == demo_messages(42, 1)[0]
     content_events = db.session.execute(
         select(OutboxEvent).where(OutboxEvent.kind == "content").order_by(OutboxEvent.id)
     ).scalars().all()
@@ -72,7 +79,8 @@ def test_reseed_gives_existing_users_a_new_version(app, redis_client):
     assert len(reseeded) == 40
     assert {versions[str(n)] for n in range(1, 31)} == {2}
     assert {versions[str(n)] for n in range(31, 41)} == {1}
-    assert all(entry.fields["message"] != first[entry.user_id] for entry in reseeded[:30])
+    # The same demo content again, as a new version of each user seeded before.
+    assert all(entry.fields["message"] == first[entry.user_id] for entry in reseeded[:30])
 
 
 def test_seeding_another_campaign_keeps_the_default(app):

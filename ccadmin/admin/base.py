@@ -58,6 +58,11 @@ def format_time(view: Any, value: datetime, name: str) -> str:
     return exact_time(value)
 
 
+def format_yes_no(view: Any, value: bool, name: str) -> str:
+    """Plain words, not icons or True/False."""
+    return "yes" if value else "no"
+
+
 def relative_time(value: datetime, now: datetime | None = None) -> str:
     """How long ago (or until) `value`, in the largest whole unit: "3 min ago"."""
     moment = value if value.tzinfo else value.replace(tzinfo=UTC)
@@ -157,8 +162,16 @@ class ProtectedModelView(AccessControlled, ModelView):
     # of rows; the list shows "previous / next" instead of page numbers.
     simple_list_pager = True
     page_size = 50
-    column_type_formatters = {**typefmt.BASE_FORMATTERS, datetime: format_list_time}
-    column_type_formatters_detail = {**typefmt.DETAIL_FORMATTERS, datetime: format_time}
+    column_type_formatters = {
+        **typefmt.BASE_FORMATTERS,
+        datetime: format_list_time,
+        bool: format_yes_no,
+    }
+    column_type_formatters_detail = {
+        **typefmt.DETAIL_FORMATTERS,
+        datetime: format_time,
+        bool: format_yes_no,
+    }
 
     @property
     def can_create(self) -> bool:  # type: ignore[override]
