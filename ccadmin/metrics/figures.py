@@ -11,7 +11,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from ccadmin.api.counters import CALLER_TIMEOUT
+from ccadmin.api.counters import CALLER_TIMEOUT, NO_CAMPAIGN
 from ccadmin.metrics.health import ERROR_RATE_THRESHOLD, FAILURE_THRESHOLD
 
 STATUS_COLORS = {"2xx": "#2ca02c", "3xx": "#1f77b4", "4xx": "#ff7f0e", "5xx": "#d62728"}
@@ -101,7 +101,7 @@ def latency_figure(series: dict[str, Any]) -> dict[str, Any]:
     return _figure(
         data,
         _layout(
-            f"Latency (ms): {slow} answers slower than 2 s",
+            f"Latency inside the API (ms): {slow} answers slower than 2 s",
             xaxis=_time_axis(),
             yaxis={"type": "log", "title": {"text": "ms"}},
         ),
@@ -182,11 +182,25 @@ def _request_bars(title: str, labels: list[str], counts: list[int], color: str) 
     return _figure(data, _layout(title, showlegend=False))
 
 
+def _known_campaigns(series: dict[str, Any]) -> list[dict[str, Any]]:
+    return [row for row in series["campaigns"] if row["campaign"] != NO_CAMPAIGN]
+
+
+def unknown_campaign_words(series: dict[str, Any]) -> str:
+    """The requests that named no known campaign, in words ("" for none)."""
+    unknown = sum(row["requests"] for row in series["campaigns"] if row["campaign"] == NO_CAMPAIGN)
+    total = sum(row["requests"] for row in series["campaigns"])
+    if not unknown:
+        return ""
+    return f"{unknown:,} requests ({unknown / total:.1%}) named no known campaign"
+
+
 def top_campaigns_figure(series: dict[str, Any]) -> dict[str, Any]:
-    """The busiest campaigns of the range."""
-    rows = series["campaigns"][:TOP_CAMPAIGNS]
+    """The busiest campaigns of the range; requests for no known campaign in the title."""
+    rows = _known_campaigns(series)[:TOP_CAMPAIGNS]
+    unknown = unknown_campaign_words(series)
     return _request_bars(
-        "Top campaigns by requests",
+        "Top campaigns by requests" + (f"<br><sub>{unknown}</sub>" if unknown else ""),
         [row["campaign"] for row in rows],
         [row["requests"] for row in rows],
         "#1f77b4",
@@ -195,7 +209,7 @@ def top_campaigns_figure(series: dict[str, Any]) -> dict[str, Any]:
 
 def content_ratio_figure(series: dict[str, Any]) -> dict[str, Any]:
     """Per campaign: share of content hits, fallbacks and not-found answers."""
-    rows = [row for row in series["campaigns"][:TOP_CAMPAIGNS] if row["requests"]][::-1]
+    rows = [row for row in _known_campaigns(series)[:TOP_CAMPAIGNS] if row["requests"]][::-1]
     data = [
         {
             "type": "bar",

@@ -48,10 +48,20 @@
     row.appendChild(td);
   }
 
-  function replaceRows(tableId, rows) {
+  // A table's rows, or one row saying in words that there are none.
+  function replaceRows(tableId, rows, emptyText) {
     var body = document.querySelector("#" + tableId + " tbody");
     while (body.firstChild) {
       body.removeChild(body.firstChild);
+    }
+    if (!rows.length && emptyText) {
+      var row = document.createElement("tr");
+      var only = document.createElement("td");
+      only.colSpan = document.querySelectorAll("#" + tableId + " thead th").length;
+      only.className = "text-muted empty-state";
+      only.textContent = emptyText;
+      row.appendChild(only);
+      rows = [row];
     }
     rows.forEach(function (row) {
       body.appendChild(row);
@@ -143,7 +153,8 @@
         cell(row, seconds(entry.failed_seconds) + " ago");
         cell(row, error);
         return row;
-      })
+      }),
+      "Nothing set aside: every saved version could be published."
     );
     text("failed-count", number(publishing.failed_count));
     text(
@@ -163,7 +174,8 @@
         cell(row, error);
         cell(row, canRequeue ? requeueForm(job.id) : "");
         return row;
-      })
+      }),
+      "No failed jobs."
     );
     text("redis-keys", number(doc.redis.keys));
     text("redis-clients", number(doc.redis.connected_clients));
