@@ -38,6 +38,8 @@ def test_dashboard_draws_and_counts_live(app, spawn, make_user, redis_client, st
     wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "#fig-latency svg.main-svg"))
     wait_until(lambda: browser.find_element(By.ID, "card-requests").text == "0")
     assert browser.find_element(By.ID, "meter-state").text == "green"
+    # Empty tables say so in words.
+    assert browser.find_element(By.ID, "failed-jobs").text.endswith("No failed jobs.")
 
     for user_id in ("1", "2") * 10 + ("1",) * 5:
         assert call(api_port, f"/data?user_id={user_id}", headers=AUTH).status == 200
