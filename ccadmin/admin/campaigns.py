@@ -45,6 +45,9 @@ HAS_CONTENT = (
     "so it cannot be deleted. Deactivate it instead: untick Active and save."
 )
 
+# What a user without content gets, in the list's words.
+FALLBACK_WORDS = {FALLBACK_DEFAULT: "the default fields", FALLBACK_NOT_FOUND: "404, empty message"}
+
 
 def campaign_snapshot(campaign: Campaign) -> dict[str, Any]:
     """What the audit log keeps of a campaign."""
@@ -172,6 +175,9 @@ class CampaignView(ProtectedModelView):
         "field_schema": "Fields",
     }
     column_formatters = {
+        "fallback_policy": lambda view, context, model, name: FALLBACK_WORDS.get(
+            model.fallback_policy, model.fallback_policy
+        ),
         "field_schema": lambda view, context, model, name: format_schema(model.field_schema),
         "default_fields": lambda view, context, model, name: format_default_fields(
             model.default_fields

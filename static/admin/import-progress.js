@@ -21,7 +21,7 @@
     bar.style.width = state.percent + "%";
     bar.setAttribute("aria-valuenow", state.percent);
     bar.textContent = state.percent + "%";
-    status.textContent = state.status;
+    status.textContent = state.status.replace(/_/g, " ");
     if (staging) {
       text.textContent = state.staged_rows + " rows staged; " + megabytes(state.staged_bytes) +
         " of " + megabytes(state.received_bytes) + " MB read.";
