@@ -4,7 +4,7 @@ Rows name what they changed as people know it ("user 42 in spring", "campaign
 spring", "import #7 into spring") and say what made a change when no person
 typed it ("scheduled change #12, set by ana@..."); a row's page shows the
 change as a diff. The names of a page's entries and campaigns are read in one
-query each.
+query each (`target_names`).
 """
 
 from __future__ import annotations
@@ -61,25 +61,31 @@ def _format_changes(view: Any, context: Any, model: AuditEvent, name: str) -> Ma
     ).format(body)
 
 
-def _names(model: AuditEvent) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
-    """(entry id -> (user id, campaign slug), campaign id -> slug) of the listed rows
-    (of `model` alone on its own page)."""
+Names = tuple[dict[str, tuple[str, str]], dict[str, str]]
+
+
+def target_names(rows: list[AuditEvent]) -> Names:
+    """(entry id -> (user id, campaign slug), campaign id -> slug) of these rows' targets."""
+    entry_ids = [int(row.target_id) for row in rows if _is_id(row, "content_entry")]
+    campaign_ids = [int(row.target_id) for row in rows if _is_id(row, "campaign")]
+    entries = db.session.execute(
+        select(ContentEntry.id, ContentEntry.user_id, Campaign.slug)
+        .join(Campaign, Campaign.id == ContentEntry.campaign_id)
+        .where(ContentEntry.id.in_(entry_ids))
+    )
+    campaigns = db.session.execute(
+        select(Campaign.id, Campaign.slug).where(Campaign.id.in_(campaign_ids))
+    )
+    return (
+        {str(entry_id): (user_id, slug) for entry_id, user_id, slug in entries},
+        {str(campaign_id): slug for campaign_id, slug in campaigns},
+    )
+
+
+def _listed_names(model: AuditEvent) -> Names:
+    """The names of the listed page's targets, read once (of `model` alone on its page)."""
     if "ccadmin_audit_names" not in g:
-        rows = g.keyset_page.rows if "keyset_page" in g else [model]
-        entry_ids = [int(row.target_id) for row in rows if _is_id(row, "content_entry")]
-        campaign_ids = [int(row.target_id) for row in rows if _is_id(row, "campaign")]
-        entries = db.session.execute(
-            select(ContentEntry.id, ContentEntry.user_id, Campaign.slug)
-            .join(Campaign, Campaign.id == ContentEntry.campaign_id)
-            .where(ContentEntry.id.in_(entry_ids))
-        )
-        campaigns = db.session.execute(
-            select(Campaign.id, Campaign.slug).where(Campaign.id.in_(campaign_ids))
-        )
-        g.ccadmin_audit_names = (
-            {str(entry_id): (user_id, slug) for entry_id, user_id, slug in entries},
-            {str(campaign_id): slug for campaign_id, slug in campaigns},
-        )
+        g.ccadmin_audit_names = target_names(g.keyset_page.rows if "keyset_page" in g else [model])
     return g.ccadmin_audit_names
 
 
@@ -87,10 +93,10 @@ def _is_id(row: AuditEvent, target_type: str) -> bool:
     return row.target_type == target_type and (row.target_id or "").isdigit()
 
 
-def describe_target(model: AuditEvent) -> Markup:
+def describe_target(model: AuditEvent, names: Names) -> Markup:
     """What the row changed, as people know it, linked where it still exists."""
     snapshot = model.after or model.before or {}
-    entries, campaigns = _names(model)
+    entries, campaigns = names
     if model.target_type == "content_entry" and model.target_id in entries:
         user_id, slug = entries[model.target_id]
         link = url_for("content.details_view", id=model.target_id)
@@ -132,7 +138,7 @@ class AuditView(KeysetModelView):
     column_formatters = {
         "actor": lambda view, context, model, name: describe_actor(model),
         "action": lambda view, context, model, name: model.action.replace("_", " "),
-        "target": lambda view, context, model, name: describe_target(model),
+        "target": lambda view, context, model, name: describe_target(model, _listed_names(model)),
         "changes": _format_changes,
     }
     column_filters = (

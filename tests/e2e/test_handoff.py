@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from browser_support import CHROMIUM, browser, fill, log_in, submit  # noqa: F401
 from publishing_support import make_campaign, save_fields
-from support import start_admin
+from support import start_admin, wait_until
 
 pytestmark = [
     pytest.mark.browser,
@@ -21,8 +21,8 @@ def copied(driver, button_id: str, source_id: str) -> str:
     from selenium.webdriver.common.by import By
 
     driver.find_element(By.ID, button_id).click()
-    button = driver.find_element(By.ID, button_id)
-    assert button.text == "Copied", button.text
+    # The button says so once the clipboard has taken the text.
+    wait_until(lambda: driver.find_element(By.ID, button_id).text == "Copied")
     return driver.execute_async_script(
         "var done = arguments[arguments.length - 1];"
         "navigator.clipboard.readText().then(done, function (e) { done('error: ' + e); });"

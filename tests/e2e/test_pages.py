@@ -48,6 +48,8 @@ def pages(app, client, make_user) -> list[str]:
     paths = [
         "/admin/",
         "/admin/content/",
+        # A filter applied: its row above the table must still fit.
+        f"/admin/content/?flt0_0={campaign.id}&flt1_2=seed&search=hello",
         "/admin/content/new/",
         f"/admin/content/details/?id={entry.id}",
         f"/admin/content/edit/?id={entry.id}",
