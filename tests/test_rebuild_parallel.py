@@ -376,7 +376,7 @@ def test_a_finalizer_that_died_is_finalized_once_its_lock_expires(app, redis_cli
     assert assert_store_matches_database(redis_client) == entries
 
 
-def test_admin_home_shows_rebuild_progress(app, client, redis_client, make_user):
+def test_live_metrics_page_shows_rebuild_progress(app, client, redis_client, make_user):
     seed(spring=300, autumn=0)
     redis_client.flushdb()
     status = start_rebuild(chunk_size=50)
@@ -385,7 +385,7 @@ def test_admin_home_shows_rebuild_progress(app, client, redis_client, make_user)
     make_user("admin@example.com")
     login(client, "admin@example.com")
 
-    home = page_text(client, "/admin/")
+    home = page_text(client, "/admin/metrics/")
     assert 'id="rebuild-progress"' in home
     assert "Full rebuild in progress" in home
     assert f"Chunks done: <strong>2 / {status['chunks']}</strong>" in home
@@ -393,15 +393,15 @@ def test_admin_home_shows_rebuild_progress(app, client, redis_client, make_user)
     assert "entries/s" in home and "ETA " in home and " s." in home
 
     work_rebuild_queue(redis_client)
-    home = page_text(client, "/admin/")
+    home = page_text(client, "/admin/metrics/")
     assert "Last full rebuild" in home and "Full rebuild in progress" not in home
     assert f"300 entries (300 written, 0 already current) in {status['chunks']} chunks" in home
 
 
-def test_admin_home_has_no_rebuild_section_before_any_rebuild(app, client, make_user):
+def test_no_rebuild_section_before_any_rebuild(app, client, make_user):
     make_user("admin@example.com")
     login(client, "admin@example.com")
-    assert 'id="rebuild-progress"' not in client.get("/admin/").get_data(as_text=True)
+    assert 'id="rebuild-progress"' not in client.get("/admin/metrics/").get_data(as_text=True)
 
 
 @pytest.mark.parametrize("chunk_size", ["25", "100000"])

@@ -9,10 +9,11 @@ from flask_admin.theme import Bootstrap4Theme
 from ccadmin import dashboards
 from ccadmin.admin.api_keys import ApiKeyView
 from ccadmin.admin.audit import AuditView
-from ccadmin.admin.base import HomeView, format_list_time
+from ccadmin.admin.base import format_list_time
 from ccadmin.admin.campaign_tools import CampaignToolsView
 from ccadmin.admin.campaigns import CampaignView
 from ccadmin.admin.content import ContentView
+from ccadmin.admin.home import HomeView
 from ccadmin.admin.imports import ImportView
 from ccadmin.admin.management_tokens import ManagementTokenView
 from ccadmin.admin.users import UserView

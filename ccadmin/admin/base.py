@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import abort, flash, has_request_context, request
-from flask_admin import AdminIndexView
 from flask_admin.contrib.sqla import ModelView
 from flask_admin.contrib.sqla.tools import get_query_for_ids
 from flask_admin.helpers import get_redirect_target
@@ -136,10 +135,6 @@ class AccessControlled:
             after={"method": request.method, "path": request.path[:AUDITED_PATH_LENGTH]},
         )
         db.session.commit()
-
-
-class HomeView(AccessControlled, AdminIndexView):
-    """The admin's landing page."""
 
 
 class ProtectedModelView(AccessControlled, ModelView):

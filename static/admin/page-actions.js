@@ -32,4 +32,27 @@
     // Capture phase: some of Flask-Admin's menu scripts stop the click from
     // bubbling, and a javascript: link must be stopped before it navigates.
   }, true);
+
+  // The filter rows' value boxes have no label: name them after their filter.
+  // Their drop-downs (select2) add text inputs whose only label is an empty one
+  // hidden off screen: give those a name screen readers announce.
+  function labelFilterInputs() {
+    document.querySelectorAll(".filter-val:not([aria-label])").forEach(function (input) {
+      var row = input.closest("tr");
+      var name = row && row.querySelector(".remove-filter");
+      var text = name ? name.textContent.replace("\u00d7", "").trim() : "Filter";
+      input.setAttribute("aria-label", text + ": value");
+    });
+    document.querySelectorAll('input[id^="s2id_autogen"]:not([aria-label])').forEach(
+      function (input) {
+        input.setAttribute("aria-label", "Filter option");
+        var hidden = document.querySelector('label.select2-offscreen[for="' + input.id + '"]');
+        if (hidden) {
+          hidden.removeAttribute("for");
+        }
+      }
+    );
+  }
+  new MutationObserver(labelFilterInputs).observe(document.body, {childList: true, subtree: true});
+  labelFilterInputs();
 })();
