@@ -190,3 +190,21 @@ def test_coverage_counts_live_content_and_fallbacks(editor, campaign, redis_clie
         content_type="multipart/form-data",
     ).get_data(as_text=True)
     assert 'id="coverage-live">2<' in plain and 'id="coverage-fallback">1<' in plain
+    # Pasted ids work the same, and the page keeps them.
+    pasted = editor.post(
+        f"{tools(campaign)}coverage",
+        data={"ids": "1, 2\n9 =cmd", "csrf_token": csrf_token(editor, tools(campaign))},
+    ).get_data(as_text=True)
+    assert 'id="coverage-live">2<' in pasted and 'id="coverage-fallback">2<' in pasted
+    assert ">1, 2\n9 =cmd</textarea>" in pasted
+    # The ids without content, as CSV (a formula-like id made inert).
+    download = editor.post(
+        f"{tools(campaign)}coverage",
+        data={
+            "ids": "1\n2\n3\n4\n=cmd",
+            "download": "1",
+            "csrf_token": csrf_token(editor, tools(campaign)),
+        },
+    )
+    assert download.headers["Content-Disposition"].endswith('spring-without-content.csv"')
+    assert download.get_data(as_text=True).splitlines() == ["user_id", "3", "4", "'=cmd"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import redis
-from flask import abort, current_app, flash, redirect, request, url_for
+from flask import abort, current_app, flash, redirect, request, stream_with_context, url_for
 from flask_admin import BaseView, expose
 from sqlalchemy import select
 from werkzeug.wrappers import Response
@@ -102,6 +102,7 @@ class CampaignToolsView(AccessControlled, BaseView):
             scheduled_imports=list(scheduled_imports),
             field_prefix=FIELD_PREFIX,
             coverage=extra.get("coverage"),
+            coverage_ids=extra.get("coverage_ids", ""),
         )
 
     @expose("/<int:campaign_id>/revert", methods=("POST",))
@@ -188,22 +189,34 @@ class CampaignToolsView(AccessControlled, BaseView):
 
     @expose("/<int:campaign_id>/coverage", methods=("POST",))
     def coverage_view(self, campaign_id: int) -> str | Response:
-        """Of an uploaded list of user ids, how many get content and how many the fallback."""
+        """Of a list of user ids (uploaded or pasted), how many get content and how many
+        the fallback; or, with `download`, the ids that get the fallback as CSV."""
         campaign = db.get_or_404(Campaign, campaign_id)
         upload = request.files.get("file")
-        if upload is None or not upload.filename:
-            flash("Choose a file of user ids.", "error")
+        pasted = request.form.get("ids", "")
+        if upload is not None and upload.filename:
+            ids = coverage.user_ids(upload.stream)
+        elif pasted.strip():
+            ids = coverage.pasted_user_ids(pasted)
+        else:
+            flash("Paste user ids or choose a file of them.", "error")
             return redirect(url_for(".tools_view", campaign_id=campaign_id))
-        try:
-            result = coverage.check_coverage(
-                get_store(current_app.config["CCADMIN_SETTINGS"]),
-                campaign.slug,
-                coverage.user_ids(upload.stream),
+        store = get_store(current_app.config["CCADMIN_SETTINGS"])
+        if request.form.get("download"):
+            response = Response(
+                stream_with_context(coverage.uncovered_csv(store, campaign.slug, ids)),
+                mimetype="text/csv",
             )
+            response.headers["Content-Disposition"] = (
+                f'attachment; filename="{campaign.slug}-without-content.csv"'
+            )
+            return response
+        try:
+            result = coverage.check_coverage(store, campaign.slug, ids)
         except FileProblem as problem:
             flash(str(problem), "error")
             return redirect(url_for(".tools_view", campaign_id=campaign_id))
         except (redis.RedisError, OSError):
             flash("Redis cannot be reached; the coverage cannot be checked now.", "error")
             return redirect(url_for(".tools_view", campaign_id=campaign_id))
-        return self._render_tools(campaign, coverage=result)
+        return self._render_tools(campaign, coverage=result, coverage_ids=pasted)

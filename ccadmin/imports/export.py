@@ -18,8 +18,15 @@ from ccadmin.imports.parsing import USER_ID_COLUMN
 from ccadmin.models import Campaign, ContentEntry
 
 EXPORT_CHUNK = 5_000
+# A cell starting with one of these is a formula to a spreadsheet (OWASP's list).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 content_columns = ContentEntry.__table__.c
+
+
+def spreadsheet_safe(value: str) -> str:
+    """`value`, with a leading apostrophe if a spreadsheet would run it as a formula."""
+    return f"'{value}" if value.startswith(FORMULA_STARTS) else value
 
 
 def export_filename(campaign: Campaign) -> str:
