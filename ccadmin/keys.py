@@ -98,8 +98,18 @@ PUBLISH_WAKE_BULK = f"{PREFIX}:publish_wake_bulk"
 # Held (SET NX, a short TTL) by the drainer of a lane while it drains, on a
 # database without row locks that skip (SQLite): one drainer per lane at a time.
 DRAIN_LOCK = f"{PREFIX}:drain_lock"
-# RQ queue of bulk jobs (imports, rollbacks, scheduled changes).
+# RQ queue of bulk jobs (imports, rollbacks, scheduled changes, long coverage checks).
 IMPORT_QUEUE = "ccadmin-imports"
+
+
+def coverage_ids_key(token: str) -> str:
+    """A list of user ids stashed for a coverage check run by a worker (expires)."""
+    return f"{PREFIX}:coverage:{token}:ids"
+
+
+def coverage_uncovered_key(token: str) -> str:
+    """The ids without content that check found, for the download (expires)."""
+    return f"{PREFIX}:coverage:{token}:uncovered"
 # RQ queue of full-rebuild chunk jobs; the worker takes it before imports
 # (while Redis is not ready the API answers 503). Edits never queue behind
 # either: the drainers publish them from threads of their own.

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from support import csrf_token, login, wait_until
 
 from ccadmin.extensions import db
+from ccadmin.imports import coverage
 from ccadmin.models import ContentEntry, ScheduledChange
 
 TIMEOUT = 30.0
@@ -208,3 +209,29 @@ def test_coverage_counts_live_content_and_fallbacks(editor, campaign, redis_clie
     )
     assert download.headers["Content-Disposition"].endswith('spring-without-content.csv"')
     assert download.get_data(as_text=True).splitlines() == ["user_id", "3", "4", "'=cmd"]
+
+
+def test_a_long_coverage_list_is_checked_by_a_worker_with_progress(
+    editor, campaign, redis_client, spawn, monkeypatch
+):
+    monkeypatch.setattr(coverage, "INLINE_LIMIT", 3)
+    spawn(["-m", "workers"])
+    save_entry(campaign, "2", "two")
+    wait_until(lambda: stored_entry(redis_client, "spring", "2"), TIMEOUT)
+    response = editor.post(
+        f"{tools(campaign)}coverage",
+        data={"ids": "1\n2\n3\n4\n=cmd", "csrf_token": csrf_token(editor, tools(campaign))},
+    )
+    assert response.status_code == 302
+    page_url = response.headers["Location"]
+    page = wait_until(
+        lambda: (
+            'id="coverage-result"' in (text := editor.get(page_url).get_data(as_text=True)) and text
+        ),
+        TIMEOUT,
+    )
+    assert 'id="coverage-live">1<' in page and 'id="coverage-fallback">4<' in page
+    download = editor.get(f"{page_url}.csv")
+    assert download.get_data(as_text=True).splitlines() == ["user_id", "1", "3", "4", "'=cmd"]
+    assert editor.get(f"{tools(campaign)}coverage/not-a-token").status_code == 404
+    assert editor.get(f"{tools(campaign)}coverage/{'0' * 24}").status_code == 404

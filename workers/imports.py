@@ -1,4 +1,5 @@
-"""Bulk jobs: staging stored import bodies, applying change sets, and scheduled changes.
+"""Bulk jobs: staging stored import bodies, applying change sets, scheduled changes,
+and coverage checks of long lists.
 
 Enqueued by ccadmin/imports/changesets.py as "workers.imports.apply_import"
 and by ccadmin/imports/uploads.py as "workers.imports.ingest_import", on
@@ -11,11 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import current_app
 from rq import get_current_job
 
-from ccadmin.imports import scheduling, uploads
+from ccadmin.imports import coverage, scheduling, uploads
 from ccadmin.imports.applying import apply_change_set
 from ccadmin.models.imports import STATUS_QUEUED
+from ccadmin.redis_client import get_redis, get_store
 
 
 def apply_import(import_id: int) -> dict[str, Any]:
@@ -57,3 +60,17 @@ def ingest_import(import_id: int) -> dict[str, Any]:
 def apply_scheduled_change(change_id: int) -> dict[str, Any]:
     """Apply one scheduled content change at its time (its commit wakes the drainers)."""
     return scheduling.apply_scheduled_change(change_id)
+
+
+def check_coverage(slug: str, token: str, total: int) -> dict[str, Any]:
+    """Check a stashed list of user ids (a coverage check too long for a web request)."""
+    job = get_current_job()
+
+    def progress(done: int) -> None:
+        if job is not None:
+            job.meta["progress"] = {"done": done, "total": total}
+            job.save_meta()
+
+    settings = current_app.config["CCADMIN_SETTINGS"]
+    result = coverage.run_stashed(get_redis(settings), get_store(settings), slug, token, progress)
+    return result.as_dict()

@@ -7,26 +7,39 @@ this process (ccadmin/preview.py), so what it shows is what the caller gets.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from itertools import chain, islice
 from typing import Any
 
 import redis
 from flask import abort, current_app, flash, redirect, request, stream_with_context, url_for
 from flask_admin import BaseView, expose
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from ccadmin import preview, snippets
+from ccadmin import keys, preview, snippets
 from ccadmin.admin.base import AccessControlled, actor
 from ccadmin.admin.imports import parse_run_at
 from ccadmin.admin.schedule_form import CLEAR_PREFIX, FIELD_PREFIX, LOADED_PREFIX, ScheduleInput
 from ccadmin.content_schema import REQUIRED_FIELD, user_id_error
 from ccadmin.extensions import db
 from ccadmin.imports import coverage, revert, scheduling
+from ccadmin.imports.changesets import import_queue
 from ccadmin.imports.parsing import FileProblem
 from ccadmin.models import Campaign, ContentImport, ScheduledChange
 from ccadmin.models.imports import STATUS_SCHEDULED
 from ccadmin.models.users import ROLE_EDITOR
 from ccadmin.redis_client import get_redis, get_store
+
+# A coverage job's token, as coverage.stash makes it.
+TOKEN_PATTERN = re.compile(r"[0-9a-f]{24}")
+
+
+def coverage_job_id(token: str) -> str:
+    return f"coverage-{token}"
 
 
 def run_preview(campaign: Campaign, user_id: str) -> preview.Preview:
@@ -103,6 +116,7 @@ class CampaignToolsView(AccessControlled, BaseView):
             field_prefix=FIELD_PREFIX,
             coverage=extra.get("coverage"),
             coverage_ids=extra.get("coverage_ids", ""),
+            coverage_download=extra.get("coverage_download"),
         )
 
     @expose("/<int:campaign_id>/revert", methods=("POST",))
@@ -202,6 +216,14 @@ class CampaignToolsView(AccessControlled, BaseView):
             flash("Paste user ids or choose a file of them.", "error")
             return redirect(url_for(".tools_view", campaign_id=campaign_id))
         store = get_store(current_app.config["CCADMIN_SETTINGS"])
+        try:
+            first = list(islice(ids, coverage.INLINE_LIMIT + 1))
+        except FileProblem as problem:
+            flash(str(problem), "error")
+            return redirect(url_for(".tools_view", campaign_id=campaign_id))
+        if len(first) > coverage.INLINE_LIMIT:
+            return self._check_in_worker(campaign, chain(first, ids))
+        ids = iter(first)
         if request.form.get("download"):
             response = Response(
                 stream_with_context(coverage.uncovered_csv(store, campaign.slug, ids)),
@@ -220,3 +242,69 @@ class CampaignToolsView(AccessControlled, BaseView):
             flash("Redis cannot be reached; the coverage cannot be checked now.", "error")
             return redirect(url_for(".tools_view", campaign_id=campaign_id))
         return self._render_tools(campaign, coverage=result, coverage_ids=pasted)
+
+    def _check_in_worker(self, campaign: Campaign, ids: Iterator[str]) -> Response:
+        """Stash a long list and queue its check; the page that follows shows progress."""
+        connection = get_redis(current_app.config["CCADMIN_SETTINGS"])
+        try:
+            token, total = coverage.stash(connection, ids)
+            import_queue(connection).enqueue(
+                coverage.JOB,
+                campaign.slug,
+                token,
+                total,
+                job_id=coverage_job_id(token),
+                job_timeout=coverage.STASH_SECONDS,
+                result_ttl=coverage.STASH_SECONDS,
+            )
+        except FileProblem as problem:
+            flash(str(problem), "error")
+            return redirect(url_for(".tools_view", campaign_id=campaign.id))
+        except (redis.RedisError, OSError):
+            flash("Redis cannot be reached; the coverage cannot be checked now.", "error")
+            return redirect(url_for(".tools_view", campaign_id=campaign.id))
+        return redirect(url_for(".coverage_job_view", campaign_id=campaign.id, token=token))
+
+    @expose("/<int:campaign_id>/coverage/<token>")
+    def coverage_job_view(self, campaign_id: int, token: str) -> str | Response:
+        """A worker's coverage check: its progress, then its result."""
+        campaign = db.get_or_404(Campaign, campaign_id)
+        job = self._coverage_job(token)
+        if job.is_finished:
+            result = coverage.Coverage(**job.return_value())
+            download = url_for(".coverage_download_view", campaign_id=campaign_id, token=token)
+            return self._render_tools(campaign, coverage=result, coverage_download=download)
+        if job.is_failed:
+            flash("The coverage check failed; try again.", "error")
+            return redirect(url_for(".tools_view", campaign_id=campaign_id))
+        progress = job.get_meta(refresh=False).get("progress") or {"done": 0, "total": 0}
+        return self.render(
+            "admin/campaign_tools/coverage_progress.html", campaign=campaign, progress=progress
+        )
+
+    @expose("/<int:campaign_id>/coverage/<token>.csv")
+    def coverage_download_view(self, campaign_id: int, token: str) -> Response:
+        """The ids without content a worker's coverage check found, as CSV."""
+        campaign = db.get_or_404(Campaign, campaign_id)
+        if not self._coverage_job(token).is_finished:
+            abort(404)
+        connection = get_redis(current_app.config["CCADMIN_SETTINGS"])
+        lines = coverage.ids_csv(coverage.stashed(connection, keys.coverage_uncovered_key(token)))
+        response = Response(stream_with_context(lines), mimetype="text/csv")
+        response.headers["Content-Disposition"] = (
+            f'attachment; filename="{campaign.slug}-without-content.csv"'
+        )
+        return response
+
+    @staticmethod
+    def _coverage_job(token: str) -> Job:
+        """The coverage job of `token`; 404 for a token that is not one, or expired."""
+        if not TOKEN_PATTERN.fullmatch(token):
+            abort(404)
+        try:
+            return Job.fetch(
+                coverage_job_id(token),
+                connection=get_redis(current_app.config["CCADMIN_SETTINGS"]),
+            )
+        except NoSuchJobError:
+            abort(404)

@@ -4,16 +4,23 @@ The list is read line by line from an uploaded file (one id per line, or a
 CSV whose header names `user_id`) or from pasted text, and Redis is asked in
 pipelined chunks, so lists of millions of ids cost constant memory; the ids
 without content can be downloaded the same way, streamed.
+
+A list longer than INLINE_LIMIT is not checked inside the web request (1.5
+million ids take about 50 s, past a platform router's 30 s): its ids are
+stashed in the queue's Redis and a worker checks them (`run_stashed`), with
+progress, keeping the ids without content for the download. Both expire
+after STASH_SECONDS.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from itertools import islice
-from typing import IO
+from typing import IO, Any
 
 import redis
 
@@ -24,6 +31,10 @@ from ccadmin.imports.parsing import USER_ID_COLUMN, LineReader
 
 CHUNK = 1_000
 SAMPLE = 20
+INLINE_LIMIT = 100_000
+STASH_SECONDS = 3_600
+STASH_CHUNK = 10_000
+JOB = "workers.imports.check_coverage"
 
 
 @dataclass
@@ -36,6 +47,10 @@ class Coverage:
     invalid: int = 0
     fallback_sample: list[str] = field(default_factory=list)
     ready: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        """What a worker's job returns and the page shows."""
+        return asdict(self)
 
 
 def user_ids(binary: IO[bytes]) -> Iterator[str]:
@@ -82,8 +97,14 @@ def _answers(
             yield user_id, bool(length)
 
 
-def check_coverage(connection: redis.Redis, slug: str, ids: Iterator[str]) -> Coverage:
-    """Ask Redis, chunk by chunk, which ids have a live (non-tombstone) entry."""
+def check_coverage(
+    connection: redis.Redis,
+    slug: str,
+    ids: Iterator[str],
+    uncovered: Callable[[str], None] | None = None,
+) -> Coverage:
+    """Ask Redis, chunk by chunk, which ids have a live (non-tombstone) entry;
+    `uncovered` is told each id without one."""
     result = Coverage(ready=bool(connection.exists(keys.READY)))
     for user_id, live in _answers(connection, slug, ids):
         if live is None:
@@ -92,21 +113,90 @@ def check_coverage(connection: redis.Redis, slug: str, ids: Iterator[str]) -> Co
         result.checked += 1
         if live:
             result.live += 1
-        else:
-            result.fallback += 1
-            if len(result.fallback_sample) < SAMPLE:
-                result.fallback_sample.append(user_id)
+            continue
+        result.fallback += 1
+        if len(result.fallback_sample) < SAMPLE:
+            result.fallback_sample.append(user_id)
+        if uncovered is not None:
+            uncovered(user_id)
+    return result
+
+
+def stash(queue_connection: redis.Redis, ids: Iterator[str]) -> tuple[str, int]:
+    """Keep a list of ids for a worker to check; (its token, how many)."""
+    token = secrets.token_hex(12)
+    key = keys.coverage_ids_key(token)
+    count = 0
+    while chunk := [user_id for user_id in islice(ids, STASH_CHUNK) if user_id]:
+        pipe = queue_connection.pipeline(transaction=False)
+        pipe.rpush(key, *chunk)
+        pipe.expire(key, STASH_SECONDS)
+        pipe.execute()
+        count += len(chunk)
+    return token, count
+
+
+def stashed(queue_connection: redis.Redis, key: str) -> Iterator[str]:
+    """The ids of a stashed list, read in chunks."""
+    start = 0
+    while chunk := queue_connection.lrange(key, start, start + STASH_CHUNK - 1):
+        yield from (user_id.decode() for user_id in chunk)
+        start += len(chunk)
+
+
+def run_stashed(
+    queue_connection: redis.Redis,
+    store: redis.Redis,
+    slug: str,
+    token: str,
+    progress: Callable[[int], None],
+) -> Coverage:
+    """Check a stashed list (a worker's job), keeping the ids without content."""
+    target = keys.coverage_uncovered_key(token)
+    found: list[str] = []
+    checked = 0
+
+    def keep(user_id: str) -> None:
+        found.append(user_id)
+        if len(found) >= STASH_CHUNK:
+            flush()
+
+    def flush() -> None:
+        if found:
+            pipe = queue_connection.pipeline(transaction=False)
+            pipe.rpush(target, *found)
+            pipe.expire(target, STASH_SECONDS)
+            pipe.execute()
+            found.clear()
+
+    def counted(ids: Iterator[str]) -> Iterator[str]:
+        nonlocal checked
+        for user_id in ids:
+            yield user_id
+            checked += 1
+            if checked % STASH_CHUNK == 0:
+                progress(checked)
+
+    result = check_coverage(
+        store, slug, counted(stashed(queue_connection, keys.coverage_ids_key(token))), keep
+    )
+    flush()
+    queue_connection.delete(keys.coverage_ids_key(token))
     return result
 
 
 def uncovered_csv(connection: redis.Redis, slug: str, ids: Iterator[str]) -> Iterator[str]:
-    """CSV lines (`user_id`) of the ids without live content, as they are found."""
+    """CSV text (`user_id`) of the ids without live content, as they are found."""
+    return ids_csv(user_id for user_id, live in _answers(connection, slug, ids) if live is False)
+
+
+def ids_csv(ids: Iterator[str]) -> Iterator[str]:
+    """A `user_id` CSV of these ids, in pieces of about 64 KB."""
     yield f"{USER_ID_COLUMN}\r\n"
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    for user_id, live in _answers(connection, slug, ids):
-        if live is False:
-            writer.writerow([spreadsheet_safe(user_id)])
+    for user_id in ids:
+        writer.writerow([spreadsheet_safe(user_id)])
         if buffer.tell() > 64 * 1024:
             yield buffer.getvalue()
             buffer.seek(0)
