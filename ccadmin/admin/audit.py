@@ -128,6 +128,7 @@ class AuditView(KeysetModelView):
     """Append-only history; no role may write through the admin."""
 
     write_role = None
+    record_noun = "audit events"
     allow_create = False
     allow_edit = False
     allow_delete = False

@@ -180,6 +180,12 @@ class ProtectedModelView(AccessControlled, ModelView):
     def can_delete(self) -> bool:  # type: ignore[override]
         return self.allow_delete and self.user_can_write()
 
+    def get_empty_list_message(self) -> str:
+        """An empty list says why in a sentence: nothing yet, or nothing matching."""
+        if request.args.get("search") or any(name.startswith("flt") for name in request.args):
+            return f"No {self.record_noun} match this search and these filters."
+        return f"No {self.record_noun} yet."
+
     def is_action_allowed(self, name: str) -> bool:
         """Bulk actions are writes."""
         return self.user_can_write() and super().is_action_allowed(name)
