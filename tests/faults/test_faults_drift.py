@@ -60,11 +60,11 @@ def assert_repaired(counts: dict[str, int]) -> None:
 
 
 def assert_admin_shows(fault_app, make_user, reason: str) -> None:
-    """The admin home page carries the last report's reason and numbers."""
+    """The live metrics page carries the last report's reason and numbers."""
     make_user("ops@example.com", role="viewer")
     browser = fault_app.test_client()
     login(browser, "ops@example.com")
-    home = browser.get("/admin/").get_data(as_text=True)
+    home = browser.get("/admin/metrics/").get_data(as_text=True)
     assert f"({reason}," in home
     assert f"checked {ENTRIES} entries" in home
     assert f"repaired <strong>{len(DELETED) + len(STALE)}</strong>" in home

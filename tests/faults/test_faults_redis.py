@@ -99,7 +99,7 @@ def test_append_only_redis_losing_its_last_writes_is_repaired_in_one_pass(
     make_user("ops@example.com", role="viewer")
     browser = fault_app.test_client()
     login(browser, "ops@example.com")
-    home = browser.get("/admin/").get_data(as_text=True)
+    home = browser.get("/admin/metrics/").get_data(as_text=True)
     assert "Redis restarted" in home and "repaired <strong>500</strong>" in home
     assert reconcile()["repaired"] == 0
     print(f"case 5: 500 writes lost by the restart, repaired {recovery:.1f} s after it")
