@@ -41,6 +41,7 @@ from workers.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
 
+RQ_LOGGERS = ("rq.worker", "rq.job", "rq.scheduler")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(job_id)s] %(message)s"
 # Pause before starting a new worker loop after the previous one ended on an
 # error (Redis down): the loop itself retries only while waiting for jobs.
@@ -99,7 +100,11 @@ def configure_logging() -> None:
     handler.addFilter(JobIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+    level = os.environ.get("LOG_LEVEL", "INFO").upper()
+    root.setLevel(level)
+    # RQ sets its worker logger to INFO when imported: LOG_LEVEL holds for it too.
+    for name in RQ_LOGGERS:
+        logging.getLogger(name).setLevel(level)
 
 
 def main() -> None:
