@@ -65,6 +65,8 @@ def process_table(settings: config.Settings) -> dict[str, list[str]]:
             "waitress",
             f"--listen=127.0.0.1:{settings.admin_port}",
             "--threads=8",
+            # No Server header, as the API sends none.
+            "--ident=",
             "wsgi:app",
         ],
         "api": [python, "-m", "ccadmin.api"],

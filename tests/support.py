@@ -55,7 +55,10 @@ def start_admin(spawn) -> str:
     """The admin under waitress on a free port (via the `spawn` fixture); its base URL."""
     port = free_port()
     web = f"http://127.0.0.1:{port}"
-    spawn(["-m", "waitress", f"--listen=127.0.0.1:{port}", "wsgi:app"], ready_url=f"{web}/login")
+    spawn(
+        ["-m", "waitress", f"--listen=127.0.0.1:{port}", "--ident=", "wsgi:app"],
+        ready_url=f"{web}/login",
+    )
     return web
 
 

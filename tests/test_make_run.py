@@ -273,6 +273,9 @@ def test_make_run_serves_an_admin_edit_and_stops_cleanly(devserver):
     printed = devserver.printed()
     assert f"{devserver.admin_url}/login" in printed
     assert credentials["admin_email"] in printed
+    # The admin names no server software, as the API does not.
+    with urllib.request.urlopen(f"{devserver.admin_url}/login", timeout=5) as login_page:
+        assert login_page.headers["Server"] is None
     assert credentials["admin_password"] in printed
     assert f"curl -H 'X-API-Key: {api_key}' '{devserver.api_url}/data?user_id=42'" in printed
 

@@ -29,6 +29,7 @@ from ccadmin.admin.confirmation import Confirmation, confirmed
 from ccadmin.extensions import db, login_manager
 from ccadmin.forms import UntruncatedForm
 from ccadmin.models.users import ROLE_ADMIN, ROLE_VIEWER
+from ccadmin.security.identifiers import MAX_PAGE, record_id
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,19 @@ class ProtectedModelView(AccessControlled, ModelView):
     @property
     def can_delete(self) -> bool:  # type: ignore[override]
         return self.allow_delete and self.user_can_write()
+
+    def _get_list_extra_args(self) -> Any:
+        """A page number past any real list is refused (400), not sent to the database."""
+        view_args = super()._get_list_extra_args()
+        if view_args.page and view_args.page > MAX_PAGE:
+            abort(400, "No such page.")
+        return view_args
+
+    def get_one(self, id: Any) -> Any:
+        """The record of an `?id=` the database can hold; None (not found) otherwise."""
+        if record_id(str(id)) is None:
+            return None
+        return super().get_one(id)
 
     def get_empty_list_message(self) -> str:
         """An empty list says why in a sentence: nothing yet, or nothing matching."""

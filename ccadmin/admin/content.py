@@ -39,6 +39,7 @@ from ccadmin.models.users import ROLE_EDITOR
 from ccadmin.preview import CALLER_BODY_LIMIT
 from ccadmin.publishing import entry_writes
 from ccadmin.redis_client import get_store
+from ccadmin.security.identifiers import record_id
 
 log = logging.getLogger(__name__)
 
@@ -333,8 +334,9 @@ class ContentView(KeysetModelView):
     # Forms follow the campaign: chosen on create, fixed on edit.
     def _chosen_campaign(self) -> Campaign | None:
         raw = request.form.get("campaign_id") or request.args.get("campaign_id")
-        if raw and raw.isdigit():
-            campaign = db.session.get(Campaign, int(raw))
+        campaign_id = record_id(raw)
+        if campaign_id is not None:
+            campaign = db.session.get(Campaign, campaign_id)
             if campaign is not None:
                 return campaign
         return db.session.scalars(
@@ -436,7 +438,7 @@ class ContentView(KeysetModelView):
             flash("That entry does not exist (or was deleted).", "error")
             return redirect(self.get_url(".index_view"))
         here = self.get_url(".details_view", id=entry.id)
-        number = request.form.get("version", type=int)
+        number = record_id(request.form.get("version"))
         version = history.find_version(entry, number) if number else None
         if version is None or version.deleted:
             flash("That version is not recorded, or is a deletion; nothing was restored.", "error")

@@ -59,6 +59,7 @@ from ccadmin.models.imports import (
 )
 from ccadmin.models.users import ROLE_EDITOR
 from ccadmin.redis_client import get_redis
+from ccadmin.security.identifiers import record_id
 
 # Stored whole and waiting for the worker, or being staged by it: the page polls.
 STAGING_STATUSES = (STATUS_RECEIVED, STATUS_STAGING)
@@ -183,7 +184,7 @@ class ImportView(AccessControlled, BaseView):
     def index(self) -> str:
         """Recent change sets (optionally of one campaign) and the upload form."""
         query = select(ContentImport).order_by(ContentImport.id.desc()).limit(LIST_SIZE)
-        campaign_id = request.args.get("campaign_id", type=int)
+        campaign_id = record_id(request.args.get("campaign_id"))
         if campaign_id:
             query = query.where(ContentImport.campaign_id == campaign_id)
         return self.render(
@@ -214,7 +215,7 @@ class ImportView(AccessControlled, BaseView):
             validate_csrf(form.get("csrf_token"))
         except ValidationError as error:
             raise CSRFError(error.args[0]) from None
-        campaign = db.session.get(Campaign, form.get("campaign_id", type=int) or 0)
+        campaign = db.session.get(Campaign, record_id(form.get("campaign_id")) or 0)
         upload = files.get("file")
         if campaign is None:
             flash("Choose a campaign.", "error")

@@ -12,11 +12,14 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ccadmin.config import Settings
 from ccadmin.security import errors, headers, sessions
+from ccadmin.security.identifiers import RecordIdConverter
 
 
 def init_app(app: Flask) -> None:
     """Install every admin protection on `app`."""
     settings: Settings = app.config["CCADMIN_SETTINGS"]
+    # Before any route is added: `<int:...>` never matches an id too big to store.
+    app.url_map.converters["int"] = RecordIdConverter
     if settings.trusted_proxies:
         # Behind N proxies, the Nth value from the right of X-Forwarded-For is
         # the client and X-Forwarded-Proto says whether it used HTTPS. Without

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 
 import pytest
@@ -114,8 +115,10 @@ def test_error_pages_are_plain(app, make_user, method, url, status):
 def test_json_clients_get_json_errors(app):
     response = fresh_browser(app).get("/nothing", headers={"Accept": "application/json"})
     assert response.status_code == 404
-    assert response.get_json() == {"error": "not_found",
-                                   "message": "There is no page at this address."}
+    assert response.get_json() == {
+        "error": "not_found",
+        "message": "There is no page at this address.",
+    }
 
 
 def test_oversized_request_is_413(admin):
@@ -151,3 +154,43 @@ def test_server_errors_show_no_sql_or_traceback(_schema):
             assert_security_headers(response)
         db.session.remove()
         db.engine.dispose()
+
+
+HUGE = "99999999999999999999"
+
+
+@pytest.mark.parametrize(
+    ("url", "status"),
+    [
+        (f"/admin/content/?page={HUGE}", 400),
+        (f"/admin/audit/?page={HUGE}", 400),
+        (f"/admin/campaigns/?page={HUGE}", 400),
+        (f"/admin/imports/{HUGE}/", 404),
+        (f"/admin/campaign-tools/{HUGE}/", 404),
+        # Flask-Admin's answer for a record that does not exist: back to the list.
+        (f"/admin/content/details/?id={HUGE}", 302),
+        # Unknown campaigns: the form's first campaign, all imports.
+        (f"/admin/content/new/?campaign_id={HUGE}", 200),
+        (f"/admin/imports/?campaign_id={HUGE}", 200),
+    ],
+)
+def test_numbers_too_big_for_the_database_are_not_server_errors(client, make_user, url, status):
+    make_user("admin@example.com", role="admin")
+    login(client, "admin@example.com")
+    assert client.get(url).status_code == status
+
+
+def test_an_upload_for_a_campaign_id_too_big_is_refused_cleanly(client, make_user):
+    make_user("admin@example.com", role="admin")
+    login(client, "admin@example.com")
+    response = client.post(
+        "/admin/imports/upload",
+        data={
+            "campaign_id": HUGE,
+            "csrf_token": csrf_token(client, "/admin/imports/"),
+            "file": (io.BytesIO(b"user_id,message\n1,a\n"), "a.csv"),
+        },
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 302
+    assert "Choose a campaign." in client.get("/admin/imports/").get_data(as_text=True)
