@@ -21,7 +21,13 @@ AWKWARD = {
     "2": {"message": 'comma, "quotes" and\nnew line', "cta": "Shop"},
     "3": {"message": "ünïcödé ✓ and emoji 🎉", "cta": "=SUM(A1)"},
     "x y": {"message": "  leading spaces kept", "cta": "tab\there"},
+    # What a spreadsheet would run as a formula, and a value that looks guarded.
+    "=HYPERLINK(1)": {"message": '=HYPERLINK("http://evil.example","x")', "cta": "+cmd"},
+    "f2": {"message": "-1+1", "cta": "@SUM(1)"},
+    "f3": {"message": "\tstarts with a tab", "cta": "'=already quoted"},
 }
+# Cells that must never reach a spreadsheet as they are.
+FORMULAS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @pytest.fixture
@@ -52,15 +58,20 @@ def test_export_streams_the_campaign_in_import_columns(client, make_user, campai
     rows = list(csv.reader(io.StringIO(response.get_data(as_text=True))))
     assert rows[0] == ["user_id", "message", "cta"]
     exported = {row[0]: {"message": row[1], "cta": row[2]} for row in rows[1:]}
-    assert set(exported) == set(AWKWARD)  # no tombstone, no other campaign
+    assert len(exported) == len(AWKWARD)  # no tombstone, no other campaign
     assert exported["2"] == AWKWARD["2"]
     assert exported["1"] == {"message": "plain", "cta": ""}
+    # Formula-like cells go out behind a quote (OWASP), and come back unchanged below.
+    assert exported["'=HYPERLINK(1)"]["cta"] == "'+cmd"
+    assert exported["f3"] == {"message": "'\tstarts with a tab", "cta": "''=already quoted"}
+    assert not any(cell.startswith(FORMULAS) for row in rows for cell in row)
 
 
 def test_export_pages_through_entries(app, campaign, monkeypatch):
     monkeypatch.setattr(export, "EXPORT_CHUNK", 2)
     chunks = list(export.export_csv(campaign.id, ["message", "cta"]))
-    assert len(chunks) == 1 + 2  # the header, then two pages of two entries
+    # The header, then pages of two entries.
+    assert len(chunks) == 1 + (len(AWKWARD) + 1) // 2
     assert sum(chunk.count("\r\n") for chunk in chunks) >= 5
 
 
@@ -78,4 +89,18 @@ def test_export_then_import_changes_nothing(client, make_user, campaign):
         content_import.new_rows,
         content_import.changed_rows,
         content_import.invalid_rows,
-    ) == (4, 4, 0, 0, 0)
+    ) == (len(AWKWARD), len(AWKWARD), 0, 0, 0)
+
+
+@pytest.mark.parametrize("path", ["/admin/content/export/csv/", "/admin/campaigns/export/csv/"])
+def test_list_exports_guard_formulas(client, make_user, campaign, path):
+    make_user("admin@example.com", role="admin")
+    login(client, "admin@example.com")
+    if "campaigns" in path:
+        campaign.name = '=HYPERLINK("http://evil.example","x")'
+        db.session.commit()
+    response = client.get(path)
+    assert response.status_code == 200
+    rows = list(csv.reader(io.StringIO(response.get_data(as_text=True))))
+    assert not any(cell.startswith(FORMULAS) for row in rows for cell in row)
+    assert any(cell.startswith("'=HYPERLINK") for row in rows for cell in row)

@@ -28,6 +28,7 @@ from ccadmin import publishing
 from ccadmin.admin.confirmation import Confirmation, confirmed
 from ccadmin.extensions import db, login_manager
 from ccadmin.forms import UntruncatedForm
+from ccadmin.imports.spreadsheet import guarded
 from ccadmin.models.users import ROLE_ADMIN, ROLE_VIEWER
 from ccadmin.security.identifiers import MAX_PAGE, record_id
 
@@ -187,6 +188,11 @@ class ProtectedModelView(AccessControlled, ModelView):
         if view_args.page and view_args.page > MAX_PAGE:
             abort(400, "No such page.")
         return view_args
+
+    def get_export_value(self, model: Any, name: Any) -> Any:
+        """Exported text a spreadsheet would run as a formula is guarded (spreadsheet.py)."""
+        value = super().get_export_value(model, name)
+        return guarded(value) if isinstance(value, str) else value
 
     def get_one(self, id: Any) -> Any:
         """The record of an `?id=` the database can hold; None (not found) otherwise."""

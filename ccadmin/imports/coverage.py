@@ -26,8 +26,8 @@ import redis
 
 from ccadmin import keys
 from ccadmin.content_schema import user_id_error
-from ccadmin.imports.export import spreadsheet_safe
 from ccadmin.imports.parsing import USER_ID_COLUMN, LineReader
+from ccadmin.imports.spreadsheet import guarded, unguarded
 
 CHUNK = 1_000
 SAMPLE = 20
@@ -64,11 +64,11 @@ def user_ids(binary: IO[bytes]) -> Iterator[str]:
         column = [name.strip() for name in header].index(USER_ID_COLUMN)
         for cells in csv.reader(lines):
             if len(cells) > column:
-                yield cells[column].strip()
+                yield unguarded(cells[column].strip())
         return
-    yield first.strip()
+    yield unguarded(first.strip())
     for line in lines:
-        yield line.strip()
+        yield unguarded(line.strip())
 
 
 def pasted_user_ids(text: str) -> Iterator[str]:
@@ -196,7 +196,7 @@ def ids_csv(ids: Iterator[str]) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     for user_id in ids:
-        writer.writerow([spreadsheet_safe(user_id)])
+        writer.writerow([guarded(user_id)])
         if buffer.tell() > 64 * 1024:
             yield buffer.getvalue()
             buffer.seek(0)

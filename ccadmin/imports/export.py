@@ -2,7 +2,8 @@
 
 Rows are read by keyset pagination on the primary key, so each query costs
 the same however far the export has gone; deleted entries (tombstones) are
-left out. Importing the file unchanged changes nothing.
+left out. Cells a spreadsheet would run as formulas are guarded
+(imports/spreadsheet.py). Importing the file unchanged changes nothing.
 """
 
 from __future__ import annotations
@@ -15,18 +16,12 @@ from sqlalchemy import select
 
 from ccadmin.extensions import db
 from ccadmin.imports.parsing import USER_ID_COLUMN
+from ccadmin.imports.spreadsheet import guarded
 from ccadmin.models import Campaign, ContentEntry
 
 EXPORT_CHUNK = 5_000
-# A cell starting with one of these is a formula to a spreadsheet (OWASP's list).
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 content_columns = ContentEntry.__table__.c
-
-
-def spreadsheet_safe(value: str) -> str:
-    """`value`, with a leading apostrophe if a spreadsheet would run it as a formula."""
-    return f"'{value}" if value.startswith(FORMULA_STARTS) else value
 
 
 def export_filename(campaign: Campaign) -> str:
@@ -61,6 +56,7 @@ def export_csv(campaign_id: int, field_names: list[str]) -> Iterator[str]:
         buffer.truncate()
         for row in rows:
             fields = row.fields or {}
-            writer.writerow([row.user_id, *(fields.get(name, "") for name in field_names)])
+            cells = [row.user_id, *(fields.get(name, "") for name in field_names)]
+            writer.writerow([guarded(cell) for cell in cells])
         yield buffer.getvalue()
         last_id = rows[-1].id

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from ccadmin.content_schema import nested_deeper_than
+from ccadmin.imports.spreadsheet import unguarded
 
 FORMAT_CSV = "csv"
 FORMAT_JSONL = "jsonl"
@@ -144,7 +145,8 @@ def _csv_body(reader: Any, lines: LineReader, columns: list[str]) -> Iterator[So
                 )
             yield SourceRow(start, None, f"Expected {width} columns, found {len(cells)}.")
             continue
-        yield SourceRow(start, dict(zip(columns, cells, strict=True)))
+        # An exported file's guarded cells (imports/spreadsheet.py) read back as they were.
+        yield SourceRow(start, dict(zip(columns, map(unguarded, cells), strict=True)))
 
 
 def _jsonl_rows(lines: LineReader) -> Iterator[SourceRow]:
