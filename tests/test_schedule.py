@@ -13,6 +13,7 @@ from publishing_support import delete_entry, make_campaign, save_entry, stored_e
 from sqlalchemy import select
 from support import csrf_token, login, wait_until
 
+from ccadmin import keys
 from ccadmin.extensions import db
 from ccadmin.imports import coverage
 from ccadmin.models import ContentEntry, ScheduledChange
@@ -236,3 +237,10 @@ def test_a_long_coverage_list_is_checked_by_a_worker_with_progress(
     assert download.get_data(as_text=True).splitlines() == ["user_id", "3", "4", "'=cmd"]
     assert editor.get(f"{tools(campaign)}coverage/not-a-token").status_code == 404
     assert editor.get(f"{tools(campaign)}coverage/{'0' * 24}").status_code == 404
+
+
+def test_blank_lines_never_end_a_stashed_list_early(app, redis_client, monkeypatch):
+    monkeypatch.setattr(coverage, "STASH_CHUNK", 2)
+    token, count = coverage.stash(redis_client, iter(["a", "", "", "", "b", "c"]))
+    assert count == 3
+    assert list(coverage.stashed(redis_client, keys.coverage_ids_key(token))) == ["a", "b", "c"]

@@ -127,7 +127,9 @@ def stash(queue_connection: redis.Redis, ids: Iterator[str]) -> tuple[str, int]:
     token = secrets.token_hex(12)
     key = keys.coverage_ids_key(token)
     count = 0
-    while chunk := [user_id for user_id in islice(ids, STASH_CHUNK) if user_id]:
+    # Blank lines are dropped before chunking: a chunk of blanks is not the end.
+    ids = (user_id for user_id in ids if user_id)
+    while chunk := list(islice(ids, STASH_CHUNK)):
         pipe = queue_connection.pipeline(transaction=False)
         pipe.rpush(key, *chunk)
         pipe.expire(key, STASH_SECONDS)
