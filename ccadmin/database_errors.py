@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, g, render_template
+from flask import Flask, Response, g, render_template
 from sqlalchemy.exc import DisconnectionError, OperationalError
 
 from ccadmin.extensions import db, login_manager
+from ccadmin.security.errors import renderer_for_path
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,11 @@ MESSAGE = (
 )
 
 
-def database_unavailable(error: Exception) -> tuple[str, int, list[tuple[str, str]]]:
+def database_unavailable(error: Exception) -> tuple[Response | str, int, list[tuple[str, str]]]:
     """503 with a fixed message; the driver's error (and its SQL) goes to the log only."""
+    renderer = renderer_for_path()
+    if renderer is not None:
+        return renderer(error), 503, []
     log.error("database unreachable: %s", type(error).__name__, exc_info=error)
     db.session.rollback()
     if "_login_user" not in g:

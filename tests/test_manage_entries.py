@@ -124,6 +124,9 @@ def test_unknown_campaign_path_and_method(client, token):
     assert unknown.status_code == 404 and unknown.json["error"] == "campaign_not_found"
     nowhere = client.get("/manage/v1/nowhere", headers=bearer(token))
     assert nowhere.status_code == 404 and nowhere.json["error"] == "not_found"
+    # An id past what the database holds fails routing after a route matched.
+    too_big = client.get(f"/manage/v1/campaigns/spring/imports/{10**40}", headers=bearer(token))
+    assert too_big.status_code == 404 and too_big.json["error"] == "not_found"
     wrong_method = client.post(URL, headers=bearer(token))
     assert wrong_method.status_code == 405 and wrong_method.json["error"] == "method_not_allowed"
     assert set(wrong_method.headers["Allow"].split(", ")) >= {"GET", "PUT", "PATCH", "DELETE"}

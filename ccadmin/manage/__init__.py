@@ -14,8 +14,9 @@ from werkzeug.routing import PathConverter
 
 from ccadmin.extensions import csrf
 from ccadmin.manage import auth, batch, campaigns, entries, imports, openapi  # noqa: F401
-from ccadmin.manage.errors import ApiError
+from ccadmin.manage.errors import ApiError, handle_any
 from ccadmin.manage.routes import bp, close_methods
+from ccadmin.security.errors import render_under
 
 close_methods()
 
@@ -63,6 +64,8 @@ class AnyTextConverter(PathConverter):
     """
 
     regex = r"[\s\S]*?"
+    # Declared, since werkzeug would infer True from a regex without "/".
+    part_isolating = False
 
 
 def init_app(app: Flask) -> None:
@@ -70,3 +73,4 @@ def init_app(app: Flask) -> None:
     app.url_map.converters["anytext"] = AnyTextConverter
     app.register_blueprint(bp)
     csrf.exempt(bp)
+    render_under(app, f"{bp.url_prefix}/", handle_any)

@@ -99,6 +99,17 @@ def handle_unexpected(error: Exception) -> Response:
     return error_response(500, "internal_error", "Something went wrong on our side; it is logged.")
 
 
+def handle_any(error: Exception) -> Response:
+    """Any error, as the blueprint's handlers would answer it (for errors raised outside it)."""
+    if isinstance(error, ApiError):
+        return handle_api_error(error)
+    if isinstance(error, HTTPException):
+        return handle_http_error(error)
+    if isinstance(error, (OperationalError, DisconnectionError)):
+        return handle_database_down(error)
+    return handle_unexpected(error)
+
+
 def register(blueprint: Any) -> None:
     """Install the handlers on the blueprint (its views only; see routes.not_found)."""
     blueprint.register_error_handler(ApiError, handle_api_error)

@@ -20,6 +20,8 @@ from ccadmin.manage import errors, schemas
 from ccadmin.manage.errors import ApiError
 
 bp = Blueprint("manage", __name__, url_prefix="/manage/v1")
+# Repeated slashes can belong to a user id: never redirect them away.
+RULE_OPTIONS = {"merge_slashes": False}
 errors.register(bp)
 
 JSON_TYPES = ("application/json",)
@@ -56,7 +58,9 @@ def operation(rule: str, method: str, **spec: Any) -> Callable[[Callable], Calla
         op = Operation(operation_id=view.__name__, method=method, rule=rule, **spec)
         OPERATIONS.append(op)
         view.manage_operation = op  # type: ignore[attr-defined]
-        bp.add_url_rule(rule, endpoint=view.__name__, view_func=view, methods=[method])
+        bp.add_url_rule(
+            rule, endpoint=view.__name__, view_func=view, methods=[method], **RULE_OPTIONS
+        )
         return view
 
     return register
@@ -155,11 +159,15 @@ def close_methods() -> None:
 
         others = [method for method in ALL_METHODS if method not in methods]
         bp.add_url_rule(
-            rule, endpoint=f"method_not_allowed_{number}", view_func=refuse, methods=others
+            rule,
+            endpoint=f"method_not_allowed_{number}",
+            view_func=refuse,
+            methods=others,
+            **RULE_OPTIONS,
         )
 
 
-@bp.route("/<anytext:anything>", methods=list(ALL_METHODS))
+@bp.route("/<anytext:anything>", methods=list(ALL_METHODS), **RULE_OPTIONS)
 def not_found(anything: str) -> Any:
     """Unknown paths under /manage/v1 answer in JSON like the rest."""
     raise ApiError(404, "not_found", "There is nothing at this address.")

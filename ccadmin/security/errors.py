@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.wrappers import Response
 
@@ -32,6 +33,26 @@ TITLES = {
 }
 
 ErrorAnswer = tuple[Response | str, int, list[tuple[str, str]]]
+PrefixRenderer = Callable[[Exception], Response]
+_PREFIXES = "ccadmin.error_prefixes"
+
+
+def render_under(app: Flask, prefix: str, renderer: PrefixRenderer) -> None:
+    """Let `renderer` answer the app-level errors of every path under `prefix`.
+
+    Errors raised while routing (no route, an id a converter refused) reach
+    only the app's handlers, never a blueprint's, so an API with its own error
+    format registers it here.
+    """
+    app.extensions.setdefault(_PREFIXES, {})[prefix] = renderer
+
+
+def renderer_for_path() -> PrefixRenderer | None:
+    """The renderer registered for this request's path, if any."""
+    for prefix, renderer in current_app.extensions.get(_PREFIXES, {}).items():
+        if request.path.startswith(prefix):
+            return renderer
+    return None
 
 
 def _wants_json() -> bool:
@@ -41,6 +62,10 @@ def _wants_json() -> bool:
 
 def render_error(error: HTTPException) -> ErrorAnswer:
     """The status's fixed message, as JSON or a plain page; nothing from the error itself."""
+    renderer = renderer_for_path()
+    if renderer is not None:
+        response = renderer(error)
+        return response, response.status_code, []
     status = error.code if error.code in MESSAGES else 500
     title, message = TITLES[status], MESSAGES[status]
     if _wants_json():
@@ -60,6 +85,9 @@ def render_error(error: HTTPException) -> ErrorAnswer:
 
 def render_unexpected(error: InternalServerError) -> ErrorAnswer:
     """An exception no view handled: logged in full, shown as a plain 500."""
+    renderer = renderer_for_path()
+    if renderer is not None:
+        return renderer(getattr(error, "original_exception", None) or error), 500, []
     original = getattr(error, "original_exception", None)
     if original is not None:
         log.error("unhandled error on %s %s", request.method, request.path, exc_info=original)
