@@ -35,14 +35,14 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
 def register_config(app: Flask, settings: config.Settings) -> None:
     """Flask settings derived from the environment, plus the settings object itself."""
-    settings.instance_path.mkdir(parents=True, exist_ok=True)
+    config.private_directory(settings.instance_path)
     engine_options: dict[str, Any] = {"pool_pre_ping": True}
     if settings.database_url.startswith("sqlite"):
         # Several processes share the SQLite file; wait for a lock, don't fail.
         engine_options["connect_args"] = {"timeout": 30}
     app.config.update(
         CCADMIN_SETTINGS=settings,
-        SECRET_KEY=settings.secret_key,
+        SECRET_KEY=settings.require_secret_key(),
         SQLALCHEMY_DATABASE_URI=settings.database_url,
         SQLALCHEMY_ENGINE_OPTIONS=engine_options,
         SESSION_COOKIE_HTTPONLY=True,

@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_INSTANCE = PROJECT_ROOT / "instance"
-# The local/dev secret: accepted only while the database is the embedded SQLite
-# default, so a real deployment cannot start with a guessable session key.
-DEV_SECRET_KEY = "ccadmin-local-dev-only"
+# Where `make run` keeps the random session key it generates on first start
+# (owner-only); read when SECRET_KEY is unset.
+SECRET_KEY_FILE = "secret_key"
+MISSING_SECRET_KEY = (
+    "SECRET_KEY is not set: set it to a long random string (python -c 'import secrets; "
+    "print(secrets.token_urlsafe(48))'); `make run` creates one in instance/secret_key"
+)
 
 # HTTP servers the API can run under; the first is the default.
 API_SERVERS = ("waitress", "granian")
@@ -119,7 +124,7 @@ class Settings:
     instance_path: Path
     database_url: str
     redis_url: str | None
-    secret_key: str
+    secret_key: str | None
     api_keys: tuple[str, ...]
     admin_email: str | None
     admin_password: str | None
@@ -199,6 +204,12 @@ class Settings:
     # processes read entries and the config there; workers write the primary.
     redis_read_urls: tuple[str, ...] = ()
 
+    def require_secret_key(self) -> str:
+        """The session signing key; processes that sign sessions refuse to start without one."""
+        if not self.secret_key:
+            raise ConfigError(MISSING_SECRET_KEY)
+        return self.secret_key
+
     @property
     def embedded_redis(self) -> bool:
         """True when no `REDIS_URL` is set and the project runs its own Redis."""
@@ -216,6 +227,26 @@ class Settings:
         return f"unix://{self.redis_socket_path}"
 
 
+def private_directory(path: Path) -> Path:
+    """Create `path` owner-only (0700), or tighten it: it holds the key, data and sockets.
+
+    A shared directory with the sticky bit (such as /tmp) is left as it is.
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = path.stat().st_mode
+    if mode & 0o077 and not mode & stat.S_ISVTX:
+        path.chmod(0o700)
+    return path
+
+
+def stored_secret_key(instance_path: Path) -> str | None:
+    """The key `make run` generated in the instance folder, if there is one."""
+    try:
+        return (instance_path / SECRET_KEY_FILE).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
 def load(environ: dict[str, str] | os._Environ | None = None) -> Settings:
     """Read and validate settings; raises ConfigError with the variable's name."""
     env = os.environ if environ is None else environ
@@ -223,18 +254,7 @@ def load(environ: dict[str, str] | os._Environ | None = None) -> Settings:
     database_url = normalize_database_url(
         env.get("DATABASE_URL") or f"sqlite:///{instance_path / 'ccadmin.db'}"
     )
-    local_default = "DATABASE_URL" not in env or database_url.startswith("sqlite")
-    secret_key = env.get("SECRET_KEY") or ""
-    if not secret_key:
-        if not local_default:
-            raise ConfigError(
-                "SECRET_KEY is required when DATABASE_URL points at a real database; "
-                "set it to a long random string (python -c 'import secrets; "
-                "print(secrets.token_urlsafe(48))')"
-            )
-        secret_key = DEV_SECRET_KEY
-    elif secret_key == DEV_SECRET_KEY and not local_default:
-        raise ConfigError("SECRET_KEY must not be the local development value on a real database")
+    secret_key = env.get("SECRET_KEY") or stored_secret_key(instance_path)
     cores = os.cpu_count() or 1
     if env.get("REDIS_READ_URLS") and not env.get("REDIS_URL"):
         raise ConfigError("REDIS_READ_URLS needs REDIS_URL: the primary they replicate")
@@ -260,9 +280,7 @@ def load(environ: dict[str, str] | os._Environ | None = None) -> Settings:
         )
         / 1000.0,
         api_host=env.get("API_HOST") or "0.0.0.0",
-        api_channel_timeout=parse_int(
-            "API_CHANNEL_TIMEOUT", env.get("API_CHANNEL_TIMEOUT"), 30, 1
-        ),
+        api_channel_timeout=parse_int("API_CHANNEL_TIMEOUT", env.get("API_CHANNEL_TIMEOUT"), 30, 1),
         api_shutdown_seconds=parse_int(
             "API_SHUTDOWN_SECONDS", env.get("API_SHUTDOWN_SECONDS"), 10, 0
         ),

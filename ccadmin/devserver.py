@@ -8,6 +8,7 @@ embedded Redis. Local development only: deployments use the Procfile.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -154,13 +155,35 @@ def credentials_path(settings: config.Settings) -> Path:
     return settings.instance_path / "credentials.json"
 
 
-def save_credentials(settings: config.Settings, credentials: dict) -> None:
-    """Keep the generated login and demo key (owner-only) so each start can print them."""
-    path = credentials_path(settings)
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to a file only its owner can read, whatever it was before."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(descriptor, 0o600)
     with os.fdopen(descriptor, "w") as handle:
-        json.dump(credentials, handle, indent=2)
+        handle.write(text)
+
+
+def save_credentials(settings: config.Settings, credentials: dict) -> None:
+    """Keep the generated login and demo key (owner-only) so each start can print them."""
+    write_private(credentials_path(settings), json.dumps(credentials, indent=2))
+
+
+def ensure_secret_key(settings: config.Settings) -> config.Settings:
+    """Generate the session key on first start and keep it owner-only in the instance folder.
+
+    Every child reads it from there (config.stored_secret_key), so sessions
+    survive a restart and no two installations share a key.
+    """
+    config.private_directory(settings.instance_path)
+    path = settings.instance_path / config.SECRET_KEY_FILE
+    if path.exists():
+        path.chmod(0o600)
+    if settings.secret_key:
+        return settings
+    key = secrets.token_urlsafe(48)
+    write_private(path, key + "\n")
+    say("run", f"generated a session key in {path}")
+    return dataclasses.replace(settings, secret_key=key)
 
 
 def load_credentials(settings: config.Settings) -> dict:
@@ -345,7 +368,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, _raise_shutdown)
     signal.signal(signal.SIGTERM, _raise_shutdown)
     try:
-        settings = config.load()
+        settings = ensure_secret_key(config.load())
         run(settings)
     except Shutdown as stop:
         say("run", f"{stop} received: stopped")

@@ -18,6 +18,12 @@ import subprocess
 import time
 from pathlib import Path
 
+from ccadmin.config import private_directory
+
+# What the embedded Redis writes: snapshots and the append-only files hold
+# session ids, so they stay owner-only even where an older start left them open.
+DATA_FILES = ("redis.rdb", "redis.log", "appendonly.aof", "appendonlydir")
+
 
 class EmbeddedRedisError(RuntimeError):
     """The embedded Redis could not be started; the message says why."""
@@ -54,38 +60,54 @@ def is_answering(socket_path: Path, timeout: float = 0.5) -> bool:
 
 def ensure_running(instance_path: Path, timeout: float = 10.0) -> Path:
     """Start the embedded Redis unless one already answers; return its socket path."""
-    instance_path.mkdir(parents=True, exist_ok=True)
+    private_directory(instance_path)
     socket_path = instance_path / "redis.sock"
     if is_answering(socket_path):
         return socket_path
-    with open(instance_path / "redis.lock", "w") as lock:
+    with open(instance_path / "redis.lock", "w", opener=_owner_only) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if is_answering(socket_path):
             return socket_path
         socket_path.unlink(missing_ok=True)
+        restrict_data_files(instance_path)
         subprocess.run(
             [
                 server_binary(),
-                "--port", "0",
-                "--unixsocket", str(socket_path),
-                "--unixsocketperm", "700",
-                "--dir", str(instance_path),
-                "--dbfilename", "redis.rdb",
+                "--port",
+                "0",
+                "--unixsocket",
+                str(socket_path),
+                "--unixsocketperm",
+                "700",
+                "--dir",
+                str(instance_path),
+                "--dbfilename",
+                "redis.rdb",
                 # Separate words: "60 1" as one argument leaves saving off.
-                "--save", "60", "1",
+                "--save",
+                "60",
+                "1",
                 # The append-only file loses at most a second of writes on a
                 # crash, where a snapshot alone could lose a minute.
-                "--appendonly", "yes",
-                "--appendfsync", "everysec",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
                 # Entries (two fields, a body of a few hundred bytes) stay in
                 # the compact encoding: about 30% less memory per entry
                 # (docs/scaling.md). The 6.2 name; Redis 7 still accepts it.
-                "--hash-max-ziplist-value", "512",
-                "--daemonize", "yes",
-                "--pidfile", str(instance_path / "redis.pid"),
-                "--logfile", str(instance_path / "redis.log"),
+                "--hash-max-ziplist-value",
+                "512",
+                "--daemonize",
+                "yes",
+                "--pidfile",
+                str(instance_path / "redis.pid"),
+                "--logfile",
+                str(instance_path / "redis.log"),
             ],
             check=True,
+            # Its data and log (which hold session ids) are the owner's only.
+            umask=0o077,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -93,6 +115,22 @@ def ensure_running(instance_path: Path, timeout: float = 10.0) -> Path:
                 return socket_path
             time.sleep(0.05)
     raise EmbeddedRedisError(f"embedded Redis did not start; see {instance_path / 'redis.log'}")
+
+
+def _owner_only(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)
+
+
+def restrict_data_files(instance_path: Path) -> None:
+    """Make the embedded Redis's existing files owner-only (0600, folders 0700)."""
+    for name in DATA_FILES:
+        path = instance_path / name
+        if path.is_dir():
+            path.chmod(0o700)
+            for child in path.iterdir():
+                child.chmod(0o600)
+        elif path.exists():
+            path.chmod(0o600)
 
 
 def stop(instance_path: Path, timeout: float = 10.0) -> bool:

@@ -18,7 +18,6 @@ def test_defaults_are_the_local_embedded_setup():
     assert settings.redis_url is None
     assert settings.embedded_redis
     assert settings.effective_redis_url == f"unix://{config.DEFAULT_INSTANCE / 'redis.sock'}"
-    assert settings.secret_key == config.DEV_SECRET_KEY
     assert settings.api_keys == ()
     assert settings.admin_email is None
     assert settings.admin_password is None
@@ -70,26 +69,45 @@ def test_normalized_postgresql_url_loads_an_installed_driver():
     engine.dispose()
 
 
-def test_missing_secret_key_with_a_real_database_is_an_error_naming_it():
-    with pytest.raises(ConfigError, match="SECRET_KEY"):
-        config.load(environ={"DATABASE_URL": "postgresql://postgres@127.0.0.1/cc"})
+@pytest.mark.parametrize(
+    "database_url", [None, "sqlite:////tmp/cc.db", "postgresql://postgres@127.0.0.1/cc"]
+)
+@pytest.mark.parametrize("secret", [None, ""])
+def test_no_database_gives_a_built_in_session_key(tmp_path, database_url, secret):
+    environ = {"CCADMIN_INSTANCE_PATH": str(tmp_path)}
+    if database_url:
+        environ["DATABASE_URL"] = database_url
+    if secret is not None:
+        environ["SECRET_KEY"] = secret
+    settings = config.load(environ=environ)
+    assert settings.secret_key is None
+    with pytest.raises(ConfigError, match="SECRET_KEY is not set"):
+        settings.require_secret_key()
 
 
-def test_empty_secret_key_counts_as_missing():
-    with pytest.raises(ConfigError, match="SECRET_KEY"):
-        config.load(environ={"DATABASE_URL": "postgres://postgres@127.0.0.1/cc", "SECRET_KEY": ""})
+def test_the_key_make_run_generated_is_read_from_the_instance_folder(tmp_path):
+    (tmp_path / config.SECRET_KEY_FILE).write_text("generated-key\n")
+    settings = config.load(environ={"CCADMIN_INSTANCE_PATH": str(tmp_path)})
+    assert settings.require_secret_key() == "generated-key"
 
 
-def test_explicit_sqlite_database_keeps_the_local_secret():
-    settings = config.load(environ={"DATABASE_URL": "sqlite:////tmp/cc.db"})
-
-    assert settings.secret_key == config.DEV_SECRET_KEY
-
-
-def test_secret_key_from_the_environment_wins():
-    settings = config.load(environ={"SECRET_KEY": "a-long-random-value"})
+def test_secret_key_from_the_environment_wins(tmp_path):
+    (tmp_path / config.SECRET_KEY_FILE).write_text("generated-key\n")
+    settings = config.load(
+        environ={"SECRET_KEY": "a-long-random-value", "CCADMIN_INSTANCE_PATH": str(tmp_path)}
+    )
 
     assert settings.secret_key == "a-long-random-value"
+
+
+def test_the_instance_folder_is_made_owner_only(tmp_path):
+    folder = tmp_path / "instance"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    config.private_directory(folder)
+    assert folder.stat().st_mode & 0o777 == 0o700
+    config.private_directory(tmp_path / "new" / "instance")
+    assert (tmp_path / "new" / "instance").stat().st_mode & 0o777 == 0o700
 
 
 def test_redis_url_turns_the_embedded_redis_off():

@@ -268,7 +268,15 @@ def read_content(server: Devserver, api_key: str, user_id: str) -> dict:
 def test_make_run_serves_an_admin_edit_and_stops_cleanly(devserver):
     wait_for_stack(devserver)
     credentials = json.loads((devserver.instance_path / "credentials.json").read_text())
-    assert (devserver.instance_path / "credentials.json").stat().st_mode & 0o077 == 0
+    # Nothing in the instance folder is readable by another local user: not the
+    # generated session key, nor the embedded Redis's files holding session ids.
+    instance = devserver.instance_path
+    assert instance.stat().st_mode & 0o077 == 0
+    written = [instance / "credentials.json", instance / "secret_key"]
+    written += [path for path in instance.glob("**/*") if path.name.startswith(("redis", "append"))]
+    assert any(path.name.startswith("appendonly") for path in written)
+    assert [path.name for path in written if path.stat().st_mode & 0o077] == []
+    assert len((instance / "secret_key").read_text().strip()) >= 64
     api_key = credentials["api_key"]
     printed = devserver.printed()
     assert f"{devserver.admin_url}/login" in printed

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
-
-import pytest
+import sys
 
 from ccadmin import config
-from ccadmin.config import ConfigError
 
 ROOT = config.PROJECT_ROOT
 SECRET_PATTERNS = {
@@ -27,7 +26,10 @@ def repository_files() -> list[str]:
     """Tracked files plus new ones not ignored (what the next commit could add)."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.splitlines()
     return [name for name in listed if (ROOT / name).is_file()]
 
@@ -49,17 +51,20 @@ def test_no_secrets_in_tracked_files():
     assert found == []
 
 
-@pytest.mark.parametrize("secret", [None, "", config.DEV_SECRET_KEY])
-def test_secret_key_has_no_production_default(secret):
-    environ = {"DATABASE_URL": "postgresql://app@db.example/cc"}
-    if secret is not None:
-        environ["SECRET_KEY"] = secret
-    with pytest.raises(ConfigError, match="SECRET_KEY"):
-        config.load(environ=environ)
-
-
-def test_the_development_key_is_only_for_the_local_default():
-    assert config.load(environ={}).secret_key == config.DEV_SECRET_KEY
+def test_the_web_process_refuses_to_start_without_a_secret_key(tmp_path):
+    """No built-in key on any database: `waitress wsgi:app` outside `make run` stops at once."""
+    environ = {name: value for name, value in os.environ.items() if name != "SECRET_KEY"}
+    environ.update(CCADMIN_INSTANCE_PATH=str(tmp_path), DATABASE_URL=f"sqlite:///{tmp_path}/a.db")
+    started = subprocess.run(
+        [sys.executable, "-c", "import wsgi"],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert started.returncode != 0
+    assert "SECRET_KEY is not set" in started.stderr
 
 
 def test_pip_audit_is_pinned_and_runs_in_ci():
