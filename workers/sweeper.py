@@ -11,7 +11,8 @@ again, a stalled rebuild is resumed from its plan), forgets set-aside
 entry versions that a later one replaced, re-enqueues the staging of
 stored import bodies whose job was lost or died with its worker (staging
 is idempotent), deletes import bodies
-that never arrived whole (uploads.ABANDONED_AFTER), and runs reconcile every
+that never arrived whole (uploads.ABANDONED_AFTER), drops `Idempotency-Key`
+answers older than a day, and runs reconcile every
 RECONCILE_INTERVAL and right after Redis restarted (a new INFO run_id: an
 append-only file can lose its last second of writes) (docs/operations.md). A second
 thread keeps the RQ worker's heartbeat going even while a sweep runs a long
@@ -39,6 +40,7 @@ from ccadmin import keys
 from ccadmin.extensions import db
 from ccadmin.imports import uploads
 from ccadmin.models import ContentEntry, OutboxEvent, PublishFailure
+from ccadmin.models.idempotency import forget_expired
 from ccadmin.models.types import utcnow
 from workers import rebuild_plan, store
 from workers.publish import queue_connection, redis_connection
@@ -289,6 +291,7 @@ class Sweeper(threading.Thread):
         clear_superseded_failures()
         requeue_ingests(queue_connection())
         drop_abandoned_uploads()
+        forget_expired()
         if not connection.exists(keys.READY):
             return
         seen_run_id = connection.get(keys.REDIS_RUN_ID)

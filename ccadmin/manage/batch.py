@@ -220,6 +220,7 @@ def apply_rows(campaign: Campaign, checked: CheckedRows, partial: bool):
     scope="write",
     body=schemas.BATCH,
     body_types=BATCH_TYPES,
+    body_limit=MAX_BATCH_BYTES,
     query=[PARTIAL],
     responses={200: ("Applied; counts and any skipped rows", "BatchResult")},
 )

@@ -88,7 +88,8 @@ def handle_database_down(error: Exception) -> Response:
     return error_response(
         503,
         "database_unavailable",
-        "The database cannot be reached; nothing was saved. Retry later.",
+        "The database cannot be reached. A write may or may not have been saved; "
+        "retrying it is safe (a PUT as it is, other writes with the same Idempotency-Key).",
         headers={"Retry-After": "30"},
     )
 

@@ -118,6 +118,7 @@ def _answer(content_import: ContentImport, status: int) -> Response:
     scope="write",
     body=ROW_BODY,
     body_types=tuple(FORMATS),
+    body_limit=None,
     query=[PARTIAL],
     responses={
         202: ("Stored and queued; poll `Location` for status and progress", "ImportState"),

@@ -15,7 +15,7 @@ from typing import Any
 from flask import jsonify, render_template
 from werkzeug.wrappers import Response
 
-from ccadmin.manage import schemas
+from ccadmin.manage import idempotency, schemas
 from ccadmin.manage.routes import OPERATIONS, Operation, bp
 
 TITLE = "ccadmin ingest API"
@@ -102,13 +102,20 @@ def operation_document(op: Operation) -> dict[str, Any]:
         extra[404] = "No such campaign (or entry)"
     if op.body is not None or op.query:
         extra.update(_BODY_RESPONSES)
+    if op.writes:
+        extra[400] = extra.get(400, "A malformed `Idempotency-Key`")
+        for status, description in idempotency.RESPONSES.items():
+            extra.setdefault(status, description)
     for status, description in extra.items():
         headers = ["Retry-After"] if status == 429 else []
         responses.setdefault(str(status), _response(description, "Error", headers))
     document: dict[str, Any] = {
         "operationId": op.operation_id,
         "summary": op.summary,
-        "parameters": _path_parameters(op) + list(op.query) + list(op.headers),
+        "parameters": _path_parameters(op)
+        + list(op.query)
+        + list(op.headers)
+        + ([idempotency.PARAMETER] if op.writes else []),
         "responses": dict(sorted(responses.items())),
     }
     if op.description:

@@ -16,7 +16,7 @@ from flask import Blueprint, request
 from werkzeug.exceptions import MethodNotAllowed
 
 from ccadmin.content_schema import nested_deeper_than
-from ccadmin.manage import errors, schemas
+from ccadmin.manage import errors, idempotency, schemas
 from ccadmin.manage.errors import ApiError
 
 bp = Blueprint("manage", __name__, url_prefix="/manage/v1")
@@ -46,6 +46,12 @@ class Operation:
     headers: list[dict[str, Any]] = field(default_factory=list)
     responses: dict[int, tuple[str, str | None]] = field(default_factory=dict)
     response_headers: dict[int, list[str]] = field(default_factory=dict)
+    # The largest body the view reads into memory; None for a streamed body.
+    body_limit: int | None = MAX_ENTRY_BYTES
+
+    @property
+    def writes(self) -> bool:
+        return self.method != "GET"
 
 
 OPERATIONS: list[Operation] = []
@@ -58,8 +64,9 @@ def operation(rule: str, method: str, **spec: Any) -> Callable[[Callable], Calla
         op = Operation(operation_id=view.__name__, method=method, rule=rule, **spec)
         OPERATIONS.append(op)
         view.manage_operation = op  # type: ignore[attr-defined]
+        served = idempotency.idempotent(view, op.body_limit) if op.writes else view
         bp.add_url_rule(
-            rule, endpoint=view.__name__, view_func=view, methods=[method], **RULE_OPTIONS
+            rule, endpoint=view.__name__, view_func=served, methods=[method], **RULE_OPTIONS
         )
         return view
 
@@ -82,7 +89,8 @@ def require_media_type(allowed: tuple[str, ...]) -> str:
 def read_body(max_bytes: int) -> bytes:
     """The request body, refused with 413 past `max_bytes` (also when sent chunked)."""
     request.max_content_length = max_bytes
-    return request.get_data(cache=False)
+    # Kept: an Idempotency-Key retry may have read it already (idempotency.fingerprint).
+    return request.get_data(cache=True)
 
 
 def too_deep(limit: int) -> str:
