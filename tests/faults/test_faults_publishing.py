@@ -19,6 +19,7 @@ from fault_support import (
     redis_entries,
     wait_ready,
 )
+from manage_support import bearer, make_token
 from publishing_support import make_campaign, publish_events, publish_pending, save_entry
 from sqlalchemy import func, select, update
 from support import login, wait_until
@@ -93,6 +94,26 @@ def test_save_failing_at_commit_leaves_no_trace(
     db.session.rollback()
     print(f"case 7 ({commit_failure.kind}): 2 saves refused at commit, 0 outbox events, "
           "no wake-up, Redis unchanged")
+
+
+def test_an_ingest_write_failing_at_commit_answers_in_json(fault_app, commit_failure):
+    """The same failures through /manage/v1: the API's JSON error, never an HTML page."""
+    make_campaign()
+    secret = make_token()
+    events = outbox_count()
+    commit_failure.install()
+    answer = fault_app.test_client().put(
+        "/manage/v1/campaigns/spring/content/7",
+        json={"fields": {"message": "never saved"}},
+        headers=bearer(secret, **{"Idempotency-Key": "retry-me"}),
+    )
+    assert answer.content_type == "application/json", answer.get_data(as_text=True)[:300]
+    assert answer.status_code in (409, 500, 503)
+    if commit_failure.kind == "connection lost":
+        assert answer.status_code == 503 and answer.json["error"] == "database_unavailable"
+        assert answer.headers["Retry-After"]
+    assert outbox_count() == events
+    db.session.rollback()
 
 
 def publish_event(event_id: int) -> dict:
