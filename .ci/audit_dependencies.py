@@ -34,30 +34,42 @@ def main() -> int:
             text=True,
         )
         if not report_path.exists():
-            print("dependency audit NOT RUN: pip-audit could not reach its vulnerability "
-                  "service from this machine:")
+            print("dependency audit NOT RUN: pip-audit stopped before auditing anything "
+                  "(it needs PyPI to resolve the pins and fetch advisories):")
             print("  " + (result.stderr.strip().splitlines() or ["(no output)"])[-1])
             return 0
         report = json.loads(report_path.read_text())
+    lines, status = summarize(report)
+    print("\n".join(lines))
+    return status
+
+
+def summarize(report: dict) -> tuple[list[str], int]:
+    """What CI prints for a pip-audit JSON report, and the exit status (1: vulnerable)."""
     dependencies = report["dependencies"]
     vulnerable = [dependency for dependency in dependencies if dependency.get("vulns")]
     skipped = [dependency for dependency in dependencies if "skip_reason" in dependency]
+    lines = []
     for dependency in vulnerable:
         for vulnerability in dependency["vulns"]:
             fixed = ", ".join(vulnerability.get("fix_versions") or []) or "no fix yet"
-            print(f"VULNERABLE {dependency['name']} {dependency['version']}: "
-                  f"{vulnerability['id']} (fixed in {fixed})")
+            lines.append(f"VULNERABLE {dependency['name']} {dependency['version']}: "
+                         f"{vulnerability['id']} (fixed in {fixed})")
     audited = len(dependencies) - len(skipped)
     if skipped:
-        print(f"dependency audit: {len(skipped)} of {len(dependencies)} packages NOT AUDITED "
-              "(their advisories could not be fetched from PyPI from this machine):")
-        print("  " + ", ".join(dependency["name"] for dependency in skipped))
+        lines.append(f"dependency audit: {len(skipped)} of {len(dependencies)} packages NOT "
+                     "AUDITED (their advisories could not be fetched from PyPI from this machine):")
+        lines.append("  " + ", ".join(dependency["name"] for dependency in skipped))
     if vulnerable:
-        print(f"dependency audit FAILED: {len(vulnerable)} vulnerable package(s); upgrade the pins "
-              "in requirements.txt")
-        return 1
-    print(f"dependency audit: {audited} package(s) audited, no known vulnerabilities")
-    return 0
+        lines.append(f"dependency audit FAILED: {len(vulnerable)} vulnerable package(s); upgrade "
+                     "the pins in requirements.txt")
+        return lines, 1
+    if audited == 0:
+        lines.append("dependency audit: NOTHING AUDITED, so nothing is known either way")
+    else:
+        lines.append(f"dependency audit: {audited} of {len(dependencies)} package(s) audited, "
+                     "no known vulnerabilities in those")
+    return lines, 0
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -71,3 +72,31 @@ def test_pip_audit_is_pinned_and_runs_in_ci():
     pins = (ROOT / "requirements-dev.txt").read_text().splitlines()
     assert any(re.fullmatch(r"pip-audit==[0-9.]+", line) for line in pins)
     assert "audit_dependencies.py" in (ROOT / ".ci" / "run").read_text()
+
+
+def _audit_summary(dependencies: list[dict]) -> tuple[str, int]:
+    spec = importlib.util.spec_from_file_location("audit", ROOT / ".ci" / "audit_dependencies.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    lines, status = module.summarize({"dependencies": dependencies})
+    return "\n".join(lines), status
+
+
+def test_an_audit_that_reached_nothing_says_so():
+    skipped = [{"name": f"pkg{n}", "skip_reason": "not found on PyPI"} for n in range(35)]
+    printed, status = _audit_summary(skipped)
+    assert status == 0
+    assert "NOTHING AUDITED" in printed and "35 of 35 packages NOT AUDITED" in printed
+    assert "no known vulnerabilities" not in printed
+
+
+def test_an_audit_names_vulnerable_and_unchecked_packages():
+    dependencies = [
+        {"name": "flask", "version": "1.0", "vulns": [{"id": "GHSA-x", "fix_versions": ["2.0"]}]},
+        {"name": "redis", "version": "5.0", "vulns": []},
+        {"name": "rq", "skip_reason": "unreachable"},
+    ]
+    printed, status = _audit_summary(dependencies)
+    assert status == 1
+    assert "VULNERABLE flask 1.0: GHSA-x (fixed in 2.0)" in printed
+    assert "1 of 3 packages NOT AUDITED" in printed and "rq" in printed
