@@ -9,6 +9,8 @@ stored with older hash parameters.
 from __future__ import annotations
 
 import logging
+import math
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from flask import (
@@ -40,7 +42,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__)
 
 LOGIN_FAILED = "Invalid email or password."
-LOGIN_THROTTLED = "Too many failed logins. Wait 15 minutes and try again."
+LOGIN_THROTTLED = "Too many failed logins."
 # Checked when no user matches, so an unknown email costs as long as a wrong password.
 _DUMMY_HASH = generate_password_hash("not-a-real-password")
 # werkzeug's current method and parameters ("scrypt:32768:8:1"): a stored hash
@@ -117,6 +119,17 @@ def find_user(email: str) -> AdminUser | None:
     ).first()
 
 
+def throttled_message(seconds: int) -> str:
+    """When a blocked login may try again, in minutes and as a UTC time."""
+    minutes = max(1, math.ceil(seconds / 60))
+    until = (utcnow() + timedelta(seconds=seconds)).strftime("%H:%M UTC")
+    plural = "s" if minutes != 1 else ""
+    return (
+        f"{LOGIN_THROTTLED} Try again in {minutes} minute{plural} (from {until}), "
+        "or ask an admin to unlock the account."
+    )
+
+
 @bp.route("/")
 def index() -> Response:
     """The site root is the admin."""
@@ -134,10 +147,11 @@ def login() -> Response | str | tuple[str, int]:
         return render_template("auth/login.html", form=form, next_url=next_url)
     email = form.email.data.strip().lower()
     address = request.remote_addr or ""
-    if login_limits.is_blocked(email, address):
+    wait = login_limits.blocked_for(email, address)
+    if wait is not None:
         # The password is not even checked: guesses stop counting as guesses.
         _audit_failure(email, None, "throttled")
-        flash(LOGIN_THROTTLED, "danger")
+        flash(throttled_message(wait), "danger")
         return render_template("auth/login.html", form=form, next_url=next_url), 429
     user = find_user(email)
     password_ok = check_password_hash(

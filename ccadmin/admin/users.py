@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
-from flask import flash
+import redis
+from flask import flash, g
+from flask_admin import expose
+from flask_admin.actions import action
 from flask_login import current_user
+from markupsafe import Markup
 from sqlalchemy import func, select
 from wtforms import BooleanField, EmailField, PasswordField, SelectChoice, SelectField
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from ccadmin import publishing
-from ccadmin.admin.base import AdminForm, ProtectedModelView, actor
+from ccadmin.admin.base import AdminForm, ProtectedModelView, actor, format_list_time
 from ccadmin.extensions import db
 from ccadmin.models import AdminUser
+from ccadmin.models.types import utcnow
 from ccadmin.models.users import ROLE_ADMIN, ROLES
-from ccadmin.security import sessions
+from ccadmin.security import login_limits, sessions
+from ccadmin.security.identifiers import record_id
 
 PASSWORD_MIN_LENGTH = 12
 
@@ -76,18 +83,92 @@ class UserEditForm(UserForm):
     )
 
 
+def _locks(user: AdminUser) -> dict[str, int]:
+    """Seconds left on the login locks of the list being rendered, or of this one user."""
+    if "login_locks" in g:
+        return g.login_locks
+    return login_limits.account_locks([user.email])
+
+
+def _login_lock(view: Any, context: Any, model: AdminUser, name: str) -> Markup | str:
+    seconds = _locks(model).get(model.email)
+    if seconds is None:
+        return ""
+    until = utcnow() + timedelta(seconds=seconds)
+    return Markup("locked after failed logins; unlocks {}").format(
+        format_list_time(view, until, name)
+    )
+
+
 class UserView(ProtectedModelView):
     """Admins only, not even in the menu for others."""
 
     read_role = ROLE_ADMIN
     write_role = ROLE_ADMIN
     record_noun = "users"
+    confirmed_actions = frozenset({"delete", "unlock"})
     can_view_details = True
-    column_list = ("email", "role", "active", "created_at", "last_login_at")
+    column_list = ("email", "role", "active", "login_lock", "created_at", "last_login_at")
     column_details_list = column_list
+    column_labels = {"login_lock": "Login"}
+    column_formatters = {"login_lock": _login_lock}
+    column_formatters_detail = column_formatters
     column_searchable_list = ("email",)
     column_sortable_list = ("email", "role", "created_at")
     column_default_sort = "email"
+
+    def get_list(self, *args: Any, **kwargs: Any) -> Any:
+        count, users = super().get_list(*args, **kwargs)
+        # One Redis round trip for the page's locks, used while it renders.
+        g.login_locks = login_limits.account_locks([user.email for user in users])
+        return count, users
+
+    @expose("/")
+    def index_view(self) -> Any:
+        try:
+            return super().index_view()
+        finally:
+            g.pop("login_locks", None)
+
+    def locked_users(self, ids: list[str]) -> list[tuple[AdminUser, int]]:
+        """The selected users whose login is locked, with the seconds left."""
+        chosen = [number for number in map(record_id, ids) if number is not None]
+        users = db.session.scalars(select(AdminUser).where(AdminUser.id.in_(chosen))).all()
+        locks = login_limits.account_locks([user.email for user in users])
+        return [(user, locks[user.email]) for user in users if user.email in locks]
+
+    def action_size(self, name: str, ids: list[str]) -> int:
+        if name == "unlock":
+            return len(self.locked_users(ids))
+        return super().action_size(name, ids)
+
+    @action("unlock", "Unlock login")
+    def action_unlock(self, ids: list[str]) -> None:
+        """Clear the failed-login lock of the selected users before it ends by itself."""
+        try:
+            locked = self.locked_users(ids)
+            for user, _ in locked:
+                login_limits.unlock(user.email)
+        except redis.RedisError:
+            flash("Redis cannot be reached, so no lock was changed. Try again.", "error")
+            return
+        if not locked:
+            flash("None of the selected users is locked.", "info")
+            return
+
+        def apply() -> None:
+            for user, seconds in locked:
+                publishing.record_audit(
+                    actor(),
+                    "unlock",
+                    "admin_user",
+                    user.id,
+                    {**user_snapshot(user), "locked_for_seconds": seconds},
+                    user_snapshot(user),
+                )
+
+        if self.commit_or_report(apply):
+            flash(f"Unlocked {len(locked)} user{'s' if len(locked) != 1 else ''}.", "success")
 
     def get_create_form(self) -> type[UserForm]:
         return UserForm

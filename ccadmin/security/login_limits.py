@@ -5,7 +5,8 @@ one, and at the limit further attempts are refused without checking the
 password until the window expires. Only failures count, so a marketer who
 logs in correctly is never slowed down, and a success clears the account's
 counter (not the address's, or an attacker could reset it with an account
-of their own).
+of their own). An admin can unlock an account early from the Users page,
+which shows each lock and when it ends.
 
 Redis down: the counters cannot be read. Logging in stays possible (fail
 open, with a warning in the log): a Redis restart must not lock marketers
@@ -45,15 +46,50 @@ def _redis() -> redis.Redis:
     return get_redis(current_app.config["CCADMIN_SETTINGS"])
 
 
-def is_blocked(email: str, address: str) -> bool:
-    """True when this account or this address has used up its failures."""
+def blocked_for(email: str, address: str) -> int | None:
+    """Seconds until this account and address may try again; None when neither is blocked."""
     counters = _counters(email, address)
     try:
-        values = _redis().mget([key for key, _ in counters])
+        pipe = _redis().pipeline(transaction=False)
+        for key, _ in counters:
+            pipe.get(key)
+            pipe.ttl(key)
+        answers = pipe.execute()
     except redis.RedisError as error:
         log.warning("login limits not checked, Redis unavailable: %s", error)
-        return False
-    return any(int(value or 0) >= limit for value, (_, limit) in zip(values, counters, strict=True))
+        return None
+    waits = [
+        max(int(ttl), 1)
+        for (_, limit), value, ttl in zip(counters, answers[::2], answers[1::2], strict=True)
+        if int(value or 0) >= limit
+    ]
+    return max(waits) if waits else None
+
+
+def account_locks(emails: list[str]) -> dict[str, int]:
+    """Seconds left on the lock of each of these accounts that is locked (one round trip)."""
+    if not emails:
+        return {}
+    keys_ = [keys.login_failures_key(ACCOUNT, email.strip().lower()) for email in emails]
+    try:
+        pipe = _redis().pipeline(transaction=False)
+        for key in keys_:
+            pipe.get(key)
+            pipe.ttl(key)
+        answers = pipe.execute()
+    except redis.RedisError as error:
+        log.warning("login locks not read, Redis unavailable: %s", error)
+        return {}
+    return {
+        email: max(int(ttl), 1)
+        for email, value, ttl in zip(emails, answers[::2], answers[1::2], strict=True)
+        if int(value or 0) >= ACCOUNT_LIMIT
+    }
+
+
+def unlock(email: str) -> None:
+    """Clear the account's failures (an admin's unlock); the address counter stays."""
+    _redis().delete(keys.login_failures_key(ACCOUNT, email.strip().lower()))
 
 
 def record_failure(email: str, address: str) -> None:

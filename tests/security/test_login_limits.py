@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from security_support import audit_events, fresh_browser, take_redis_down
-from support import PASSWORD, login
+from sqlalchemy import select
+from support import PASSWORD, confirmation, csrf_token, login
+from werkzeug.datastructures import MultiDict
 
 from ccadmin import keys
 from ccadmin.auth import LOGIN_FAILED, LOGIN_THROTTLED
 from ccadmin.extensions import db
+from ccadmin.models import AdminUser
 from ccadmin.security import login_limits
 
 WRONG = "not the password at all"
@@ -46,8 +49,9 @@ def test_unknown_email_wrong_password_and_inactive_read_the_same(client, make_us
     assert failures[2].target_id == str(inactive.id)
     assert all(event.client_ip == "127.0.0.1" for event in failures)
     # The password typed is never recorded.
-    assert all(WRONG not in repr(event.after) and PASSWORD not in repr(event.after)
-               for event in failures)
+    assert all(
+        WRONG not in repr(event.after) and PASSWORD not in repr(event.after) for event in failures
+    )
 
 
 def test_account_is_locked_after_five_failures_even_with_the_right_password(
@@ -105,3 +109,44 @@ def test_redis_down_fails_open(app, client, make_user):
     assert login(client, "ana@example.com").status_code == 302
     assert logged_in(client)
     assert [event.after["reason"] for event in audit_events("login_failed")] == ["wrong_password"]
+
+
+def test_the_lock_says_when_it_ends_and_an_admin_can_lift_it(app, client, make_user):
+    make_user("ana@example.com")
+    make_user("boss@example.com", role="admin")
+    for _ in range(login_limits.ACCOUNT_LIMIT):
+        login(client, "ana@example.com", WRONG)
+    blocked = login(client, "ana@example.com").get_data(as_text=True)
+    assert "Try again in 15 minutes (from " in blocked and "ask an admin to unlock" in blocked
+
+    admin = fresh_browser(app)
+    assert login(admin, "boss@example.com").status_code == 302
+    users = admin.get("/admin/users/").get_data(as_text=True)
+    assert users.count("locked after failed logins") == 1
+    ana = db.session.scalars(select(AdminUser).where(AdminUser.email == "ana@example.com")).one()
+    boss = db.session.scalars(select(AdminUser).where(AdminUser.email == "boss@example.com")).one()
+    details = admin.get(f"/admin/users/details/?id={ana.id}").get_data(as_text=True)
+    assert "locked after failed logins" in details
+    # Two selected, one of them locked: the confirmation counts the one it changes.
+    page = confirmation(
+        admin.post(
+            "/admin/users/action/",
+            data=MultiDict(
+                [
+                    ("action", "unlock"),
+                    ("rowid", str(ana.id)),
+                    ("rowid", str(boss.id)),
+                    ("csrf_token", csrf_token(admin, "/admin/users/")),
+                ]
+            ),
+        )
+    )
+    assert page is not None and ("confirm", "1") in page[1]
+    admin.post(page[0], data=MultiDict(page[1]))
+    assert "locked after failed logins" not in admin.get("/admin/users/").get_data(as_text=True)
+    unlocked = audit_events("unlock")
+    assert [(event.actor, event.target_id) for event in unlocked] == [
+        ("boss@example.com", str(ana.id))
+    ]
+    assert unlocked[0].before["locked_for_seconds"] > 0
+    assert login(fresh_browser(app), "ana@example.com").status_code == 302
