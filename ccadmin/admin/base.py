@@ -23,6 +23,7 @@ from flask_admin.model import typefmt
 from flask_login import current_user
 from markupsafe import Markup
 from sqlalchemy.exc import DisconnectionError, IntegrityError, OperationalError
+from werkzeug.datastructures import ImmutableMultiDict
 
 from ccadmin import publishing
 from ccadmin.admin.confirmation import Confirmation, confirmed
@@ -218,7 +219,18 @@ class ProtectedModelView(AccessControlled, ModelView):
         return actions, confirmations
 
     def handle_action(self, return_view: str | None = None) -> Any:
-        """A `confirmed_actions` action first answers with how many records it changes."""
+        """A `confirmed_actions` action first answers with how many records it changes.
+
+        Selected ids the database cannot hold are dropped first: no action
+        (Flask-Admin's delete included) queries with them.
+        """
+        request.form = ImmutableMultiDict(
+            [
+                (key, value)
+                for key, value in request.form.items(multi=True)
+                if key != "rowid" or record_id(value) is not None
+            ]
+        )
         name = request.form.get("action", "")
         if name in self.confirmed_actions and self.is_action_allowed(name):
             ids = request.form.getlist("rowid")

@@ -18,6 +18,7 @@ from ccadmin.extensions import db
 from ccadmin.models import Campaign
 from ccadmin.models.types import utcnow
 from ccadmin.models.users import ROLE_ADMIN
+from ccadmin.security.identifiers import record_id
 
 
 def _campaign_list(view: Any, context: Any, model: Any, name: str) -> str:
@@ -116,7 +117,7 @@ class CredentialView(ProtectedModelView):
         """The selected credentials not revoked yet."""
         model = self.model
         chosen = db.session.scalars(
-            select(model).where(model.id.in_([int(i) for i in ids if i.isdigit()]))
+            select(model).where(model.id.in_([n for n in map(record_id, ids) if n is not None]))
         ).all()
         return [credential for credential in chosen if credential.revoked_at is None]
 

@@ -194,3 +194,23 @@ def test_an_upload_for_a_campaign_id_too_big_is_refused_cleanly(client, make_use
     )
     assert response.status_code == 302
     assert "Choose a campaign." in client.get("/admin/imports/").get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("url", "action"),
+    [
+        ("/admin/campaigns/action/", "delete"),
+        ("/admin/users/action/", "unlock"),
+        ("/admin/api_keys/action/", "revoke"),
+        ("/admin/management-tokens/action/", "revoke"),
+    ],
+)
+def test_bulk_actions_on_ids_too_big_touch_nothing(client, make_user, url, action):
+    make_user("admin@example.com", role="admin")
+    login(client, "admin@example.com")
+    listing = url.replace("action/", "")
+    response = client.post(
+        url,
+        data={"action": action, "rowid": HUGE, "csrf_token": csrf_token(client, listing)},
+    )
+    assert response.status_code == 302
