@@ -117,8 +117,7 @@ class Stack:
         os.environ.update(self.env)
         self.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"])
         self.spawn([
-            sys.executable, "-m", "waitress", f"--listen={HOST}:{self.port}",
-            "--threads=8", "wsgi:app",
+            sys.executable, "-m", "ccadmin.web", f"--listen={HOST}:{self.port}",
         ])
         for _ in range(self.workers):
             self.spawn([sys.executable, "-m", "workers"])

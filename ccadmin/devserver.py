@@ -60,16 +60,7 @@ def process_table(settings: config.Settings) -> dict[str, list[str]]:
     """The long-running processes, as the Procfile names them."""
     python = sys.executable
     return {
-        "web": [
-            python,
-            "-m",
-            "waitress",
-            f"--listen=127.0.0.1:{settings.admin_port}",
-            "--threads=8",
-            # No Server header, as the API sends none.
-            "--ident=",
-            "wsgi:app",
-        ],
+        "web": [python, "-m", "ccadmin.web", f"--listen=127.0.0.1:{settings.admin_port}"],
         "api": [python, "-m", "ccadmin.api"],
         "worker": [python, "-m", "workers"],
     }

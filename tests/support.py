@@ -56,7 +56,7 @@ def start_admin(spawn) -> str:
     port = free_port()
     web = f"http://127.0.0.1:{port}"
     spawn(
-        ["-m", "waitress", f"--listen=127.0.0.1:{port}", "--ident=", "wsgi:app"],
+        ["-m", "ccadmin.web", f"--listen=127.0.0.1:{port}"],
         ready_url=f"{web}/login",
     )
     return web

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 
-from waitress.channel import HTTPChannel
 from waitress.task import ErrorTask
+
+from ccadmin.http_framing import StrictChannel
 
 # waitress status -> (status we answer, stable `error` code).
 ERRORS = {
@@ -51,7 +52,7 @@ class JsonErrorTask(ErrorTask):
         self.write(body)
 
 
-class JsonErrorChannel(HTTPChannel):
-    """A waitress connection whose protocol errors are answered by JsonErrorTask."""
+class JsonErrorChannel(StrictChannel):
+    """A strictly framed waitress connection whose protocol errors get JsonErrorTask."""
 
     error_task_class = JsonErrorTask
