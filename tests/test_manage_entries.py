@@ -130,6 +130,14 @@ def test_unknown_campaign_path_and_method(client, token):
     wrong_method = client.post(URL, headers=bearer(token))
     assert wrong_method.status_code == 405 and wrong_method.json["error"] == "method_not_allowed"
     assert set(wrong_method.headers["Allow"].split(", ")) >= {"GET", "PUT", "PATCH", "DELETE"}
+    # OPTIONS names exactly the path's own methods.
+    for path, allowed in (
+        ("/manage/v1/campaigns", "GET, HEAD, OPTIONS"),
+        (URL, "DELETE, GET, PATCH, PUT, HEAD, OPTIONS"),
+        ("/manage/v1/campaigns/spring/content:batch", "POST, OPTIONS"),
+    ):
+        answer = client.options(path)
+        assert (answer.status_code, answer.headers["Allow"]) == (204, allowed)
 
 
 def test_a_put_is_published_to_redis(client, token, redis_client):

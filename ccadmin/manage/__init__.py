@@ -26,7 +26,9 @@ PUBLIC_ENDPOINTS = frozenset({"manage.openapi_document", "manage.reference", "ma
 
 
 def _is_public(endpoint: str | None) -> bool:
-    return endpoint in PUBLIC_ENDPOINTS or (endpoint or "").startswith("manage.method_not_allowed")
+    return endpoint in PUBLIC_ENDPOINTS or (endpoint or "").startswith(
+        ("manage.method_not_allowed", "manage.options_")
+    )
 
 
 @bp.before_request

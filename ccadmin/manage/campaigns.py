@@ -88,6 +88,8 @@ def campaign_document(campaign: Campaign, with_counts: bool) -> dict[str, Any]:
     "GET",
     summary="List the campaigns this token may use",
     responses={200: ("The campaigns, by slug", "CampaignList")},
+    links={200: ["get_campaign", "put_entry", "batch_entries", "create_import"]},
+    link_parameters={"slug": "$response.body#/campaigns/0/slug"},
 )
 def list_campaigns() -> Response:
     campaigns = db.session.scalars(select(Campaign).order_by(Campaign.slug))

@@ -189,6 +189,7 @@ def get_entry(slug: str, user_id: str) -> Response:
         **COMMON,
     },
     response_headers={200: ["ETag"], 201: ["ETag", "Location"]},
+    links={status: ["get_entry", "patch_entry", "delete_entry"] for status in (200, 201)},
 )
 def put_entry(slug: str, user_id: str) -> Response:
     campaign = campaign_for(slug, write=True)

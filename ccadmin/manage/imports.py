@@ -47,11 +47,13 @@ PARTIAL = {
     "schema": {"type": "boolean", "default": False},
     "description": "Apply the valid rows even if some are invalid (default: all or nothing).",
 }
+# No `type`: any bytes are stored as they arrive; the rows are checked afterwards
+# and the import's state reports what was wrong (status `invalid` or `ready`).
 ROW_BODY = {
-    "type": "string",
     "description": (
         "CSV with a header naming `user_id` and field columns, or NDJSON with one object "
-        "per line (`user_id` plus fields). Fields left out keep their current values."
+        "per line (`user_id` plus fields). Fields left out keep their current values. "
+        "The body is stored first and checked afterwards: poll the import for the result."
     ),
 }
 
@@ -124,6 +126,8 @@ def _answer(content_import: ContentImport, status: int) -> Response:
         202: ("Stored and queued; poll `Location` for status and progress", "ImportState"),
     },
     response_headers={202: ["Location"]},
+    links={202: ["get_import"]},
+    link_parameters={"import_id": "$response.body#/id"},
 )
 def create_import(slug: str) -> Response:
     campaign = campaign_for(slug, write=True)

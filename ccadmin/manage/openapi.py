@@ -90,6 +90,22 @@ def _response(description: str, component: str | None, headers: list[str]) -> di
     return answer
 
 
+def _links(op: Operation, status: int) -> dict[str, Any]:
+    """The operations this answer leads to, their path parameters taken from this exchange."""
+    by_id = {other.operation_id: other for other in OPERATIONS}
+    own = set(_RULE_PARAMETER.findall(op.rule))
+    links = {}
+    for target in op.links.get(status, []):
+        # Parameters neither in this path nor in link_parameters are the client's to choose.
+        parameters = {
+            name: f"$request.path.{name}" if name in own else op.link_parameters[name]
+            for name in _RULE_PARAMETER.findall(by_id[target].rule)
+            if name in own or name in op.link_parameters
+        }
+        links[target] = {"operationId": target, "parameters": parameters}
+    return links
+
+
 def operation_document(op: Operation) -> dict[str, Any]:
     """One operation object of the document."""
     responses: dict[str, Any] = {}
@@ -97,6 +113,8 @@ def operation_document(op: Operation) -> dict[str, Any]:
         responses[str(status)] = _response(
             description, component, op.response_headers.get(status, [])
         )
+        if status in op.links:
+            responses[str(status)]["links"] = _links(op, status)
     extra = dict(_AUTH_RESPONSES) if op.scope else {}
     if op.scope:
         extra[404] = "No such campaign (or entry)"

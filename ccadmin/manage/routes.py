@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Blueprint, request
+from flask import Blueprint, Response, request
 from werkzeug.exceptions import MethodNotAllowed
 
 from ccadmin.content_schema import nested_deeper_than
@@ -20,8 +20,9 @@ from ccadmin.manage import errors, idempotency, schemas
 from ccadmin.manage.errors import ApiError
 
 bp = Blueprint("manage", __name__, url_prefix="/manage/v1")
-# Repeated slashes can belong to a user id: never redirect them away.
-RULE_OPTIONS = {"merge_slashes": False}
+# Repeated slashes can belong to a user id: never redirect them away. OPTIONS
+# is answered by close_methods(), naming only the path's own methods.
+RULE_OPTIONS = {"merge_slashes": False, "provide_automatic_options": False}
 errors.register(bp)
 
 JSON_TYPES = ("application/json",)
@@ -46,6 +47,10 @@ class Operation:
     headers: list[dict[str, Any]] = field(default_factory=list)
     responses: dict[int, tuple[str, str | None]] = field(default_factory=dict)
     response_headers: dict[int, list[str]] = field(default_factory=dict)
+    # OpenAPI links: answer status -> operations reachable with what it returned.
+    links: dict[int, list[str]] = field(default_factory=dict)
+    # How a linked operation's parameter that is not in this path is filled.
+    link_parameters: dict[str, str] = field(default_factory=dict)
     # The largest body the view reads into memory; None for a streamed body.
     body_limit: int | None = MAX_ENTRY_BYTES
 
@@ -151,10 +156,11 @@ ALL_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
 def close_methods() -> None:
-    """Answer the methods a path does not have with a JSON 405 naming those it has.
+    """Answer OPTIONS with the path's methods, and the others with a JSON 405 naming them.
 
     Without these rules werkzeug refuses the method while routing, before the
-    blueprint is known, and the admin's HTML error page would answer.
+    blueprint is known, and the admin's HTML error page would answer; Flask's
+    own OPTIONS would list every method any rule on the path accepts.
     """
     methods_by_rule: dict[str, set[str]] = {}
     for op in OPERATIONS:
@@ -165,6 +171,10 @@ def close_methods() -> None:
         def refuse(allowed: list[str] = allowed, **_: Any) -> Any:
             raise MethodNotAllowed(valid_methods=allowed)
 
+        def options(allowed: list[str] = allowed, **_: Any) -> Response:
+            extra = ["HEAD", "OPTIONS"] if "GET" in allowed else ["OPTIONS"]
+            return Response(status=204, headers={"Allow": ", ".join(allowed + extra)})
+
         others = [method for method in ALL_METHODS if method not in methods]
         bp.add_url_rule(
             rule,
@@ -173,9 +183,16 @@ def close_methods() -> None:
             methods=others,
             **RULE_OPTIONS,
         )
+        bp.add_url_rule(
+            rule,
+            endpoint=f"options_{number}",
+            view_func=options,
+            methods=["OPTIONS"],
+            **RULE_OPTIONS,
+        )
 
 
-@bp.route("/<anytext:anything>", methods=list(ALL_METHODS), **RULE_OPTIONS)
+@bp.route("/<anytext:anything>", methods=[*ALL_METHODS, "OPTIONS"], **RULE_OPTIONS)
 def not_found(anything: str) -> Any:
     """Unknown paths under /manage/v1 answer in JSON like the rest."""
     raise ApiError(404, "not_found", "There is nothing at this address.")

@@ -28,7 +28,12 @@ FIELD_VALUE = {
 }
 FIELDS = {
     "type": "object",
-    "description": "The entry's content fields by name, as the campaign's schema defines them.",
+    "description": (
+        "The entry's content fields by name. Which fields exist, which are required and "
+        "how long each may be is the campaign's own schema: read it with "
+        "`GET /manage/v1/campaigns/{slug}` (`fields`). A body that breaks it is a 422 "
+        "naming each field."
+    ),
     "additionalProperties": FIELD_VALUE,
     "maxProperties": MAX_FIELDS,
 }
@@ -72,6 +77,7 @@ BATCH_ROW = {
 BATCH = {
     "type": "array",
     "items": BATCH_ROW,
+    "minItems": 1,
     "maxItems": MAX_BATCH_ROWS,
 }
 ENTRY = {
