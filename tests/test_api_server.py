@@ -95,6 +95,29 @@ def test_several_processes_share_one_port(store, spawn):
         assert not Path(f"/proc/{child}").exists()
 
 
+def test_children_of_a_killed_parent_drain_and_exit(store, spawn):
+    """kill -9 of the parent: no child keeps serving on its own (docs/deploy.md restarts it)."""
+    publish_campaign(store, "promo", public=True, serve_at_data=True)
+    publish_entry(store, "promo", "1", 1, {"message": "Hello"})
+    mark_ready(store)
+    port = free_port()
+    parent = spawn(
+        ["-m", "ccadmin.api"],
+        env={"API_PORT": str(port), "API_PROCESSES": "2", "API_HOST": "127.0.0.1"},
+        ready_url=f"http://127.0.0.1:{port}/healthz",
+    )
+    children = wait_until(lambda: len(_children(parent.pid)) == 2 and _children(parent.pid))
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait(timeout=5)
+    started = time.monotonic()
+    wait_until(lambda: not any(Path(f"/proc/{child}").exists() for child in children), timeout=10)
+    assert time.monotonic() - started < 3
+    try:
+        refused = call(port, "/healthz").status is None
+    except OSError:
+        refused = True
+    assert refused
+
 
 def test_each_process_is_pinned_to_its_own_cpu_unless_told_not_to(store, spawn):
     mark_ready(store)

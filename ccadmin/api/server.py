@@ -13,6 +13,7 @@ serves its hello-world ceiling through exactly this code and these settings.
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import logging
 import os
@@ -177,8 +178,29 @@ def serve_socket(
     connections.serve_until_stopped(server, stop, settings.api_shutdown_seconds, listeners)
 
 
-def _exit_with_parent(parent_pid: int) -> None:
-    # A child orphaned by a killed parent must not keep serving on its own.
+PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_parent(parent_pid: int) -> None:
+    """A child orphaned by a killed parent drains and exits rather than serve on its own.
+
+    Linux delivers SIGTERM the moment the parent dies (PR_SET_PDEATHSIG);
+    elsewhere a thread polls for the parent once a second.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+            raise OSError(ctypes.get_errno(), "prctl")
+    except (OSError, AttributeError):
+        threading.Thread(
+            target=_poll_parent, args=(parent_pid,), name="parent-watch", daemon=True
+        ).start()
+        return
+    if os.getppid() != parent_pid:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _poll_parent(parent_pid: int) -> None:
     while os.getppid() == parent_pid:
         time.sleep(1.0)
     os.kill(os.getpid(), signal.SIGTERM)
@@ -229,9 +251,7 @@ class Supervisor:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             if self.cpus:
                 os.sched_setaffinity(0, {self.cpus[index % len(self.cpus)]})
-            threading.Thread(
-                target=_exit_with_parent, args=(parent_pid,), name="parent-watch", daemon=True
-            ).start()
+            _stop_with_parent(parent_pid)
             for other in self.listeners:
                 if other is not None and other is not listener:
                     other.close()
