@@ -337,17 +337,23 @@ class ConnectedContentApp:
     def _serve(self, environ: dict[str, Any], campaign: Campaign, user_id: str) -> Response:
         slug = campaign.slug
         try:
-            version, body = self.store.entry(slug, user_id)
+            version, body, stale = self.store.entry(slug, user_id)
         except RedisUnavailable:
             return self._last_known(environ, campaign, user_id, redis_down())
         except NotReady:
             # An empty or half-built store must not turn into fallbacks or
             # 404s: the caller would ship empty messages (docs/operations.md).
             return self._last_known(environ, campaign, user_id, not_ready())
+        cache_control = STALE_CACHE_CONTROL if stale else campaign.cache_control
         if body:
             etag = f'{campaign.etag_prefix}{version}"'
-            return self._ok(environ, campaign.cache_control, etag, body, slug)
-        return self._fallback(environ, campaign, user_id, campaign.cache_control)
+            response = self._ok(environ, cache_control, etag, body, slug)
+        else:
+            response = self._fallback(environ, campaign, user_id, cache_control)
+        if stale:
+            self.counters.count(STALE, slug)
+            response[1].append(("X-Content-Stale", "1"))
+        return response
 
     def _fallback(
         self, environ: dict[str, Any], campaign: Campaign, user_id: str, cache_control: str

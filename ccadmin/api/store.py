@@ -79,6 +79,15 @@ def _read_poll(client: Any) -> tuple[bytes | None, int]:
     return version, ready
 
 
+def _read_restart_state(client: Any) -> tuple[str, bytes | None]:
+    """(this Redis's run_id, the run_id the last reconcile ran against)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.info("server")
+    pipe.get(keys.REDIS_RUN_ID)
+    info, reconciled = pipe.execute()
+    return str(info["run_id"]), reconciled
+
+
 def _read_config(client: Any) -> list[Any]:
     pipe = client.pipeline(transaction=True)
     pipe.get(keys.CONFIG_VERSION)
@@ -118,6 +127,11 @@ class Store:
         self._env_keys = env_api_keys(settings)
         self._snapshot: ConfigSnapshot | None = None
         self._loaded_at = 0.0
+        # True while Redis has restarted and the worker has not reconciled it
+        # yet: it may hold older versions than it served before (a snapshot or
+        # an append-only file missing its last writes), so answers say stale.
+        self.unreconciled = False
+        self._run_id: str | None = None
         self.cache = EntryCache(settings.api_cache_size)
         # One connection per serving thread for entry reads, outside the pool.
         self._threads = threading.local()
@@ -195,25 +209,31 @@ class Store:
 
     # -- reads -----------------------------------------------------------------
 
-    def entry(self, slug: str, user_id: str) -> tuple[int, bytes]:
-        """(version, body) of one entry: from the cache, else one HMGET.
+    def entry(self, slug: str, user_id: str) -> tuple[int, bytes, bool]:
+        """(version, body, stale) of one entry: from the cache, else one HMGET.
 
         An empty body means no content (a tombstone, or no key: version 0).
         Raises NotReady rather than report "no content" from a Redis that
         holds no complete build, and RedisUnavailable when Redis fails.
+        Never goes back: when Redis holds an older version than this process
+        has already served (it restarted from an older state), the newer copy
+        answers, marked stale.
         """
         key = keys.entry_key(slug, user_id)
         cache = self.cache
         hit = cache.get(key)
         if hit is not None:
-            return hit
+            return hit[0], hit[1], self.unreconciled
         ticket = cache.ticket()
         raw_version, body = self._fetch(key)
         version = int(raw_version) if raw_version else 0
         if not body:
             version, body = self._no_content(key, version)
         cache.fill(key, version, body, ticket)
-        return version, body
+        known = cache.last_known(key)
+        if known is not None and known[0] > version:
+            return known[0], known[1], True
+        return version, body, self.unreconciled
 
     def _no_content(self, key: str, version: int) -> tuple[int, bytes]:
         """What to answer when the read found no content: confirmed, or NotReady."""
@@ -245,7 +265,24 @@ class Store:
             connection = self._threads.connection
         except AttributeError:
             connection = self._threads.connection = own_connection(self._client)
-        return hmget_entry(connection, key)
+        socket_before = connection._sock
+        entry = hmget_entry(connection, key)
+        if socket_before is not None and connection._sock is not socket_before:
+            self._check_run_id(connection)
+        return entry
+
+    def _check_run_id(self, connection: Any) -> None:
+        """After a reconnect: a new run_id is a restart, stale from this very answer on.
+
+        The poller would notice within POLL_SECONDS; answers read in between
+        must say so too.
+        """
+        if self._run_id is None:
+            return
+        connection.send_command("INFO", "server")
+        info = connection.read_response()
+        if isinstance(info, bytes) and f"run_id:{self._run_id}".encode() not in info:
+            self.unreconciled = True
 
     def _fetch_from_replica(self, key: str) -> list[bytes | None]:
         if self._replica_in_sync:
@@ -371,6 +408,17 @@ class Store:
         # Losing the marker (a restart, a flush) invalidates the cache: its
         # entries may be gone from Redis without any announcement.
         self.cache.set_ready(cache_valid)
+        if not self._cluster:
+            run_id, reconciled = self._call(self._on_primary, _read_restart_state, probe=True)
+            unreconciled = reconciled is not None and reconciled.decode() != run_id
+            self._run_id = run_id
+            if unreconciled != self.unreconciled:
+                log.warning(
+                    "Redis restarted and is not reconciled yet: answers are marked stale"
+                    if unreconciled
+                    else "Redis is reconciled: answers are current again"
+                )
+            self.unreconciled = unreconciled
         stale = time.monotonic() - self._loaded_at > FULL_RELOAD_SECONDS
         if current is None or version != current.version or stale:
             self.reload(probe=True)

@@ -83,11 +83,14 @@ def test_redis_down_while_serving(private_redis, processes):
     # Every serving thread is free again: a burst wider than the pool is all fresh 200s.
     with ThreadPoolExecutor(max_workers=20) as pool:
         answers = list(pool.map(lambda n: timed_get(port, f"/data?user_id={n}"), range(2, 42)))
-    assert all(status == 200 and "x-content-stale" not in headers
-               for status, headers, _, _ in answers)
+    assert all(
+        status == 200 and "x-content-stale" not in headers for status, headers, _, _ in answers
+    )
     assert timed_get(port, "/readyz")[0] == 200
-    print(f"case 3: 150 requests during a {outage:.1f} s freeze, slowest {slowest * 1000:.0f} ms, "
-          f"recovered {recovery:.2f} s after Redis resumed")
+    print(
+        f"case 3: 150 requests during a {outage:.1f} s freeze, slowest {slowest * 1000:.0f} ms, "
+        f"recovered {recovery:.2f} s after Redis resumed"
+    )
 
 
 def test_redis_restarted_empty(fault_app, private_redis, processes):
@@ -134,6 +137,69 @@ def test_redis_restarted_empty(fault_app, private_redis, processes):
     # One rebuild at a time: the lock let exactly one worker rebuild per empty start.
     rebuilds = sum(worker.log().count("full rebuild started") for worker in workers)
     assert rebuilds == 2  # the first start, and the restart
-    print(f"case 4: {sum(map(len, answers.values()))} answers while rebuilding "
-          f"(503s: {sum(s.count(503) for s in answers.values())}, 404s: 0), "
-          f"ready and serving {recovery:.1f} s after the empty restart")
+    print(
+        f"case 4: {sum(map(len, answers.values()))} answers while rebuilding "
+        f"(503s: {sum(s.count(503) for s in answers.values())}, 404s: 0), "
+        f"ready and serving {recovery:.1f} s after the empty restart"
+    )
+
+
+def test_redis_back_from_an_older_state_never_goes_back_in_time(
+    fault_app, private_redis, processes
+):
+    """Case 10: Redis restarted from an append-only file missing its last writes.
+
+    Users already served version 2 are never served version 1 again, and any
+    answer Redis gives before the worker has reconciled it says it may be stale.
+    """
+    client = private_redis.start(appendonly=True)
+    processes.worker()
+    wait_ready(client)
+    make_campaign("spring")
+    seed_content("spring", 600)
+    wait_until(lambda: client.exists(keys.entry_key("spring", "600")), timeout=30)
+    wait_until(lambda: client.exists(keys.REDIS_RUN_ID), timeout=30)
+    append_only_file = private_redis.folder / "appendonly.aof"
+    kept = append_only_file.stat().st_size
+    seed_content("spring", 300)  # users 1..300 get version 2
+    wait_until(lambda: int(client.hget(keys.entry_key("spring", "300"), "v") or 0) == 2, timeout=30)
+    _, port = processes.api()
+    watched = [str(user_id) for user_id in range(1, 300, 25)]
+    for user_id in watched:
+        assert json.loads(timed_get(port, f"/data?user_id={user_id}")[2])["version"] == 2
+
+    private_redis.kill()
+    with open(append_only_file, "r+b") as aof:
+        aof.truncate(kept)
+    client = private_redis.start(appendonly=True)
+    restarted_at = time.monotonic()
+    went_back, unmarked = [], 0
+    while True:
+        reconciled = client.get(keys.REDIS_RUN_ID) == client.info("server")["run_id"].encode()
+        for user_id in [*watched, "450"]:
+            status, headers, body, _ = timed_get(port, f"/data?user_id={user_id}")
+            if status != 200:
+                continue
+            version = json.loads(body)["version"]
+            if user_id in watched and version < 2:
+                went_back.append(user_id)
+            if not reconciled and "x-content-stale" not in headers:
+                unmarked += 1
+        if reconciled:
+            break
+        assert time.monotonic() - restarted_at < 60
+        time.sleep(0.05)
+    assert went_back == []
+    assert unmarked == 0
+    # The API notices the reconcile at its next poll.
+    fresh = wait_until(
+        lambda: (
+            "x-content-stale" not in (answer := timed_get(port, "/data?user_id=1"))[1] and answer
+        ),
+        timeout=5,
+    )
+    assert json.loads(fresh[2])["version"] == 2
+    print(
+        f"case 10: restart from an older file: 0 answers went back in time, all marked "
+        f"stale until reconciled {time.monotonic() - restarted_at:.1f} s after it"
+    )
