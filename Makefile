@@ -16,7 +16,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 # Migrations, first admin and demo data (first start), embedded Redis, web, api, worker.
 run: $(STAMP)
-	$(BIN)/python -m ccadmin.devserver
+	$(BIN)/python -m devtools.devserver
 
 # The whole suite; TEST_DATABASE_URL / TEST_REDIS_URL select real services.
 test: $(STAMP)

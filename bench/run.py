@@ -33,8 +33,8 @@ from typing import Any
 
 from bench import report, seed, wrk
 from bench.servers import API, HELLO, Server
-from ccadmin.local_cluster import PRIMARY_COUNT, LocalCluster
 from ccadmin.redis_client import cluster_client
+from devtools.local_cluster import PRIMARY_COUNT, LocalCluster
 
 RESULTS = Path(__file__).with_name("results")
 # Threads per waitress process: measured with --sweep-threads (docs/performance.md).

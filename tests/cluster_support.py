@@ -1,4 +1,4 @@
-"""pytest fixtures for a real Redis Cluster on loopback (ccadmin.local_cluster).
+"""pytest fixtures for a real Redis Cluster on loopback (devtools.local_cluster).
 
 The cluster itself lives in the library so the benchmark can start one too;
 the names tests use are re-exported here (`from cluster_support import LocalCluster`).
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from ccadmin.local_cluster import (
+from devtools.local_cluster import (
     HOST,
     NO_BINARY,
     NODE_TIMEOUT_MS,

@@ -101,7 +101,7 @@ def _kill_leftovers(instance_path: Path) -> None:
 
 @pytest.fixture
 def devserver() -> Iterator[Devserver]:
-    """`python -m ccadmin.devserver` in a temporary instance folder on free ports."""
+    """`python -m devtools.devserver` in a temporary instance folder on free ports."""
     instance_path = Path(tempfile.mkdtemp(prefix="ccrun-"))
     admin_port, api_port = free_port(), free_port()
     env = {name: value for name, value in os.environ.items() if name not in UNSET}
@@ -113,7 +113,7 @@ def devserver() -> Iterator[Devserver]:
         API_PROCESSES="1",
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "ccadmin.devserver"],
+        [sys.executable, "-m", "devtools.devserver"],
         cwd=PROJECT_ROOT,
         env=env,
         stdout=subprocess.PIPE,

@@ -355,7 +355,7 @@ def _raise_shutdown(signum: int, frame: object) -> None:
 
 
 def main() -> int:
-    """Entry point of `python -m ccadmin.devserver`; the exit status says how it ended."""
+    """Entry point of `python -m devtools.devserver`; the exit status says how it ended."""
     signal.signal(signal.SIGINT, _raise_shutdown)
     signal.signal(signal.SIGTERM, _raise_shutdown)
     try:
