@@ -30,16 +30,11 @@ from ccadmin.models.users import ROLES
 from ccadmin.publishing.wake import WAKE_KEYS
 from ccadmin.redis_client import get_redis, get_store
 
-START_REBUILD = "workers.rebuild.start_rebuild"
-# What the sweeper does for a rebuild in progress: enqueue chunks lost with a
-# worker, resume a stalled one.
-DRIVE_REBUILD = "workers.sweeper.ensure_ready"
 # The command works chunk jobs itself, and looks for lost ones this often.
 REBUILD_POLL_SECONDS = 1.0
 # Seconds between heartbeats of the command's own RQ worker: the sweeper
 # takes a worker silent for 10 s for dead and runs its chunk again.
 REBUILD_HEARTBEAT_SECONDS = 2.0
-RECONCILE_JOB = "workers.rebuild.reconcile"
 MIN_PASSWORD_LENGTH = 12
 CLI_ACTOR = "cli"
 
@@ -176,7 +171,7 @@ def _rebuild(options: dict[str, Any]) -> None:
     until it has set the ready marker."""
     started = time.monotonic()
     try:
-        status = _run_worker_function(START_REBUILD, **options)
+        status = _run_worker_function(keys.JOB_START_REBUILD, **options)
     except RuntimeError as error:  # another rebuild holds the lock
         raise click.ClickException(str(error)) from None
     if not status["finished"]:
@@ -213,7 +208,7 @@ def _work_rebuild(status: dict[str, Any]) -> None:
             shown = current["chunks_done"]
             if current["finished"]:
                 return
-            _run_worker_function(DRIVE_REBUILD, get_store(settings))
+            _run_worker_function(keys.JOB_ENSURE_READY, get_store(settings))
             time.sleep(REBUILD_POLL_SECONDS)
 
 
@@ -244,7 +239,7 @@ def _work_chunk_jobs(connection: redis.Redis) -> None:
 def reconcile() -> None:
     """Compare database versions with Redis and repair every difference."""
     started = time.monotonic()
-    report = _run_worker_function(RECONCILE_JOB)
+    report = _run_worker_function(keys.JOB_RECONCILE)
     seconds = time.monotonic() - started
     checked = report.get("entries_checked", 0)
     click.echo(f"Reconciled in {seconds:.1f} s: checked {checked} entries.")

@@ -117,6 +117,29 @@ REBUILD_QUEUE = "ccadmin-rebuild"
 # The queues a worker takes jobs from, in order of priority.
 WORKER_QUEUES = (REBUILD_QUEUE, IMPORT_QUEUE)
 
+# The worker's functions, by dotted path: RQ imports them in the worker, and
+# the web process and the CLI name them without importing the workers package.
+JOB_APPLY_IMPORT = "workers.imports.apply_import"
+JOB_INGEST_IMPORT = "workers.imports.ingest_import"
+JOB_APPLY_SCHEDULED_CHANGE = "workers.imports.apply_scheduled_change"
+JOB_CHECK_COVERAGE = "workers.imports.check_coverage"
+JOB_REBUILD_CHUNK = "workers.rebuild.rebuild_chunk"
+JOB_START_REBUILD = "workers.rebuild.start_rebuild"
+JOB_RECONCILE = "workers.rebuild.reconcile"
+# What the sweeper does for a rebuild in progress: enqueue chunks lost with a
+# worker, resume a stalled one (the CLI's rebuild calls it too).
+JOB_ENSURE_READY = "workers.sweeper.ensure_ready"
+JOB_PATHS = (
+    JOB_APPLY_IMPORT,
+    JOB_INGEST_IMPORT,
+    JOB_APPLY_SCHEDULED_CHANGE,
+    JOB_CHECK_COVERAGE,
+    JOB_REBUILD_CHUNK,
+    JOB_START_REBUILD,
+    JOB_RECONCILE,
+    JOB_ENSURE_READY,
+)
+
 # Entry changes, announced on a pub/sub channel so API processes can keep an
 # in-process cache correct (ccadmin/api/cache.py). Each message is a JSON
 # array [key, version, key, version, ...] of the entry writes a script

@@ -82,7 +82,7 @@ def test_the_upload_only_stores_the_file_and_the_page_follows_its_staging(editor
     assert db.session.execute(select(func.count()).select_from(ImportRow)).scalar_one() == 0
     job = Job.fetch(content_import.job_id, connection=redis_connection())
     assert (job.func_name, job.args, job.origin) == (
-        uploads.INGEST_JOB,
+        keys.JOB_INGEST_IMPORT,
         (content_import.id,),
         keys.IMPORT_QUEUE,
     )

@@ -56,7 +56,7 @@ def test_the_request_stores_the_body_and_the_job_stages_applies_and_publishes(
     assert chunks(state["id"]) == 1 and db.session.scalar(select(func.count(ImportRow.line))) == 0
     job = Job.fetch(f"import-{state['id']}", connection=redis_client)
     assert (job.func_name, job.args, job.origin) == (
-        uploads.INGEST_JOB,
+        keys.JOB_INGEST_IMPORT,
         (state["id"],),
         keys.IMPORT_QUEUE,
     )

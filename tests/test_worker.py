@@ -65,3 +65,11 @@ def test_sigterm_is_a_clean_exit(app, redis_client, spawn):
     wait_until(lambda: redis_client.exists(keys.READY), timeout=TIMEOUT)
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=TIMEOUT) == 0
+
+
+def test_every_job_path_names_a_function_rq_can_import():
+    from rq.utils import import_attribute
+
+    for path in keys.JOB_PATHS:
+        assert callable(import_attribute(path)), path
+    assert len(set(keys.JOB_PATHS)) == len(keys.JOB_PATHS) == 8

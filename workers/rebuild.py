@@ -61,7 +61,6 @@ CHUNK_IDS = 50_000
 PAGE_ROWS = 20_000
 # A chunk is seconds of work; this only bounds a job stuck on its database.
 CHUNK_JOB_TIMEOUT = 1_800
-REBUILD_JOB = "workers.rebuild.rebuild_chunk"
 RECONCILE_CHUNK = 2_000
 # Seconds between periodic reconciles (keys.RECONCILE_LOCK is the schedule).
 RECONCILE_INTERVAL = 600
@@ -135,7 +134,7 @@ def enqueue_chunks(connection: redis.Redis, plan: Plan, indexes: Any) -> int:
     queue = Queue(keys.REBUILD_QUEUE, connection=connection)
     jobs = [
         Queue.prepare_data(
-            REBUILD_JOB,
+            keys.JOB_REBUILD_CHUNK,
             (plan.rebuild_id, index),
             job_id=rebuild_plan.chunk_job_id(plan.rebuild_id, index),
             timeout=CHUNK_JOB_TIMEOUT,

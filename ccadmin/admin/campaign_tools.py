@@ -249,7 +249,7 @@ class CampaignToolsView(AccessControlled, BaseView):
         try:
             token, total = coverage.stash(connection, ids)
             import_queue(connection).enqueue(
-                coverage.JOB,
+                keys.JOB_CHECK_COVERAGE,
                 campaign.slug,
                 token,
                 total,

@@ -41,7 +41,6 @@ from ccadmin.models.imports import (
 
 log = logging.getLogger(__name__)
 
-APPLY_JOB = "workers.imports.apply_import"
 # A million rows take a couple of minutes; the timeout only stops a stuck job.
 APPLY_JOB_TIMEOUT = 3600
 # Finished jobs (and their progress) stay readable by the page for a day.
@@ -86,8 +85,8 @@ def _enqueue(content_import: ContentImport, connection: redis.Redis, run_at: dat
         "failure_ttl": JOB_RESULT_TTL,
     }
     if run_at is None:
-        return queue.enqueue(APPLY_JOB, content_import.id, **options)
-    return queue.enqueue_at(run_at, APPLY_JOB, content_import.id, **options)
+        return queue.enqueue(keys.JOB_APPLY_IMPORT, content_import.id, **options)
+    return queue.enqueue_at(run_at, keys.JOB_APPLY_IMPORT, content_import.id, **options)
 
 
 def check_applicable(content_import: ContentImport, mode: str) -> None:

@@ -34,7 +34,6 @@ SAMPLE = 20
 INLINE_LIMIT = 100_000
 STASH_SECONDS = 3_600
 STASH_CHUNK = 10_000
-JOB = "workers.imports.check_coverage"
 
 
 @dataclass

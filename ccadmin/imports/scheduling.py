@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 import redis
 from sqlalchemy import select
 
-from ccadmin import publishing
+from ccadmin import keys, publishing
 from ccadmin.content_schema import REQUIRED_FIELD, user_id_error, validate_fields
 from ccadmin.extensions import db
 from ccadmin.imports import staging
@@ -37,7 +37,6 @@ from ccadmin.models.types import utcnow
 
 log = logging.getLogger(__name__)
 
-SCHEDULED_JOB = "workers.imports.apply_scheduled_change"
 JOB_TTL = 86_400
 # A change that could not be applied stays listed on the tools page this long.
 FAILURES_SHOWN_FOR = timedelta(days=7)
@@ -135,7 +134,7 @@ def schedule_change(
     try:
         import_queue(connection).enqueue_at(
             run_at,
-            SCHEDULED_JOB,
+            keys.JOB_APPLY_SCHEDULED_CHANGE,
             change.id,
             job_id=change.job_id,
             result_ttl=JOB_TTL,

@@ -26,6 +26,7 @@ from rq.exceptions import ShutDownImminentException
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import OperationalError
 
+from ccadmin import keys
 from ccadmin.extensions import db
 from ccadmin.imports import changesets, staging
 from ccadmin.models import ContentImport, ImportRow
@@ -42,7 +43,6 @@ from ccadmin.models.types import utcnow
 
 log = logging.getLogger(__name__)
 
-INGEST_JOB = "workers.imports.ingest_import"
 # One row of import_chunk: big enough that a million-row body is ~100 rows,
 # small enough that web and worker each hold one at a time.
 CHUNK_BYTES = 1024 * 1024
@@ -110,7 +110,7 @@ def enqueue_ingest(content_import: ContentImport, connection: redis.Redis) -> bo
     """
     try:
         changesets.import_queue(connection).enqueue(
-            INGEST_JOB,
+            keys.JOB_INGEST_IMPORT,
             content_import.id,
             job_id=content_import.job_id,
             job_timeout=changesets.APPLY_JOB_TIMEOUT,
