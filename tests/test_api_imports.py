@@ -1,4 +1,4 @@
-"""The API's hot path stays free of the admin's heavy dependencies (DESIGN 3)."""
+"""The API's hot path stays free of the admin's heavy dependencies (docs/architecture.md#processes)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The migrations produce exactly the models' schema (DESIGN 4)."""
+"""The migrations produce exactly the models' schema (docs/architecture.md#the-database)."""
 
 from __future__ import annotations
 
