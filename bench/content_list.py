@@ -57,9 +57,9 @@ def seed(entries: int) -> None:
     """The bench campaign with `entries` entries (added if fewer), analyzed."""
     from sqlalchemy import func, select, text
 
+    from ccadmin.content.seed import ensure_campaign
     from ccadmin.extensions import db
     from ccadmin.models import ContentEntry
-    from ccadmin.seed import ensure_campaign
 
     campaign, _ = ensure_campaign(CAMPAIGN, actor="bench")
     have = db.session.scalar(

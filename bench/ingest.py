@@ -190,13 +190,13 @@ def create_campaign_and_token(slug: str) -> tuple[str, str]:
     creates them)."""
     from ccadmin import publishing
     from ccadmin.app import create_app
+    from ccadmin.content.seed import ensure_campaign
     from ccadmin.extensions import db
     from ccadmin.models import ApiKey, ManagementToken
     from ccadmin.models.api_keys import hash_secret
     from ccadmin.models.api_keys import new_secret as new_api_key
     from ccadmin.models.management_tokens import SCOPE_WRITE
     from ccadmin.models.management_tokens import new_token_secret as new_secret
-    from ccadmin.seed import ensure_campaign
 
     app = create_app()
     with app.app_context():

@@ -38,7 +38,7 @@ import redis
 from bench import seed
 from bench.servers import free_port
 from ccadmin import embedded_redis, keys, payload, redis_client
-from ccadmin.seed import random_messages
+from ccadmin.content.seed import random_messages
 from workers import store
 
 RESULTS = Path(__file__).with_name("results")

@@ -87,9 +87,9 @@ def seed_database(entries: int) -> int:
     from sqlalchemy import func, select, text, update
 
     from ccadmin import publishing
+    from ccadmin.content.seed import ensure_campaign
     from ccadmin.extensions import db
     from ccadmin.models import ContentEntry, OutboxEvent
-    from ccadmin.seed import ensure_campaign
 
     campaign, _ = ensure_campaign(CAMPAIGN, actor="bench")
     have = db.session.execute(

@@ -57,11 +57,10 @@ def register_config(app: Flask, settings: config.Settings) -> None:
 def register_extensions(app: Flask) -> None:
     """Bind the shared extension objects to this app."""
     from ccadmin import (
-        database_errors,
         models,  # noqa: F401  (registers the tables on db.metadata)
         publishing,
-        reconcile_status,
     )
+    from ccadmin.publishing import reconcile_status
 
     db.init_app(app)
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
@@ -71,7 +70,6 @@ def register_extensions(app: Flask) -> None:
     csrf.init_app(app)
     login_manager.init_app(app)
     publishing.init_app(app)
-    database_errors.init_app(app)
     reconcile_status.init_app(app)
 
 
@@ -93,9 +91,10 @@ def register_security(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Login pages, the admin (views are built per app: see admin/__init__.py), the ingest API."""
-    from ccadmin import admin, auth, manage
+    from ccadmin import admin, manage
+    from ccadmin.security import login
 
-    auth.init_app(app)
+    login.init_app(app)
     admin.init_app(app)
     manage.init_app(app)
 

@@ -1,6 +1,6 @@
 """Operator commands: `flask --app wsgi seed|create-user|create-api-key|publish|reconcile`.
 
-Thin wrappers: the work lives in ccadmin/seed.py and in the worker package,
+Thin wrappers: the work lives in ccadmin/content/seed.py and in the worker package,
 which is reached by dotted path because ccadmin never imports workers.
 """
 
@@ -22,11 +22,13 @@ from rq import SimpleWorker
 from rq.utils import import_attribute
 from sqlalchemy import func, select
 
-from ccadmin import keys, publishing, reconcile_status, seed
+from ccadmin import keys, publishing
+from ccadmin.content import seed
 from ccadmin.extensions import db
 from ccadmin.models import AdminUser, ApiKey, Campaign, OutboxEvent
 from ccadmin.models.api_keys import hash_secret, new_secret
 from ccadmin.models.users import ROLES
+from ccadmin.publishing import reconcile_status
 from ccadmin.publishing.wake import WAKE_KEYS
 from ccadmin.redis_client import get_redis, get_store
 

@@ -1,4 +1,4 @@
-"""The API's hot path stays free of the admin's heavy dependencies (docs/architecture.md#processes)."""
+"""The API's hot path stays free of the admin's heavy dependencies (docs/architecture.md)."""
 
 from __future__ import annotations
 

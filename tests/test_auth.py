@@ -7,9 +7,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from support import PASSWORD, csrf_token, login
 
-from ccadmin.auth import LOGIN_FAILED
 from ccadmin.extensions import db
 from ccadmin.models import AdminUser
+from ccadmin.security.login import LOGIN_FAILED
 
 
 def test_root_redirects_to_admin(client):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ccadmin.content_schema import (
+from ccadmin.content.schema import (
     SchemaError,
     format_default_fields,
     format_schema,

@@ -9,8 +9,8 @@ from manage_support import SCHEMA, bearer, make_token
 from publishing_support import make_campaign, save_entry
 from sqlalchemy import func, select
 
-from ccadmin import history
-from ccadmin.content_schema import MAX_FIELD_LENGTH, MAX_FIELDS
+from ccadmin.content import history
+from ccadmin.content.schema import MAX_FIELD_LENGTH, MAX_FIELDS
 from ccadmin.extensions import db
 from ccadmin.manage import schemas
 from ccadmin.models import AuditEvent, ContentEntry, OutboxEvent

@@ -9,7 +9,8 @@ from publishing_support import make_campaign, save_entry, stored_entry
 from sqlalchemy import select
 from support import login, wait_until
 
-from ccadmin import keys, preview
+from ccadmin import keys
+from ccadmin.content import preview
 from ccadmin.extensions import db
 from ccadmin.models import ContentEntry
 

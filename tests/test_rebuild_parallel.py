@@ -23,10 +23,10 @@ from support import login, wait_until
 from test_cli import invoke
 
 from ccadmin import keys, payload
+from ccadmin.content.seed import seed_content
 from ccadmin.extensions import db
 from ccadmin.models import Campaign, ContentEntry, OutboxEvent
 from ccadmin.redis_client import get_store
-from ccadmin.seed import seed_content
 from workers import rebuild_plan, store
 from workers.context import AppJob
 from workers.publish import content_columns, publish_entries

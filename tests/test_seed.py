@@ -8,9 +8,9 @@ from publishing_support import stored_entry
 from sqlalchemy import func, select
 
 from ccadmin import keys, payload
+from ccadmin.content.seed import MESSAGE_LENGTH, demo_messages, random_messages
 from ccadmin.extensions import db
 from ccadmin.models import AuditEvent, Campaign, ContentEntry, OutboxEvent
-from ccadmin.seed import MESSAGE_LENGTH, demo_messages, random_messages
 
 
 def entries(slug: str = "default") -> list[ContentEntry]:

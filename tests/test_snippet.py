@@ -8,8 +8,8 @@ import pytest
 from publishing_support import make_campaign
 from support import login
 
+from ccadmin.content.snippets import AUTH_BASIC, CACHE_NOTE, connected_content_snippet
 from ccadmin.models import Campaign
-from ccadmin.snippets import AUTH_BASIC, CACHE_NOTE, connected_content_snippet
 
 URL = "https://content.example.com"
 

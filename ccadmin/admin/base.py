@@ -28,10 +28,10 @@ from werkzeug.datastructures import ImmutableMultiDict
 from ccadmin import publishing
 from ccadmin.admin.confirmation import Confirmation, confirmed
 from ccadmin.extensions import db, login_manager
-from ccadmin.forms import UntruncatedForm
 from ccadmin.imports.spreadsheet import guarded
 from ccadmin.models.users import ROLE_ADMIN, ROLE_VIEWER
 from ccadmin.security.identifiers import MAX_PAGE, record_id
+from ccadmin.web.forms import UntruncatedForm
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +266,7 @@ class ProtectedModelView(AccessControlled, ModelView):
     def handle_view_exception(self, exc: Exception) -> bool:
         """Flash a plain message; the details (SQL, tracebacks) go to the log only."""
         if isinstance(exc, OperationalError | DisconnectionError):
-            # The database is unreachable: the app's 503 page (database_errors.py)
+            # The database is unreachable: the app's 503 page (security/errors.py)
             # says so, where a flash over an empty list would look like lost data.
             db.session.rollback()
             return False

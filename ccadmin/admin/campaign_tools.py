@@ -2,7 +2,7 @@
 
 Everyone logged in reads; the write actions on this page (revert, schedule,
 coverage upload) need the editor role. The preview runs the real API code in
-this process (ccadmin/preview.py), so what it shows is what the caller gets.
+this process (ccadmin/content/preview.py), so what it shows is what the caller gets.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from rq.job import Job
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from ccadmin import keys, preview, snippets
+from ccadmin import keys
 from ccadmin.admin.base import AccessControlled, actor
 from ccadmin.admin.imports import parse_run_at
 from ccadmin.admin.schedule_form import CLEAR_PREFIX, FIELD_PREFIX, LOADED_PREFIX, ScheduleInput
-from ccadmin.content_schema import REQUIRED_FIELD, user_id_error
+from ccadmin.content import preview, snippets
+from ccadmin.content.schema import REQUIRED_FIELD, user_id_error
 from ccadmin.extensions import db
 from ccadmin.imports import coverage, revert, scheduling
 from ccadmin.imports.changesets import import_queue

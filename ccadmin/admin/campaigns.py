@@ -20,7 +20,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 from ccadmin import publishing
 from ccadmin.admin.base import AdminForm, ProtectedModelView, actor
 from ccadmin.admin.campaign_tools import snippet_for
-from ccadmin.content_schema import (
+from ccadmin.content.schema import (
     DEFAULT_MAX_LENGTH,
     NOT_UNICODE,
     REQUIRED_FIELD,
@@ -32,12 +32,12 @@ from ccadmin.content_schema import (
     printable,
     unencodable,
 )
+from ccadmin.content.snippets import AUTH_HEADERS
 from ccadmin.extensions import db
 from ccadmin.models import Campaign, ContentEntry
 from ccadmin.models.campaign import FALLBACK_DEFAULT, FALLBACK_NOT_FOUND, SLUG_PATTERN
 from ccadmin.models.types import utcnow
 from ccadmin.models.users import ROLE_ADMIN
-from ccadmin.snippets import AUTH_HEADERS
 
 MAX_AGE_LIMIT = 86400
 HAS_CONTENT = (

@@ -25,21 +25,22 @@ from werkzeug.wrappers import Response
 from wtforms import SelectChoice, SelectField, StringField, TextAreaField
 from wtforms.validators import ValidationError
 
-from ccadmin import history, keys
+from ccadmin import keys
 from ccadmin.admin.base import AdminForm, actor
 from ccadmin.admin.campaign_tools import run_preview
 from ccadmin.admin.content_list import PublishStatusFilter, search_condition
 from ccadmin.admin.keyset import KeysetModelView
-from ccadmin.content_schema import REQUIRED_FIELD, printable, user_id_error, validate_fields
+from ccadmin.content import history
+from ccadmin.content.preview import CALLER_BODY_LIMIT
+from ccadmin.content.schema import REQUIRED_FIELD, printable, user_id_error, validate_fields
 from ccadmin.extensions import db
-from ccadmin.forms import MAX_LENGTH_ATTRIBUTE
 from ccadmin.models import Campaign, ContentEntry, OutboxEvent
 from ccadmin.models.content import USER_ID_MAX_LENGTH
 from ccadmin.models.users import ROLE_EDITOR
-from ccadmin.preview import CALLER_BODY_LIMIT
 from ccadmin.publishing import entry_writes
 from ccadmin.redis_client import get_store
 from ccadmin.security.identifiers import record_id
+from ccadmin.web.forms import MAX_LENGTH_ATTRIBUTE
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import json
 
 from waitress.task import ErrorTask
 
-from ccadmin.http_framing import StrictChannel
+from ccadmin.web.framing import StrictChannel
 
 # waitress status -> (status we answer, stable `error` code).
 ERRORS = {

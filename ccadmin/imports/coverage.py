@@ -25,7 +25,7 @@ from typing import IO, Any
 import redis
 
 from ccadmin import keys
-from ccadmin.content_schema import user_id_error
+from ccadmin.content.schema import user_id_error
 from ccadmin.imports.parsing import USER_ID_COLUMN, LineReader
 from ccadmin.imports.spreadsheet import guarded, unguarded
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from ccadmin.content_schema import nested_deeper_than
+from ccadmin.content.schema import nested_deeper_than
 from ccadmin.imports.spreadsheet import unguarded
 
 FORMAT_CSV = "csv"

@@ -22,7 +22,7 @@ import redis
 from sqlalchemy import select
 
 from ccadmin import keys, publishing
-from ccadmin.content_schema import REQUIRED_FIELD, user_id_error, validate_fields
+from ccadmin.content.schema import REQUIRED_FIELD, user_id_error, validate_fields
 from ccadmin.extensions import db
 from ccadmin.imports import staging
 from ccadmin.imports.changesets import ChangeSetError, delete_scheduled_job, import_queue

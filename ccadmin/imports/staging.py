@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from sqlalchemy import bindparam, delete, func, select, text, update
 
-from ccadmin.content_schema import printable, user_id_error, validate_fields
+from ccadmin.content.schema import printable, user_id_error, validate_fields
 from ccadmin.extensions import db
 from ccadmin.imports import bulk
 from ccadmin.imports.parsing import USER_ID_COLUMN, FileProblem, SourceRow, read_rows

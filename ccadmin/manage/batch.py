@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from flask import jsonify
 from werkzeug.wrappers import Response
 
-from ccadmin.content_schema import nested_deeper_than, printable, user_id_error, validate_fields
+from ccadmin.content.schema import nested_deeper_than, printable, user_id_error, validate_fields
 from ccadmin.extensions import db
 from ccadmin.imports import applying, bulk, staging
 from ccadmin.imports.parsing import USER_ID_COLUMN

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
 
-from ccadmin.content_schema import user_id_error, validate_fields
+from ccadmin.content.schema import user_id_error, validate_fields
 from ccadmin.extensions import db
 from ccadmin.manage import auth, schemas
 from ccadmin.manage.campaigns import campaign_for

@@ -15,7 +15,7 @@ from typing import Any
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import MethodNotAllowed
 
-from ccadmin.content_schema import nested_deeper_than
+from ccadmin.content.schema import nested_deeper_than
 from ccadmin.manage import errors, idempotency, schemas
 from ccadmin.manage.errors import ApiError
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from ccadmin.content_schema import MAX_FIELD_LENGTH, MAX_FIELDS, printable
+from ccadmin.content.schema import MAX_FIELD_LENGTH, MAX_FIELDS, printable
 from ccadmin.models.campaign import FALLBACK_POLICIES
 from ccadmin.models.content import USER_ID_MAX_LENGTH
 

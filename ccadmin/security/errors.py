@@ -1,13 +1,22 @@
-"""Error pages: a short message and the status, never a traceback, SQL or a stored value."""
+"""Error pages: a short message and the status, never a traceback, SQL or a stored value.
+
+A database that cannot be reached gets a page of its own (503): nothing can
+be shown or saved while it is down, and the page asks the marketer to retry.
+The pool re-checks connections before use (`pool_pre_ping`), so the admin
+recovers by itself when the database returns, without a restart.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 
-from flask import Flask, current_app, jsonify, render_template, request
+from flask import Flask, current_app, g, jsonify, render_template, request
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.wrappers import Response
+
+from ccadmin.extensions import db, login_manager
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +40,13 @@ TITLES = {
     429: "Too many requests",
     500: "Server error",
 }
+
+RETRY_AFTER_SECONDS = "30"
+DATABASE_TITLE = "Database unavailable"
+DATABASE_MESSAGE = (
+    "The database cannot be reached right now, so nothing can be shown or saved. "
+    "Nothing you saved earlier is lost. Try again in a minute."
+)
 
 ErrorAnswer = tuple[Response | str, int, list[tuple[str, str]]]
 PrefixRenderer = Callable[[Exception], Response]
@@ -94,9 +110,28 @@ def render_unexpected(error: InternalServerError) -> ErrorAnswer:
     return render_error(InternalServerError())
 
 
+def database_unavailable(error: Exception) -> ErrorAnswer:
+    """503 with a fixed message; the driver's error (and its SQL) goes to the log only."""
+    renderer = renderer_for_path()
+    if renderer is not None:
+        return renderer(error), 503, []
+    log.error("database unreachable: %s", type(error).__name__, exc_info=error)
+    db.session.rollback()
+    if "_login_user" not in g:
+        # The user record cannot be read either: render as to a visitor
+        # rather than fail again inside the template's context processor.
+        g._login_user = login_manager.anonymous_user()
+    page = render_template(
+        "errors/error.html", status=503, title=DATABASE_TITLE, message=DATABASE_MESSAGE
+    )
+    return page, 503, [("Retry-After", RETRY_AFTER_SECONDS)]
+
+
 def init_app(app: Flask) -> None:
-    """Register the handlers for every status in MESSAGES."""
+    """Register the handlers for every status in MESSAGES, and for a database gone away."""
     for status in MESSAGES:
         if status != 500:
             app.register_error_handler(status, render_error)
     app.register_error_handler(InternalServerError, render_unexpected)
+    app.register_error_handler(OperationalError, database_unavailable)
+    app.register_error_handler(DisconnectionError, database_unavailable)

@@ -13,7 +13,7 @@ from publishing_support import make_campaign
 from support import wait_until
 
 from ccadmin import keys
-from ccadmin.seed import seed_content
+from ccadmin.content.seed import seed_content
 
 AUTH = {"X-API-Key": ENV_KEY}
 # The caller gives up after 2 s: an answer later than that is a failure.

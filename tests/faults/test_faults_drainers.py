@@ -23,9 +23,9 @@ from support import wait_until
 from test_faults_redis import unpublished
 
 from ccadmin import keys
+from ccadmin.content.seed import seed_content
 from ccadmin.extensions import db
 from ccadmin.models import Campaign, ContentEntry, PublishFailure
-from ccadmin.seed import seed_content
 
 OUTAGES = 6
 ENTRIES = 2_000

@@ -15,7 +15,7 @@ from support import login, wait_until
 from test_faults_redis import unpublished
 
 from ccadmin import keys
-from ccadmin.seed import seed_content
+from ccadmin.content.seed import seed_content
 from workers.rebuild import reconcile
 from workers.sweeper import RECONCILE_INTERVAL
 

@@ -9,9 +9,9 @@ from fault_support import differences, wait_ready, wait_writing
 from sqlalchemy import func, select
 from support import wait_until
 
+from ccadmin.content.seed import seed_content
 from ccadmin.extensions import db
 from ccadmin.models import ContentEntry, OutboxEvent
-from ccadmin.seed import seed_content
 
 # One outbox event for the whole batch (the bulk lane): publishing it takes
 # under a second, long enough that the drainer is still writing when the test

@@ -26,9 +26,9 @@ from support import login, wait_until
 from test_faults_redis import unpublished
 
 from ccadmin import keys
+from ccadmin.content.seed import seed_content
 from ccadmin.extensions import db
 from ccadmin.models import ContentEntry, OutboxEvent
-from ccadmin.seed import seed_content
 from workers import store
 from workers.publish import entry_chunks, write_rows
 

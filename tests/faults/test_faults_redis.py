@@ -12,9 +12,9 @@ from sqlalchemy import select
 from support import login, wait_until
 
 from ccadmin import keys
+from ccadmin.content.seed import seed_content
 from ccadmin.extensions import db
 from ccadmin.models import ContentEntry, OutboxEvent
-from ccadmin.seed import seed_content
 from workers.rebuild import reconcile
 
 

@@ -8,9 +8,9 @@ from fault_support import differences, redis_versions, wait_ready, wait_writing
 from sqlalchemy import select
 from support import wait_until
 
+from ccadmin.content.seed import seed_content
 from ccadmin.extensions import db
 from ccadmin.models import OutboxEvent
-from ccadmin.seed import seed_content
 
 # Entries in the batch (one outbox event, the bulk lane): enough that
 # publishing it takes a visible fraction of a second, so the kill lands while

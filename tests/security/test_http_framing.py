@@ -1,5 +1,5 @@
 """HTTP/1.1 framing on both servers, over raw sockets: ambiguous or endless requests are
-refused at once and the connection is closed (ccadmin/http_framing.py)."""
+refused at once and the connection is closed (ccadmin/web/framing.py)."""
 
 from __future__ import annotations
 

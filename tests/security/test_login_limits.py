@@ -8,10 +8,10 @@ from support import PASSWORD, confirmation, csrf_token, login
 from werkzeug.datastructures import MultiDict
 
 from ccadmin import keys
-from ccadmin.auth import LOGIN_FAILED, LOGIN_THROTTLED
 from ccadmin.extensions import db
 from ccadmin.models import AdminUser
 from ccadmin.security import login_limits
+from ccadmin.security.login import LOGIN_FAILED, LOGIN_THROTTLED
 
 WRONG = "not the password at all"
 

@@ -7,9 +7,9 @@ from sqlalchemy import select
 from support import PASSWORD, csrf_token, login
 from werkzeug.security import generate_password_hash
 
-from ccadmin.auth import CURRENT_HASH_METHOD, needs_rehash
 from ccadmin.extensions import db
 from ccadmin.models import AdminUser
+from ccadmin.security.login import CURRENT_HASH_METHOD, needs_rehash
 
 
 def test_new_hashes_are_scrypt(make_user):

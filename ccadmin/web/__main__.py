@@ -2,7 +2,7 @@
 
 `python -m ccadmin.web --listen=*:$PORT` (Procfile) or `--listen=127.0.0.1:5000`
 (`make run`). The same as `waitress-serve --threads=8 --ident= wsgi:app`, with
-the framing checks of ccadmin/http_framing.py, which waitress's command line
+the framing checks of ccadmin/web/framing.py, which waitress's command line
 cannot install.
 """
 
@@ -13,7 +13,7 @@ import os
 
 from waitress import create_server
 
-from ccadmin.http_framing import use_strict_framing
+from ccadmin.web.framing import use_strict_framing
 
 THREADS = 8
 

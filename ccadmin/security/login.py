@@ -32,10 +32,10 @@ from wtforms.validators import DataRequired, Length
 
 from ccadmin import publishing
 from ccadmin.extensions import db, login_manager
-from ccadmin.forms import UntruncatedForm
 from ccadmin.models import AdminUser
 from ccadmin.models.types import utcnow
 from ccadmin.security import login_limits, sessions
+from ccadmin.web.forms import UntruncatedForm
 
 log = logging.getLogger(__name__)
 
