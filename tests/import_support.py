@@ -10,8 +10,8 @@ from rq.job import Job
 from sqlalchemy import select
 from support import csrf_token, post_confirmed, wait_until
 
-from ccadmin.admin.imports import redis_connection
 from ccadmin.extensions import db
+from ccadmin.imports.progress import redis_connection
 from ccadmin.models import ContentEntry, ContentImport
 from workers.imports import ingest_import
 

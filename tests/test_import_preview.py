@@ -23,9 +23,9 @@ from sqlalchemy import func, select, update
 from support import csrf_token, login
 
 from ccadmin import keys, publishing
-from ccadmin.admin.imports import redis_connection
 from ccadmin.extensions import db
 from ccadmin.imports import changesets, uploads
+from ccadmin.imports.progress import redis_connection
 from ccadmin.models import ContentEntry, ContentImport, ImportRow, OutboxEvent
 from ccadmin.models.imports import ImportChunk
 from ccadmin.models.types import utcnow

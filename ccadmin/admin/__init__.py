@@ -6,7 +6,7 @@ from flask import Flask
 from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
 
-from ccadmin import dashboards
+from ccadmin.admin import live_metrics
 from ccadmin.admin.api_keys import ApiKeyView
 from ccadmin.admin.audit import AuditView
 from ccadmin.admin.base import format_list_time
@@ -63,5 +63,5 @@ def init_app(app: Flask) -> Admin:
             url="management-tokens",
         )
     )
-    dashboards.init_app(app, admin)
+    live_metrics.init_app(app, admin)
     return admin

@@ -22,7 +22,6 @@ from werkzeug.wrappers import Response
 
 from ccadmin import keys
 from ccadmin.admin.base import AccessControlled, actor
-from ccadmin.admin.imports import parse_run_at
 from ccadmin.admin.schedule_form import CLEAR_PREFIX, FIELD_PREFIX, LOADED_PREFIX, ScheduleInput
 from ccadmin.content import preview, snippets
 from ccadmin.content.schema import REQUIRED_FIELD, user_id_error
@@ -30,6 +29,7 @@ from ccadmin.extensions import db
 from ccadmin.imports import coverage, revert, scheduling
 from ccadmin.imports.changesets import import_queue
 from ccadmin.imports.parsing import FileProblem
+from ccadmin.imports.progress import parse_run_at
 from ccadmin.models import Campaign, ContentImport, ScheduledChange
 from ccadmin.models.imports import STATUS_SCHEDULED
 from ccadmin.models.users import ROLE_EDITOR

@@ -12,13 +12,11 @@ upload checks it itself, after raising the body limit for that one request
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
-from typing import IO, Any
+from datetime import datetime
+from typing import IO
 
-import redis
 from flask import (
     abort,
-    current_app,
     flash,
     jsonify,
     make_response,
@@ -29,9 +27,7 @@ from flask import (
 )
 from flask_admin import BaseView, expose
 from flask_wtf.csrf import CSRFError, validate_csrf
-from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.utils import secure_filename
 from werkzeug.wrappers import Response
@@ -42,7 +38,15 @@ from ccadmin.admin.confirmation import Confirmation, confirmed
 from ccadmin.extensions import csrf, db
 from ccadmin.imports import changesets, export, uploads
 from ccadmin.imports.parsing import detect_format
-from ccadmin.models import Campaign, ContentImport, ImportRow, OutboxEvent
+from ccadmin.imports.progress import (
+    STAGING_STATUSES,
+    apply_job,
+    import_state,
+    job_stalled,
+    parse_run_at,
+    redis_connection,
+)
+from ccadmin.models import Campaign, ContentImport, ImportRow
 from ccadmin.models.imports import (
     KIND_ROLLBACK,
     MODE_ALL,
@@ -52,55 +56,16 @@ from ccadmin.models.imports import (
     STATUS_INVALID,
     STATUS_QUEUED,
     STATUS_READY,
-    STATUS_RECEIVED,
     STATUS_RECEIVING,
     STATUS_SCHEDULED,
-    STATUS_STAGING,
 )
 from ccadmin.models.users import ROLE_EDITOR
-from ccadmin.redis_client import get_redis
 from ccadmin.security.identifiers import record_id
-
-# Stored whole and waiting for the worker, or being staged by it: the page polls.
-STAGING_STATUSES = (STATUS_RECEIVED, STATUS_STAGING)
-# Job states after which a job will not run again by itself.
-_DEAD_JOB_STATES = {JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
 # Room for the multipart envelope and the form's other fields.
 _UPLOAD_OVERHEAD = 1024 * 1024
 LIST_SIZE = 50
-# What `<input type="datetime-local">` sends, with and without seconds.
-RUN_AT_FORMATS = ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M")
-
-
-def redis_connection():
-    """The web process's Redis client."""
-    return get_redis(current_app.config["CCADMIN_SETTINGS"])
-
-
-def parse_run_at(raw: str | None, future: bool = True) -> datetime | None:
-    """A `datetime-local` value, read as UTC; None when empty.
-
-    `future` (scheduling) refuses times already past; otherwise (going back
-    to a past state) times still to come are refused.
-    """
-    if not raw or not raw.strip():
-        return None
-    moment = None
-    for pattern in RUN_AT_FORMATS:
-        try:
-            moment = datetime.strptime(raw.strip(), pattern).replace(tzinfo=UTC)
-            break
-        except ValueError:
-            continue
-    if moment is None:
-        raise ValueError("Enter the time as YYYY-MM-DD HH:MM (UTC).")
-    if future and moment <= datetime.now(UTC):
-        raise ValueError("The time is in the past; choose a later one.")
-    if not future and moment >= datetime.now(UTC):
-        raise ValueError("The time is still to come; choose a past one.")
-    return moment
 
 
 def file_size(stream: IO[bytes]) -> int:
@@ -109,66 +74,6 @@ def file_size(stream: IO[bytes]) -> int:
     size = stream.tell()
     stream.seek(0)
     return size
-
-
-def apply_job(content_import: ContentImport) -> Job | None:
-    """The change set's apply job, if Redis still knows it."""
-    try:
-        return Job.fetch(content_import.job_id, connection=redis_connection())
-    except (NoSuchJobError, redis.RedisError, OSError):
-        return None
-
-
-def job_stalled(content_import: ContentImport, job: Job | None) -> bool:
-    """True when an apply in progress has no job left to finish it (a killed worker)."""
-    if content_import.status != STATUS_APPLYING:
-        return False
-    if job is None:
-        return True
-    return job.get_status(refresh=False) in _DEAD_JOB_STATES
-
-
-def import_state(content_import: ContentImport) -> dict[str, Any]:
-    """What the page's progress bar shows: status, rows staged or applied, batches live."""
-    job = apply_job(content_import)
-    progress = job.meta.get("progress") if job is not None else None
-    staging = content_import.status in STAGING_STATUSES
-    staged = (job.meta.get("staging") if job is not None and staging else None) or {}
-    received = content_import.upload_bytes or 0
-    if content_import.status == STATUS_APPLIED:
-        percent = 100
-    elif staging:
-        # How much of the stored file the worker has read; 100 only once staged.
-        percent = min(99, 100 * staged.get("bytes", 0) // received) if received else 0
-    elif progress and progress.get("total"):
-        percent = int(100 * progress["done"] / progress["total"])
-    else:
-        percent = 0
-    event_ids = list(content_import.batch_event_ids or [])
-    published = 0
-    if event_ids:
-        published = db.session.execute(
-            select(func.count()).where(
-                OutboxEvent.id.in_(event_ids), OutboxEvent.published_at.is_not(None)
-            )
-        ).scalar_one()
-    return {
-        "id": content_import.id,
-        "status": content_import.status,
-        "percent": percent,
-        "done": (progress or {}).get("done", 0),
-        "total": (progress or {}).get("total", 0),
-        "written": content_import.written_rows,
-        "batches": len(event_ids),
-        "published_batches": published,
-        "live": content_import.status == STATUS_APPLIED and published == len(event_ids),
-        "error": content_import.error,
-        "stalled": job_stalled(content_import, job),
-        "staging": staging,
-        "received_bytes": received,
-        "staged_rows": staged.get("rows", 0),
-        "staged_bytes": staged.get("bytes", 0),
-    }
 
 
 class ImportView(AccessControlled, BaseView):

@@ -20,10 +20,10 @@ from flask import jsonify, request, url_for
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from ccadmin.admin.imports import import_state, redis_connection
 from ccadmin.extensions import db
 from ccadmin.imports import changesets, staging, uploads
 from ccadmin.imports.parsing import FORMAT_CSV, FORMAT_JSONL
+from ccadmin.imports.progress import import_state, redis_connection
 from ccadmin.manage import auth
 from ccadmin.manage.campaigns import campaign_for
 from ccadmin.manage.errors import ApiError
