@@ -282,7 +282,7 @@ def run_once(
 ) -> dict[str, Any]:
     """One rebuild by `count` fresh workers into an empty Redis, with `writer` writing;
     then, if asked, a periodic reconcile with `reconcile_writer` writing."""
-    from workers import rebuild_plan
+    from ccadmin.publishing import rebuild_plan
     from workers.rebuild import RebuildInProgress, start_rebuild
 
     client.flushall()

@@ -26,12 +26,13 @@ from ccadmin import keys, payload
 from ccadmin.content.seed import seed_content
 from ccadmin.extensions import db
 from ccadmin.models import Campaign, ContentEntry, OutboxEvent
+from ccadmin.publishing import rebuild_plan
+from ccadmin.publishing.rebuild_plan import Plan, Recorded
 from ccadmin.redis_client import get_store
-from workers import rebuild_plan, store
+from workers import store
 from workers.context import AppJob
 from workers.publish import content_columns, publish_entries
 from workers.rebuild import REBUILD_LOCK_TTL, RECONCILE_INTERVAL, rebuild_chunk, start_rebuild
-from workers.rebuild_plan import Plan, Recorded
 from workers.sweeper import ensure_ready
 
 WORKER = ["-m", "workers"]
@@ -72,7 +73,8 @@ def assert_store_matches_database(redis_client) -> int:
     wrong = []
     for row, (version, body) in zip(rows, pipeline.execute(), strict=True):
         expected = (
-            b"" if row.deleted
+            b""
+            if row.deleted
             else payload.render_payload(row.slug, row.user_id, row.version, row.fields)
         )
         if version is None or (int(version), body) != (row.version, expected):
@@ -203,9 +205,10 @@ def test_each_chunk_is_counted_once_and_one_recording_sees_the_last(redis_client
     assert progress.written == plan.chunks
 
     record = {"worker": "old", "entries": 1, "seconds": 0.0}
-    assert rebuild_plan.record_chunk(
-        redis_client, "another-plan", 0, record, 1, 0, REBUILD_LOCK_TTL
-    ) is Recorded.SUPERSEDED
+    assert (
+        rebuild_plan.record_chunk(redis_client, "another-plan", 0, record, 1, 0, REBUILD_LOCK_TTL)
+        is Recorded.SUPERSEDED
+    )
     assert rebuild_plan.finish(redis_client, plan.rebuild_id, 1.0, "{}")
     assert not rebuild_plan.finish(redis_client, plan.rebuild_id, 2.0, "{}")
     assert not redis_client.exists(keys.REBUILD_LOCK)
@@ -230,7 +233,9 @@ def test_chunk_jobs_run_again_change_nothing_and_finalize_once(app, redis_client
     again = Queue(keys.REBUILD_QUEUE, connection=redis_client)
     for index in range(plan.chunks):
         again.enqueue(
-            "workers.rebuild.rebuild_chunk", plan.rebuild_id, index,
+            "workers.rebuild.rebuild_chunk",
+            plan.rebuild_id,
+            index,
             job_id=rebuild_plan.chunk_job_id(plan.rebuild_id, index),
         )
     work_rebuild_queue(redis_client)
@@ -298,8 +303,9 @@ def test_a_chunk_killed_with_its_worker_is_redriven_and_the_rebuild_completes(
         started = StartedJobRegistry(keys.REBUILD_QUEUE, connection=redis_client)
         wait_until(lambda: len(started.get_job_ids()) == 2, timeout=TIMEOUT)
         victim_job = Job.fetch(started.get_job_ids()[0], connection=redis_client)
-        victim_pid = int(redis_client.hget(Worker.redis_worker_namespace_prefix
-                                           + victim_job.worker_name, "pid"))
+        victim_pid = int(
+            redis_client.hget(Worker.redis_worker_namespace_prefix + victim_job.worker_name, "pid")
+        )
         victim = next(process for process in workers if process.pid == victim_pid)
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait(timeout=10)
@@ -316,9 +322,7 @@ def test_a_chunk_killed_with_its_worker_is_redriven_and_the_rebuild_completes(
     chunks = rebuild_plan.done_chunks(redis_client)
     assert len(chunks) == rebuild_plan.read_plan(redis_client).chunks
     assert chunks[killed_chunk]["worker"] != victim_job.worker_name
-    assert {record["worker"] for record in chunks.values()} == {
-        chunks[killed_chunk]["worker"]
-    }
+    assert {record["worker"] for record in chunks.values()} == {chunks[killed_chunk]["worker"]}
     assert ready_report(redis_client)["entries"] == entries
     assert assert_store_matches_database(redis_client) == entries
 
@@ -362,9 +366,12 @@ def test_a_finalizer_that_died_is_finalized_once_its_lock_expires(app, redis_cli
     low, _ = plan.bounds(last)
     counts = publish_entries(redis_client, content_columns.id >= low)
     record = {"worker": "gone", "entries": counts.written, "seconds": 0.0}
-    assert rebuild_plan.record_chunk(
-        redis_client, rebuild_id, last, record, counts.written, 0, REBUILD_LOCK_TTL
-    ) is Recorded.LAST
+    assert (
+        rebuild_plan.record_chunk(
+            redis_client, rebuild_id, last, record, counts.written, 0, REBUILD_LOCK_TTL
+        )
+        is Recorded.LAST
+    )
     assert ensure_ready(redis_client) is None
     assert not redis_client.exists(keys.READY)  # the lock says the finalizer may be alive
 

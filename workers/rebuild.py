@@ -9,7 +9,7 @@ part. A chunk job writes its range with the compare-and-set writes (a rerun,
 or a publish job racing it, changes nothing), records the chunk done and
 extends the lock; the job that records the last chunk finalizes. A chunk
 lost with a dead worker is enqueued again by the sweeper; a rebuild whose
-lock expired is resumed from its plan (workers/rebuild_plan.py).
+lock expired is resumed from its plan (ccadmin/publishing/rebuild_plan.py).
 
 `reconcile()` compares database versions with Redis and repairs the
 difference (docs/operations.md), run by the sweeper and by `flask reconcile`.
@@ -33,7 +33,9 @@ from sqlalchemy import Row, func, select
 from ccadmin import keys
 from ccadmin.extensions import db
 from ccadmin.models.types import one_of, utcnow
-from workers import rebuild_plan, store
+from ccadmin.publishing import rebuild_plan
+from ccadmin.publishing.rebuild_plan import Plan, Recorded
+from workers import store
 from workers.publish import (
     ENTRY_COLUMNS,
     campaign_slugs,
@@ -46,7 +48,6 @@ from workers.publish import (
     redis_connection,
     write_rows,
 )
-from workers.rebuild_plan import Plan, Recorded
 
 log = logging.getLogger(__name__)
 

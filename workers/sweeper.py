@@ -42,7 +42,8 @@ from ccadmin.imports import uploads
 from ccadmin.models import ContentEntry, OutboxEvent, PublishFailure
 from ccadmin.models.idempotency import forget_expired
 from ccadmin.models.types import utcnow
-from workers import rebuild_plan, store
+from ccadmin.publishing import rebuild_plan
+from workers import store
 from workers.publish import queue_connection, redis_connection
 from workers.rebuild import (
     RECONCILE_INTERVAL,

@@ -13,6 +13,7 @@ import redis
 from flask import Flask, current_app
 
 from ccadmin import keys
+from ccadmin.publishing import rebuild_plan
 from ccadmin.redis_client import get_store
 
 log = logging.getLogger(__name__)
@@ -42,36 +43,34 @@ def rebuild_progress(now: float | None = None) -> dict[str, Any] | None:
     """
     try:
         connection = get_store(current_app.config["CCADMIN_SETTINGS"])
-        raw = connection.hgetall(keys.REBUILD_PLAN)
+        plan = rebuild_plan.read_plan(connection)
         locked = bool(connection.exists(keys.REBUILD_LOCK))
     except (redis.RedisError, OSError) as error:
         log.warning("rebuild progress unavailable: %s", error)
         return None
-    plan = {name.decode(): value.decode() for name, value in raw.items()}
-    try:
-        return _progress(plan, locked, time.time() if now is None else now)
     except (KeyError, ValueError):
+        return None  # a plan half written by a rebuild of an older release
+    if plan is None:
         return None
+    return _progress(plan, locked, time.time() if now is None else now)
 
 
-def _progress(plan: dict[str, str], locked: bool, now: float) -> dict[str, Any]:
-    chunks, done = int(plan["chunks"]), int(plan.get("chunks_done", 0))
-    entries = int(plan.get("entries", 0))
-    started_at = float(plan["started_at"])
-    finished_at = float(plan["finished_at"]) if "finished_at" in plan else None
-    elapsed = max((finished_at or now) - started_at, 0.001)
+def _progress(plan: rebuild_plan.Plan, locked: bool, now: float) -> dict[str, Any]:
+    chunks, done, entries = plan.chunks, plan.chunks_done, plan.entries
+    finished_at = plan.finished_at
+    elapsed = max((finished_at or now) - plan.started_at, 0.001)
     eta = None
     if finished_at is None and done:
         eta = elapsed * (chunks - done) / done
     return {
-        "rebuild_id": plan["id"],
+        "rebuild_id": plan.rebuild_id,
         "chunks": chunks,
         "chunks_done": done,
         "percent": 100.0 if not chunks else round(100.0 * done / chunks, 1),
         "entries": entries,
-        "written": int(plan.get("written", 0)),
-        "stale": int(plan.get("stale", 0)),
-        "started_at": _iso(started_at),
+        "written": plan.written,
+        "stale": plan.stale,
+        "started_at": _iso(plan.started_at),
         "finished_at": None if finished_at is None else _iso(finished_at),
         "seconds": round(elapsed, 1),
         "rate": round(entries / elapsed),
