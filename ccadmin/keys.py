@@ -164,24 +164,7 @@ def entry_changes_channel(db: int) -> str:
 # so processes on any number of hosts sum up; the worker adds publish lag to
 # the same hashes. A bucket's key is metric_bucket_key(resolution, start),
 # `start` being the bucket's first second (Unix time) divided by the
-# resolution. Fields are METRIC_* prefixes joined with "|" to their labels.
-METRIC_RESOLUTIONS = (1, 10, 60, 3600)
-# Seconds each resolution is kept: 24 h at 1 s and 10 s, 14 days at 1 min and 1 h.
-METRIC_RETENTION = {1: 86_400, 10: 86_400, 60: 14 * 86_400, 3600: 14 * 86_400}
-METRIC_FIELD_SEPARATOR = "|"
-METRIC_REQUESTS = "r"  # r|campaign|status: requests answered
-METRIC_LATENCY = "l"  # l|campaign|bucket index: latency histogram (non-cumulative)
-METRIC_LATENCY_SUM = "t"  # t|campaign: latency sum in microseconds
-METRIC_FALLBACKS = "f"  # f|campaign: fallback bodies served
-METRIC_STALE = "s"  # s|campaign: last-known copies served
-METRIC_NOT_MODIFIED = "n"  # n|campaign: 304s
-METRIC_AUTH_FAILURES = "a"  # a|campaign: 401s and 403s
-METRIC_BYTES = "b"  # b|campaign: body bytes sent
-# x|campaign: answers slower than the caller's timeout (a connection-level
-# failure for the caller) whose status is not already a failure status.
-METRIC_TIMEOUTS = "x"
-METRIC_PROCESS = "p"  # p|host|pid: requests answered by one API process
-METRIC_PUBLISH_LAG = "g"  # g|bucket index: outbox event created -> live in Redis
+# resolution; the fields' format is ccadmin/metrics/buckets.py.
 # Every metrics key shares the tag {m}: a flush is one MULTI, also on a
 # cluster (a few small writes per API process and second, on one shard).
 METRICS_TAG = "{m}"

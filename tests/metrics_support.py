@@ -6,6 +6,7 @@ import time
 from collections import Counter
 
 from ccadmin import keys
+from ccadmin.metrics import buckets
 
 
 def bucket_sums(client, since: float, resolution: int = 1) -> Counter[str]:
@@ -23,5 +24,5 @@ def bucket_sums(client, since: float, resolution: int = 1) -> Counter[str]:
 
 def requests_field(campaign: str, status: int) -> str:
     """The bucket field counting one campaign's answers with one status."""
-    sep = keys.METRIC_FIELD_SEPARATOR
-    return f"{keys.METRIC_REQUESTS}{sep}{campaign}{sep}{status}"
+    sep = buckets.METRIC_FIELD_SEPARATOR
+    return f"{buckets.METRIC_REQUESTS}{sep}{campaign}{sep}{status}"

@@ -14,13 +14,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from support import wait_until
 
 from ccadmin import keys
+from ccadmin.metrics import buckets
 
 store = api_support.store
 start_api = api_support.start_api
 private_redis = test_api_failover.private_redis
 
 AUTH = {"X-API-Key": ENV_KEY}
-SEP = keys.METRIC_FIELD_SEPARATOR
+SEP = buckets.METRIC_FIELD_SEPARATOR
 
 
 def _answering_pid(port: int) -> int:
@@ -46,19 +47,20 @@ def test_two_processes_flush_and_add_up(store, start_api):
     wait_until(lambda: bucket_sums(store, started)[field_200] == 13, timeout=10)
     seconds = bucket_sums(store, started)
     assert seconds[requests_field("promo", 401)] == 1
-    assert seconds[f"{keys.METRIC_FALLBACKS}{SEP}promo"] == 1
-    assert seconds[f"{keys.METRIC_AUTH_FAILURES}{SEP}promo"] == 1
-    assert sum(v for f, v in seconds.items() if f.startswith(f"{keys.METRIC_LATENCY}{SEP}")) == 14
-    assert seconds[f"{keys.METRIC_BYTES}{SEP}promo"] > 0
+    assert seconds[f"{buckets.METRIC_FALLBACKS}{SEP}promo"] == 1
+    assert seconds[f"{buckets.METRIC_AUTH_FAILURES}{SEP}promo"] == 1
+    latency = f"{buckets.METRIC_LATENCY}{SEP}"
+    assert sum(v for f, v in seconds.items() if f.startswith(latency)) == 14
+    assert seconds[f"{buckets.METRIC_BYTES}{SEP}promo"] > 0
     # Each process says who it is and how much it answered.
     host = socket.gethostname()
     first_pid, second_pid = _answering_pid(first), _answering_pid(second)
-    assert seconds[f"{keys.METRIC_PROCESS}{SEP}{host}{SEP}{first_pid}"] == 7
-    assert seconds[f"{keys.METRIC_PROCESS}{SEP}{host}{SEP}{second_pid}"] == 7
+    assert seconds[f"{buckets.METRIC_PROCESS}{SEP}{host}{SEP}{first_pid}"] == 7
+    assert seconds[f"{buckets.METRIC_PROCESS}{SEP}{host}{SEP}{second_pid}"] == 7
     alive = {member.decode() for member in store.zrange(keys.METRIC_PROCESSES, 0, -1)}
     assert {f"{host}{SEP}{first_pid}", f"{host}{SEP}{second_pid}"} <= alive
     # Every resolution holds the same sums.
-    for resolution in keys.METRIC_RESOLUTIONS[1:]:
+    for resolution in buckets.METRIC_RESOLUTIONS[1:]:
         coarse = bucket_sums(store, started, resolution)
         assert coarse[field_200] == 13
         assert coarse[requests_field("promo", 401)] == 1
@@ -89,9 +91,7 @@ def test_metrics_endpoint_parses_as_prometheus_text(store, start_api):
         if sample.name.endswith("_bucket") and sample.labels["le"] == "+Inf"
     ]
     assert sorted(infinite) == [1, 2]
-    assert all(
-        sample.value >= 0 for sample in histogram.samples if sample.name.endswith("_sum")
-    )
+    assert all(sample.value >= 0 for sample in histogram.samples if sample.name.endswith("_sum"))
     assert families["ccadmin_api_requests"].type == "counter"
     assert families["ccadmin_api_response_bytes"].samples[0].value == len(served.body) + len(
         fallback.body
@@ -127,7 +127,7 @@ def test_redis_down_during_flushes_keeps_the_counts(private_redis, start_api):
     wait_until(lambda: bucket_sums(client, started)[field_200] == 5, timeout=10)
     sums = bucket_sums(client, started)
     assert sums[requests_field("promo", 503)] == 1
-    assert sums[f"{keys.METRIC_STALE}{SEP}promo"] == 5
+    assert sums[f"{buckets.METRIC_STALE}{SEP}promo"] == 5
 
 
 def test_metrics_off_records_nothing(store, start_api):

@@ -9,17 +9,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ccadmin import keys
-from ccadmin.api.counters import (
-    FALLBACKS,
-    LATENCY_BOUNDS,
-    Counters,
-    DisabledCounters,
-    latency_bucket,
-)
-from ccadmin.api.metrics_flush import add_to_buckets, bucket_fields
+from ccadmin.api.counters import FALLBACKS, Counters, DisabledCounters
+from ccadmin.api.metrics_flush import bucket_fields
+from ccadmin.metrics import buckets
+from ccadmin.metrics.buckets import LATENCY_BOUNDS, add_to_buckets, latency_bucket, parse_bucket
 from ccadmin.metrics.health import AMBER, GREEN, RED, meter_state
 from ccadmin.metrics.histogram import count_above, percentile
-from ccadmin.metrics.series import parse_bucket, rolling_minute
+from ccadmin.metrics.series import rolling_minute
 
 
 def test_bounds_span_1_ms_to_5_s_with_the_callers_cutoff_as_an_edge():
@@ -34,9 +30,16 @@ def test_bounds_span_1_ms_to_5_s_with_the_callers_cutoff_as_an_edge():
 
 @pytest.mark.parametrize(
     ("seconds", "index"),
-    [(0.0002, 0), (0.001, 0), (0.0010001, 1), (0.002, 3), (2.0, LATENCY_BOUNDS.index(2.0)),
-     (2.0001, LATENCY_BOUNDS.index(2.0) + 1), (5.0, len(LATENCY_BOUNDS) - 1),
-     (7.0, len(LATENCY_BOUNDS))],
+    [
+        (0.0002, 0),
+        (0.001, 0),
+        (0.0010001, 1),
+        (0.002, 3),
+        (2.0, LATENCY_BOUNDS.index(2.0)),
+        (2.0001, LATENCY_BOUNDS.index(2.0) + 1),
+        (5.0, len(LATENCY_BOUNDS) - 1),
+        (7.0, len(LATENCY_BOUNDS)),
+    ],
 )
 def test_a_duration_lands_in_the_bucket_whose_upper_bound_holds_it(seconds, index):
     assert latency_bucket(seconds) == index
@@ -86,7 +89,7 @@ def test_counts_become_bucket_fields_and_parse_back():
     counters.observe("other", 200, 10, 2.5)  # slower than the caller waits
     counters.count(FALLBACKS, "promo")
     fields = bucket_fields(counters.totals(), "host-a|42")
-    sep = keys.METRIC_FIELD_SEPARATOR
+    sep = buckets.METRIC_FIELD_SEPARATOR
     assert fields[f"r{sep}promo{sep}200"] == 2
     assert fields[f"b{sep}promo"] == 360
     assert fields[f"x{sep}other"] == 1
@@ -119,8 +122,7 @@ def test_rendered_counters_parse_as_prometheus_text():
     counters.observe("promo", 200, 100, 0.3)
     counters.observe('we"ird', 404, 10, 0.0001)
     families = {
-        family.name: family
-        for family in text_string_to_metric_families(counters.render().decode())
+        family.name: family for family in text_string_to_metric_families(counters.render().decode())
     }
     histogram = families["ccadmin_api_request_duration_seconds"]
     assert histogram.type == "histogram"
@@ -158,8 +160,15 @@ def test_rolling_minute_failures_and_error_rate():
 
 @pytest.mark.parametrize(
     ("failures", "error_rate", "state"),
-    [(0, 0.0, GREEN), (3001, 0.91, RED), (3000, 0.95, AMBER), (5000, 0.5, AMBER),
-     (1600, 0.5, AMBER), (1600, 0.4, GREEN), (100, 0.2, GREEN)],
+    [
+        (0, 0.0, GREEN),
+        (3001, 0.91, RED),
+        (3000, 0.95, AMBER),
+        (5000, 0.5, AMBER),
+        (1600, 0.5, AMBER),
+        (1600, 0.4, GREEN),
+        (100, 0.2, GREEN),
+    ],
 )
 def test_meter_state(failures, error_rate, state):
     assert meter_state(failures, error_rate) == state

@@ -22,7 +22,6 @@ from ccadmin.api.config_snapshot import Campaign, ConfigSnapshot
 from ccadmin.api.counters import (
     AUTH_FAILURES,
     FALLBACKS,
-    NO_CAMPAIGN,
     NOT_MODIFIED,
     STALE,
     Counters,
@@ -30,6 +29,7 @@ from ccadmin.api.counters import (
 )
 from ccadmin.api.metrics_flush import MetricsFlusher
 from ccadmin.api.store import NotReady, Store
+from ccadmin.metrics.buckets import NO_CAMPAIGN
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,12 @@ import time
 from bisect import bisect_left
 from collections import Counter
 
+from ccadmin.metrics.buckets import (
+    CALLER_TIMEOUT,
+    FAILURE_STATUSES,
+    LATENCY_BOUNDS,
+)
+
 REQUESTS = "requests"
 FALLBACKS = "fallbacks"
 STALE = "stale"
@@ -24,24 +30,6 @@ BYTES = "bytes"
 TIMEOUTS = "timeouts"
 LATENCY = "latency"
 LATENCY_SUM = "latency_sum"
-
-# Label for requests that name no known campaign: a slug can never start with
-# "-", and unknown input must never become a label (unbounded series).
-NO_CAMPAIGN = "-"
-
-# Upper bounds (seconds) of the latency buckets: the R10 series, ten per
-# decade (steps of 25% at most), from 1 ms to 5 s, so p50/p95/p99 are known
-# within a bucket's width and the caller's 2 s cutoff is a bucket edge.
-# Bucket i counts answers taking at most LATENCY_BOUNDS[i] and more than the
-# bound before it; index len(LATENCY_BOUNDS) counts everything slower.
-_R10 = (1.0, 1.25, 1.6, 2.0, 2.5, 3.15, 4.0, 5.0, 6.3, 8.0)
-LATENCY_BOUNDS: tuple[float, ...] = tuple(
-    round(step * decade, 6) for decade in (0.001, 0.01, 0.1, 1.0) for step in _R10
-)[:-2]
-# The caller gives up after this long: a slower answer is a failure to it.
-CALLER_TIMEOUT = 2.0
-# Statuses the caller counts as failures towards blacking out a host.
-FAILURE_STATUSES = frozenset({408, 429, 502, 503, 504, 529})
 
 _FAMILIES = (
     (REQUESTS, "ccadmin_api_requests_total", "Content requests answered, by campaign and status."),
@@ -59,11 +47,6 @@ _FAMILIES = (
 _HISTOGRAM = "ccadmin_api_request_duration_seconds"
 
 Key = tuple[str, ...] | tuple[str, str, int] | tuple[str, str, int, int]
-
-
-def latency_bucket(seconds: float) -> int:
-    """Index of the histogram bucket a duration falls in."""
-    return bisect_left(LATENCY_BOUNDS, seconds)
 
 
 def _escape(label_value: str) -> str:

@@ -40,6 +40,8 @@ from ccadmin.api.counters import (
     Key,
 )
 from ccadmin.config import Settings
+from ccadmin.metrics import buckets
+from ccadmin.metrics.buckets import add_to_buckets
 from ccadmin.redis_client import cluster_client
 
 log = logging.getLogger(__name__)
@@ -57,14 +59,14 @@ FLUSH_TIMEOUT = 1.0
 # A process that has not flushed for this long is dropped from the alive set.
 FORGET_PROCESS_SECONDS = 3600
 
-_SEP = keys.METRIC_FIELD_SEPARATOR
+_SEP = buckets.METRIC_FIELD_SEPARATOR
 _SIMPLE_FAMILIES = {
-    FALLBACKS: keys.METRIC_FALLBACKS,
-    STALE: keys.METRIC_STALE,
-    NOT_MODIFIED: keys.METRIC_NOT_MODIFIED,
-    AUTH_FAILURES: keys.METRIC_AUTH_FAILURES,
-    BYTES: keys.METRIC_BYTES,
-    TIMEOUTS: keys.METRIC_TIMEOUTS,
+    FALLBACKS: buckets.METRIC_FALLBACKS,
+    STALE: buckets.METRIC_STALE,
+    NOT_MODIFIED: buckets.METRIC_NOT_MODIFIED,
+    AUTH_FAILURES: buckets.METRIC_AUTH_FAILURES,
+    BYTES: buckets.METRIC_BYTES,
+    TIMEOUTS: buckets.METRIC_TIMEOUTS,
 }
 
 
@@ -74,44 +76,26 @@ def process_name(host: str | None = None, pid: int | None = None) -> str:
 
 
 def bucket_fields(delta: Counter[Key], process: str) -> Counter[str]:
-    """Redis hash fields for one second's counts (see keys.METRIC_*)."""
+    """Redis hash fields for one second's counts (see ccadmin/metrics/buckets.py)."""
     fields: Counter[str] = Counter()
     latency_sums: Counter[str] = Counter()
     requests = 0
     for key, value in delta.items():
         family, campaign = key[0], key[1]
         if family == REQUESTS:
-            fields[f"{keys.METRIC_REQUESTS}{_SEP}{campaign}{_SEP}{key[2]}"] += value
+            fields[f"{buckets.METRIC_REQUESTS}{_SEP}{campaign}{_SEP}{key[2]}"] += value
             requests += value
         elif family == LATENCY:
-            fields[f"{keys.METRIC_LATENCY}{_SEP}{campaign}{_SEP}{key[3]}"] += value
+            fields[f"{buckets.METRIC_LATENCY}{_SEP}{campaign}{_SEP}{key[3]}"] += value
         elif family == LATENCY_SUM:
             latency_sums[campaign] += value
         elif family in _SIMPLE_FAMILIES:
             fields[f"{_SIMPLE_FAMILIES[family]}{_SEP}{campaign}"] += value
     for campaign, seconds in latency_sums.items():
-        fields[f"{keys.METRIC_LATENCY_SUM}{_SEP}{campaign}"] += round(seconds * 1_000_000)
+        fields[f"{buckets.METRIC_LATENCY_SUM}{_SEP}{campaign}"] += round(seconds * 1_000_000)
     if requests:
-        fields[f"{keys.METRIC_PROCESS}{_SEP}{process}"] += requests
+        fields[f"{buckets.METRIC_PROCESS}{_SEP}{process}"] += requests
     return Counter({field: int(value) for field, value in fields.items() if value})
-
-
-def add_to_buckets(pipe: redis.client.Pipeline, seconds: dict[int, Counter[str]]) -> None:
-    """HINCRBY each second's fields into its bucket at every resolution, with expiry.
-
-    Seconds that share a coarser bucket are summed first, so a catch-up after
-    an outage writes each minute or hour bucket once.
-    """
-    buckets: dict[tuple[int, int], Counter[str]] = {}
-    for second, fields in seconds.items():
-        for resolution in keys.METRIC_RESOLUTIONS:
-            index = second // resolution
-            buckets.setdefault((resolution, index), Counter()).update(fields)
-    for (resolution, index), fields in buckets.items():
-        key = keys.metric_bucket_key(resolution, index)
-        for field, value in fields.items():
-            pipe.hincrby(key, field, value)
-        pipe.expireat(key, (index + 1) * resolution + keys.METRIC_RETENTION[resolution])
 
 
 class MetricsFlusher(threading.Thread):

@@ -11,7 +11,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from ccadmin.api.counters import CALLER_TIMEOUT, NO_CAMPAIGN
+from ccadmin.metrics.buckets import CALLER_TIMEOUT, NO_CAMPAIGN
 from ccadmin.metrics.health import ERROR_RATE_THRESHOLD, FAILURE_THRESHOLD
 
 STATUS_COLORS = {"2xx": "#2ca02c", "3xx": "#1f77b4", "4xx": "#ff7f0e", "5xx": "#d62728"}

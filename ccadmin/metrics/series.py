@@ -9,32 +9,26 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from ccadmin import keys
-from ccadmin.api.counters import CALLER_TIMEOUT, FAILURE_STATUSES, LATENCY_BOUNDS
+from ccadmin.metrics.buckets import (
+    CALLER_TIMEOUT,
+    LAG_BOUNDS,
+    LATENCY_BOUNDS,
+    PER_CAMPAIGN,
+    Tally,
+    parse_bucket,
+)
 from ccadmin.metrics.histogram import count_above, percentile
-from ccadmin.metrics.lag import LAG_BOUNDS
 
 # A second's bucket is complete this long after the second ends (the
 # flushers run just after each whole second).
 FLUSH_GRACE = 0.5
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
-_SEP = keys.METRIC_FIELD_SEPARATOR
-_PER_CAMPAIGN = {
-    keys.METRIC_FALLBACKS: "fallbacks",
-    keys.METRIC_STALE: "stale",
-    keys.METRIC_NOT_MODIFIED: "not_modified",
-    keys.METRIC_AUTH_FAILURES: "auth_failures",
-    keys.METRIC_BYTES: "bytes",
-    keys.METRIC_TIMEOUTS: "timeouts",
-}
-
-
 @dataclass(frozen=True)
 class TimeRange:
     """A dashboard time range and the bucket resolution that draws it."""
@@ -55,99 +49,6 @@ RANGES = {
     )
 }
 DEFAULT_RANGE = "5m"
-
-
-@dataclass
-class Tally:
-    """Everything counted in one bucket (or a sum of buckets)."""
-
-    statuses: Counter[int] = field(default_factory=Counter)
-    latency: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS) + 1))
-    latency_us: int = 0
-    lag: list[int] = field(default_factory=lambda: [0] * (len(LAG_BOUNDS) + 1))
-    counters: Counter[str] = field(default_factory=Counter)
-    campaigns: dict[str, Counter[str]] = field(default_factory=dict)
-    processes: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def requests(self) -> int:
-        return sum(self.statuses.values())
-
-    @property
-    def failures(self) -> int:
-        """What the caller counts as failed: failure statuses and answers past its timeout."""
-        failed = sum(self.statuses[status] for status in FAILURE_STATUSES)
-        return failed + self.counters["timeouts"]
-
-    def add(self, other: Tally) -> None:
-        """Sum `other` into this tally."""
-        self.statuses.update(other.statuses)
-        self.latency = [a + b for a, b in zip(self.latency, other.latency, strict=True)]
-        self.latency_us += other.latency_us
-        self.lag = [a + b for a, b in zip(self.lag, other.lag, strict=True)]
-        self.counters.update(other.counters)
-        for campaign, counts in other.campaigns.items():
-            self.campaigns.setdefault(campaign, Counter()).update(counts)
-        self.processes.update(other.processes)
-
-
-@lru_cache(maxsize=65_536)
-def _field(raw_field: bytes) -> tuple[str, str, int]:
-    """(kind, label, number) of a bucket field, number being a status or bucket index.
-
-    The same few hundred field names repeat in every bucket of a range, so
-    each is split once per process.
-    """
-    kind, _, rest = raw_field.decode("utf-8").partition(_SEP)
-    if kind == keys.METRIC_PUBLISH_LAG:
-        return kind, "", min(int(rest), len(LAG_BOUNDS))
-    if kind == keys.METRIC_PROCESS:
-        return kind, rest, 0
-    label, _, number = rest.partition(_SEP)
-    if kind == keys.METRIC_LATENCY:
-        return kind, label, min(int(number), len(LATENCY_BOUNDS))
-    return kind, label, int(number) if number else 0
-
-
-def parse_bucket(raw: dict[bytes, bytes], campaign: str | None = None) -> Tally:
-    """A Tally from one bucket hash; `campaign` keeps only that campaign's counts.
-
-    Publish lag and per-process counts belong to no campaign and are always kept.
-    """
-    tally = Tally()
-    campaigns = tally.campaigns
-    for raw_field, raw_value in raw.items():
-        kind, label, number = _field(raw_field)
-        value = int(raw_value)
-        if kind == keys.METRIC_LATENCY:
-            if campaign is None or label == campaign:
-                tally.latency[number] += value
-        elif kind == keys.METRIC_PUBLISH_LAG:
-            tally.lag[number] += value
-        elif kind == keys.METRIC_PROCESS:
-            tally.processes[label] += value
-        elif campaign is not None and label != campaign:
-            continue
-        elif kind == keys.METRIC_REQUESTS:
-            tally.statuses[number] += value
-            counts = campaigns.get(label)
-            if counts is None:
-                counts = campaigns[label] = Counter()
-            counts["requests"] += value
-            if number in (200, 304):
-                counts["answered"] += value
-            elif number == 404:
-                counts["not_found"] += value
-        elif kind == keys.METRIC_LATENCY_SUM:
-            tally.latency_us += value
-        elif kind in _PER_CAMPAIGN:
-            tally.counters[_PER_CAMPAIGN[kind]] += value
-            if kind == keys.METRIC_FALLBACKS:
-                counts = campaigns.get(label)
-                if counts is None:
-                    counts = campaigns[label] = Counter()
-                counts["fallbacks"] += value
-    return tally
 
 
 def read_buckets(
@@ -293,6 +194,6 @@ def totals(tally: Tally) -> dict[str, Any]:
             for name, quantile in (("p50", 0.5), ("p95", 0.95))
         },
         "published": sum(tally.lag),
-        **{name: tally.counters[name] for name in _PER_CAMPAIGN.values()},
+        **{name: tally.counters[name] for name in PER_CAMPAIGN.values()},
         "processes": dict(tally.processes.most_common()),
     }

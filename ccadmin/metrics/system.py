@@ -15,7 +15,8 @@ from sqlalchemy import func, select
 
 from ccadmin import keys
 from ccadmin.extensions import db
-from ccadmin.metrics.series import Tally
+from ccadmin.metrics import buckets
+from ccadmin.metrics.buckets import Tally
 from ccadmin.models import Campaign, ContentEntry, OutboxEvent, PublishFailure
 
 # An API process that has not flushed for this long is shown as gone.
@@ -188,7 +189,7 @@ def api_processes(
     rows = []
     for member, seen in connection.zrange(keys.METRIC_PROCESSES, 0, -1, withscores=True):
         name = member.decode("utf-8")
-        host, _, pid = name.rpartition(keys.METRIC_FIELD_SEPARATOR)
+        host, _, pid = name.rpartition(buckets.METRIC_FIELD_SEPARATOR)
         rows.append(
             {
                 "process": name,
