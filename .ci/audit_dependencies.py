@@ -24,18 +24,26 @@ def main() -> int:
         report_path = Path(folder) / "audit.json"
         result = subprocess.run(
             [
-                sys.executable, "-m", "pip_audit",
-                "--requirement", str(ROOT / "requirements.txt"),
-                "--format", "json",
-                "--output", str(report_path),
-                "--progress-spinner", "off",
+                sys.executable,
+                "-m",
+                "pip_audit",
+                "--requirement",
+                str(ROOT / "requirements.txt"),
+                "--format",
+                "json",
+                "--output",
+                str(report_path),
+                "--progress-spinner",
+                "off",
             ],
             capture_output=True,
             text=True,
         )
         if not report_path.exists():
-            print("dependency audit NOT RUN: pip-audit stopped before auditing anything "
-                  "(it needs PyPI to resolve the pins and fetch advisories):")
+            print(
+                "dependency audit NOT RUN: pip-audit stopped before auditing anything "
+                "(it needs PyPI to resolve the pins and fetch advisories):"
+            )
             print("  " + (result.stderr.strip().splitlines() or ["(no output)"])[-1])
             return 0
         report = json.loads(report_path.read_text())
@@ -53,22 +61,30 @@ def summarize(report: dict) -> tuple[list[str], int]:
     for dependency in vulnerable:
         for vulnerability in dependency["vulns"]:
             fixed = ", ".join(vulnerability.get("fix_versions") or []) or "no fix yet"
-            lines.append(f"VULNERABLE {dependency['name']} {dependency['version']}: "
-                         f"{vulnerability['id']} (fixed in {fixed})")
+            lines.append(
+                f"VULNERABLE {dependency['name']} {dependency['version']}: "
+                f"{vulnerability['id']} (fixed in {fixed})"
+            )
     audited = len(dependencies) - len(skipped)
     if skipped:
-        lines.append(f"dependency audit: {len(skipped)} of {len(dependencies)} packages NOT "
-                     "AUDITED (their advisories could not be fetched from PyPI from this machine):")
+        lines.append(
+            f"dependency audit: {len(skipped)} of {len(dependencies)} packages NOT "
+            "AUDITED (their advisories could not be fetched from PyPI from this machine):"
+        )
         lines.append("  " + ", ".join(dependency["name"] for dependency in skipped))
     if vulnerable:
-        lines.append(f"dependency audit FAILED: {len(vulnerable)} vulnerable package(s); upgrade "
-                     "the pins in requirements.txt")
+        lines.append(
+            f"dependency audit FAILED: {len(vulnerable)} vulnerable package(s); upgrade "
+            "the pins in requirements.txt"
+        )
         return lines, 1
     if audited == 0:
         lines.append("dependency audit: NOTHING AUDITED, so nothing is known either way")
     else:
-        lines.append(f"dependency audit: {audited} of {len(dependencies)} package(s) audited, "
-                     "no known vulnerabilities in those")
+        lines.append(
+            f"dependency audit: {audited} of {len(dependencies)} package(s) audited, "
+            "no known vulnerabilities in those"
+        )
     return lines, 0
 
 

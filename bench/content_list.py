@@ -62,9 +62,7 @@ def seed(entries: int) -> None:
     from ccadmin.models import ContentEntry
 
     campaign, _ = ensure_campaign(CAMPAIGN, actor="bench")
-    have = db.session.scalar(
-        select(func.count()).where(ContentEntry.campaign_id == campaign.id)
-    )
+    have = db.session.scalar(select(func.count()).where(ContentEntry.campaign_id == campaign.id))
     started = time.monotonic()
     for first in range(have + 1, entries + 1, SEED_BATCH):
         last = min(first + SEED_BATCH - 1, entries)
@@ -94,8 +92,7 @@ def viewer_client(app):
     client = app.test_client()
     login = client.get("/login").get_data(as_text=True)
     token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', login).group(1)
-    answer = client.post("/login", data={"email": email, "password": password,
-                                         "csrf_token": token})
+    answer = client.post("/login", data={"email": email, "password": password, "csrf_token": token})
     if answer.status_code != 302:
         raise RuntimeError("the bench viewer could not sign in")
     return client
@@ -152,8 +149,12 @@ def main() -> None:
     os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(32))
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
         sys.exit("bench.content_list needs DATABASE_URL pointing at PostgreSQL")
-    subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"],
-                   cwd=PROJECT_ROOT, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"],
+        cwd=PROJECT_ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     from ccadmin.app import create_app
 
     app = create_app()
@@ -176,15 +177,19 @@ def main() -> None:
             ("search: exact user id", "/admin/content/?search=user-1234567"),
             ("filter: waiting to publish", "/admin/content/?flt0_1=waiting"),
             ("filter: changed by ana@example.com", "/admin/content/?flt0_2=ana%40example.com"),
-            ("filter: changed in one hour, a day ago",
-             "/admin/content/?" + urlencode({"flt0_3": day_ago_hour()})),
+            (
+                "filter: changed in one hour, a day ago",
+                "/admin/content/?" + urlencode({"flt0_3": day_ago_hour()}),
+            ),
         ]
         print(f"content list, {args.entries:,} entries, median of {args.repeat}:")
         for label, url in rows:
             milliseconds, shown = timed(client, url, args.repeat)
             print(f"  {label:<40} {milliseconds:8.1f} ms  ({shown})", flush=True)
-        print(f"  {'baseline: last page by OFFSET (SQL only)':<40} "
-              f"{offset_baseline(args.repeat):8.1f} ms")
+        print(
+            f"  {'baseline: last page by OFFSET (SQL only)':<40} "
+            f"{offset_baseline(args.repeat):8.1f} ms"
+        )
 
 
 def day_ago_hour() -> str:

@@ -66,19 +66,32 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--put-seconds", type=float, default=10.0)
     parser.add_argument("--steady-seconds", type=float, default=60.0)
     parser.add_argument("--steady-rate", type=float, default=300.0)
-    parser.add_argument("--saves-during-import", type=float, default=10.0,
-                        help="single writes/s sent while the import runs (save-to-live)")
-    parser.add_argument("--saves-during-rebuild", type=float, default=100.0,
-                        help="single writes/s sent while Redis is rebuilt (save-to-live)")
+    parser.add_argument(
+        "--saves-during-import",
+        type=float,
+        default=10.0,
+        help="single writes/s sent while the import runs (save-to-live)",
+    )
+    parser.add_argument(
+        "--saves-during-rebuild",
+        type=float,
+        default=100.0,
+        help="single writes/s sent while Redis is rebuilt (save-to-live)",
+    )
     parser.add_argument("--saves-seconds", type=float, default=60.0)
-    parser.add_argument("--writes-only", action="store_true",
-                        help="single writes and save-to-live only (no batch, no import)")
+    parser.add_argument(
+        "--writes-only",
+        action="store_true",
+        help="single writes and save-to-live only (no batch, no import)",
+    )
     parser.add_argument("--batch-rows", type=int, default=10_000)
     parser.add_argument("--batches", type=int, default=5)
-    parser.add_argument("--workers", type=int, default=2,
-                        help="worker processes (the deployment guide runs two)")
-    parser.add_argument("--timeout", type=float, default=1800.0,
-                        help="seconds to wait for the import to be live")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="worker processes (the deployment guide runs two)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=1800.0, help="seconds to wait for the import to be live"
+    )
     return parser.parse_args()
 
 
@@ -116,9 +129,14 @@ class Stack:
         }
         os.environ.update(self.env)
         self.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"])
-        self.spawn([
-            sys.executable, "-m", "ccadmin.web", f"--listen={HOST}:{self.port}",
-        ])
+        self.spawn(
+            [
+                sys.executable,
+                "-m",
+                "ccadmin.web",
+                f"--listen={HOST}:{self.port}",
+            ]
+        )
         for _ in range(self.workers):
             self.spawn([sys.executable, "-m", "workers"])
         # The endpoint the caller reads: the end of every save-to-live check.
@@ -132,25 +150,43 @@ class Stack:
         """The minimal write endpoint beside the admin, same server settings; its port."""
         port = free_port()
         log = (self.folder / "processes.log").open("ab")
-        self.processes.append(subprocess.Popen(
-            [sys.executable, "-m", "waitress", f"--listen={HOST}:{port}", "--threads=8",
-             "bench.minimal_write:app"],
-            cwd=PROJECT_ROOT, env={**self.env, "BENCH_TOKEN": token}, start_new_session=True,
-            stdout=log, stderr=subprocess.STDOUT,
-        ))
+        self.processes.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "waitress",
+                    f"--listen={HOST}:{port}",
+                    "--threads=8",
+                    "bench.minimal_write:app",
+                ],
+                cwd=PROJECT_ROOT,
+                env={**self.env, "BENCH_TOKEN": token},
+                start_new_session=True,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
         self.wait_for_web(port, "/content/probe")
         return port
 
     def run(self, command: list[str]) -> None:
-        subprocess.run(command, cwd=PROJECT_ROOT, env=self.env, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            command, cwd=PROJECT_ROOT, env=self.env, check=True, stdout=subprocess.DEVNULL
+        )
 
     def spawn(self, command: list[str], env: dict[str, str] | None = None) -> None:
         # Their logs go to a file, shown if the benchmark fails.
         log = (self.folder / "processes.log").open("ab")
         self.processes.append(
-            subprocess.Popen(command, cwd=PROJECT_ROOT, env=env or self.env,
-                             start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+            subprocess.Popen(
+                command,
+                cwd=PROJECT_ROOT,
+                env=env or self.env,
+                start_new_session=True,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         )
 
     def log_tail(self, lines: int = 40) -> str:
@@ -212,8 +248,14 @@ def create_campaign_and_token(slug: str) -> tuple[str, str]:
             )
         )
         api_key = new_api_key()
-        db.session.add(ApiKey(name=f"bench-{slug}", prefix=api_key[:11],
-                              secret_hash=hash_secret(api_key), campaigns=[slug]))
+        db.session.add(
+            ApiKey(
+                name=f"bench-{slug}",
+                prefix=api_key[:11],
+                secret_hash=hash_secret(api_key),
+                campaigns=[slug],
+            )
+        )
         publishing.record_api_keys_change()
         db.session.commit()
         db.engine.dispose()
@@ -227,8 +269,9 @@ class Client:
         self.connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
         self.headers = {"Authorization": f"Bearer {token}"}
 
-    def call(self, method: str, path: str, body: bytes | None = None,
-             content_type: str | None = None) -> tuple[int, dict[str, str], bytes]:
+    def call(
+        self, method: str, path: str, body: bytes | None = None, content_type: str | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
         headers = dict(self.headers)
         if content_type:
             headers["Content-Type"] = content_type
@@ -263,7 +306,11 @@ def measure_batches(client: Client, slug: str, rows: int, batches: int) -> float
 
 
 def measure_import(
-    client: Client, redis_client: redis.Redis, slug: str, rows: int, body_format: str,
+    client: Client,
+    redis_client: redis.Redis,
+    slug: str,
+    rows: int,
+    body_format: str,
     timeout: float,
 ) -> dict[str, Any]:
     """Seconds from the start of the upload to each phase of one streamed import."""
@@ -374,8 +421,13 @@ def write_line(label: str, result: wrk.WrkResult) -> str:
 
 
 def measure_rebuild(
-    stack: Stack, token: str, slug: str, path_for: Any, redis_client: redis.Redis,
-    args: argparse.Namespace, reader: Any,
+    stack: Stack,
+    token: str,
+    slug: str,
+    path_for: Any,
+    redis_client: redis.Redis,
+    args: argparse.Namespace,
+    reader: Any,
 ) -> dict[str, Any]:
     """Empty Redis (as a restart without its data would) and time the worker's automatic
     rebuild of every entry, while --saves-during-rebuild single writes a second arrive.
@@ -386,10 +438,22 @@ def measure_rebuild(
     redis_client.flushall(asynchronous=True)
     started = time.perf_counter()
     writes: list[write_load.LiveResult] = []
-    writer = threading.Thread(target=lambda: writes.append(write_load.steady_save_to_live(
-        stack.port, token, slug, path_for, redis_client, args.saves_during_rebuild,
-        args.saves_seconds, writers=4, users=2_000, api=reader(),
-    )))
+    writer = threading.Thread(
+        target=lambda: writes.append(
+            write_load.steady_save_to_live(
+                stack.port,
+                token,
+                slug,
+                path_for,
+                redis_client,
+                args.saves_during_rebuild,
+                args.saves_seconds,
+                writers=4,
+                users=2_000,
+                api=reader(),
+            )
+        )
+    )
     writer.start()
     wait_ready(redis_client)
     seconds = time.perf_counter() - started
@@ -418,15 +482,22 @@ def main() -> None:
         reader = lambda: write_load.ApiReader(stack.api_port, api_key)  # noqa: E731
         client = Client(stack.port, token)
         database = stack.env["DATABASE_URL"].split("://", 1)[0]
-        print(f"ingest benchmark: {database}, campaign {slug}, {args.workers} worker(s)",
-              flush=True)
+        print(
+            f"ingest benchmark: {database}, campaign {slug}, {args.workers} worker(s)", flush=True
+        )
         ours = measure_single_writes(stack, token, slug, args.put_seconds)
         wait_idle(redis_client)
         path_for = lambda user: f"/manage/v1/campaigns/{slug}/content/{user}"  # noqa: E731
         fastest = max(result.rate for result in ours.values())
         for rate in (args.steady_rate, 0.8 * fastest):
             live = write_load.steady_save_to_live(
-                stack.port, token, slug, path_for, redis_client, rate, args.steady_seconds,
+                stack.port,
+                token,
+                slug,
+                path_for,
+                redis_client,
+                rate,
+                args.steady_seconds,
                 api=reader(),
             )
             print(live.line(), flush=True)
@@ -434,36 +505,59 @@ def main() -> None:
         if args.writes_only:
             return
         batch = measure_batches(client, slug, args.batch_rows, args.batches)
-        print(f"  batch             {batch:10,.0f} rows/s ({args.batches} x "
-              f"{args.batch_rows:,} rows)", flush=True)
+        print(
+            f"  batch             {batch:10,.0f} rows/s ({args.batches} x "
+            f"{args.batch_rows:,} rows)",
+            flush=True,
+        )
         wait_idle(redis_client)
         # A marketer's saves while the import is staged and applied: the fresh
         # lane must not wait behind the bulk work.
         fresh: list[write_load.LiveResult] = []
-        saves = threading.Thread(target=lambda: fresh.append(write_load.steady_save_to_live(
-            stack.port, token, slug, path_for, redis_client, args.saves_during_import,
-            args.saves_seconds, writers=2, users=200, api=reader(),
-        )))
-        saves.start()
-        result = measure_import(
-            client, redis_client, slug, args.rows, args.format, args.timeout
+        saves = threading.Thread(
+            target=lambda: fresh.append(
+                write_load.steady_save_to_live(
+                    stack.port,
+                    token,
+                    slug,
+                    path_for,
+                    redis_client,
+                    args.saves_during_import,
+                    args.saves_seconds,
+                    writers=2,
+                    users=200,
+                    api=reader(),
+                )
+            )
         )
+        saves.start()
+        result = measure_import(client, redis_client, slug, args.rows, args.format, args.timeout)
         saves.join()
-        print(f"  import {args.rows:,} rows ({args.format}, {result['bytes'] / 1e6:,.0f} MB):"
-              f" live in Redis after {result['live']:.1f} s", flush=True)
+        print(
+            f"  import {args.rows:,} rows ({args.format}, {result['bytes'] / 1e6:,.0f} MB):"
+            f" live in Redis after {result['live']:.1f} s",
+            flush=True,
+        )
         previous = 0.0
         for phase in ("upload", "staged", "applied", "live"):
             print(f"    {phase:<8} at {result[phase]:7.1f} s  (+{result[phase] - previous:.1f} s)")
             previous = result[phase]
-        print(f"    {args.rows / result['live']:,.0f} rows/s end to end, "
-              f"{result['written']:,} rows written")
-        print("  single saves during the import's first "
-              f"{args.saves_seconds:.0f} s:\n" + fresh[0].line(), flush=True)
+        print(
+            f"    {args.rows / result['live']:,.0f} rows/s end to end, "
+            f"{result['written']:,} rows written"
+        )
+        print(
+            "  single saves during the import's first "
+            f"{args.saves_seconds:.0f} s:\n" + fresh[0].line(),
+            flush=True,
+        )
         wait_idle(redis_client)
         rebuilt = measure_rebuild(stack, token, slug, path_for, redis_client, args, reader)
-        print(f"  rebuild of {rebuilt['entries']:,} entries into an emptied Redis: ready after "
-              f"{rebuilt['seconds']:.1f} s, with single writes running:\n"
-              + rebuilt["writes"].line(), flush=True)
+        print(
+            f"  rebuild of {rebuilt['entries']:,} entries into an emptied Redis: ready after "
+            f"{rebuilt['seconds']:.1f} s, with single writes running:\n" + rebuilt["writes"].line(),
+            flush=True,
+        )
     except Exception:
         print(stack.log_tail(), file=sys.stderr)
         raise

@@ -68,15 +68,26 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--workers", default="1,2,4", help="worker counts, comma-separated")
-    parser.add_argument("--chunk-size", type=int, default=None,
-                        help="ids per chunk job (default: workers.rebuild.CHUNK_IDS)")
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="ids per chunk job (default: workers.rebuild.CHUNK_IDS)",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="runs per worker count (median)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per rebuild")
-    parser.add_argument("--writes-per-second", type=float, default=0.0,
-                        help="single writes to existing entries while each rebuild runs")
-    parser.add_argument("--reconcile", action="store_true",
-                        help="after each rebuild, time a periodic reconcile by the workers' "
-                             "sweeper, with the same writes running")
+    parser.add_argument(
+        "--writes-per-second",
+        type=float,
+        default=0.0,
+        help="single writes to existing entries while each rebuild runs",
+    )
+    parser.add_argument(
+        "--reconcile",
+        action="store_true",
+        help="after each rebuild, time a periodic reconcile by the workers' "
+        "sweeper, with the same writes running",
+    )
     args = parser.parse_args()
     args.worker_counts = [int(count) for count in args.workers.split(",")]
     return args
@@ -98,17 +109,13 @@ def seed_database(entries: int) -> int:
     started = time.monotonic()
     for first in range(have + 1, entries + 1, SEED_BATCH):
         last = min(first + SEED_BATCH - 1, entries)
-        outbox_event = publishing.record_content_batch(
-            campaign.id, last - first + 1, wake=False
-        )
+        outbox_event = publishing.record_content_batch(campaign.id, last - first + 1, wake=False)
         db.session.execute(
             text(_INSERT_USERS),
-            {"campaign_id": campaign.id, "event_id": outbox_event.id, "first": first,
-             "last": last},
+            {"campaign_id": campaign.id, "event_id": outbox_event.id, "first": first, "last": last},
         )
         db.session.commit()
-        print(f"  seeded users {first:,}-{last:,} ({time.monotonic() - started:.0f} s)",
-              flush=True)
+        print(f"  seeded users {first:,}-{last:,} ({time.monotonic() - started:.0f} s)", flush=True)
     # What the rebuild measured here publishes is all there is: no publish
     # job of the seeding competes with it.
     db.session.execute(
@@ -136,10 +143,16 @@ class Workers:
     def start(self, count: int) -> None:
         with self.log_path.open("ab") as log:
             for _ in range(count):
-                self.processes.append(subprocess.Popen(
-                    [sys.executable, "-m", "workers"], cwd=PROJECT_ROOT, env=self.env,
-                    start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
-                ))
+                self.processes.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "workers"],
+                        cwd=PROJECT_ROOT,
+                        env=self.env,
+                        start_new_session=True,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
 
     def cpu_seconds(self) -> float:
         """User + system CPU of every worker process and its children so far."""
@@ -276,8 +289,13 @@ def writer(app: Any, client: redis.Redis, rate: float, entries: int) -> SteadyWr
 
 
 def run_once(
-    client: redis.Redis, workers: Workers, count: int, chunk_size: int, timeout: float,
-    entries: int, writer: SteadyWriter | None = None,
+    client: redis.Redis,
+    workers: Workers,
+    count: int,
+    chunk_size: int,
+    timeout: float,
+    entries: int,
+    writer: SteadyWriter | None = None,
     reconcile_writer: SteadyWriter | bool = False,
 ) -> dict[str, Any]:
     """One rebuild by `count` fresh workers into an empty Redis, with `writer` writing;
@@ -295,8 +313,11 @@ def run_once(
     client.set(keys.REDIS_RUN_ID, client.info("server")["run_id"])
     client.set(keys.RECONCILE_LOCK, "bench", ex=3600)
     workers.start(count)
-    wait_for(lambda: Worker.count(connection=client) == count, START_TIMEOUT,
-             f"{count} workers did not start")
+    wait_for(
+        lambda: Worker.count(connection=client) == count,
+        START_TIMEOUT,
+        f"{count} workers did not start",
+    )
     cpu_before = workers.cpu_seconds()
     redis_cpu_before = redis_cpu_seconds(client)
     client.delete(keys.REBUILD_LOCK)
@@ -322,8 +343,10 @@ def run_once(
         reconciled = time_reconcile(client, timeout, reconcile_writer or None)
     workers.stop()
     if report["entries"] != entries or missing:
-        raise RuntimeError(f"incomplete build: {report['entries']} of {entries} entries, "
-                           f"{missing} of {SAMPLE} sampled users missing")
+        raise RuntimeError(
+            f"incomplete build: {report['entries']} of {entries} entries, "
+            f"{missing} of {SAMPLE} sampled users missing"
+        )
     return {
         "workers": count,
         "seconds": round(seconds, 2),
@@ -362,10 +385,14 @@ def print_row(row: dict[str, Any], baseline: float) -> None:
     )
     reconciled = row["reconcile"]
     if reconciled:
-        print(f"           then a periodic reconcile of every entry: {reconciled['seconds']} s",
-              flush=True)
-        for name, writes in (("rebuild", row["writes_during_rebuild"]),
-                             ("reconcile", reconciled["writes"])):
+        print(
+            f"           then a periodic reconcile of every entry: {reconciled['seconds']} s",
+            flush=True,
+        )
+        for name, writes in (
+            ("rebuild", row["writes_during_rebuild"]),
+            ("reconcile", reconciled["writes"]),
+        ):
             if writes:
                 print(
                     f"           {writes['writes']:,} single writes during the {name}: "
@@ -403,26 +430,40 @@ def main() -> None:
     os.environ.update(env)
     workers = Workers(env, folder / "workers.log")
     try:
-        subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"],
-                       cwd=PROJECT_ROOT, env=env, check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         from ccadmin.app import create_app
         from workers.rebuild import CHUNK_IDS
 
         chunk_size = args.chunk_size or CHUNK_IDS
         app = create_app()
         with app.app_context():
-            print(f"rebuild benchmark: {os.cpu_count()} CPUs, chunks of {chunk_size:,} ids",
-                  flush=True)
+            print(
+                f"rebuild benchmark: {os.cpu_count()} CPUs, chunks of {chunk_size:,} ids",
+                flush=True,
+            )
             entries = seed_database(args.entries)
             print(f"  {entries:,} entries in the database", flush=True)
-            print(f"  {'workers':>7}  {'seconds':>9}  {'entries/s':>11}  {'speedup':>8}  "
-                  f"{'chunks':>6}  {'per worker':>14}  {'worker CPU':>10}  {'Redis CPU':>9}")
+            print(
+                f"  {'workers':>7}  {'seconds':>9}  {'entries/s':>11}  {'speedup':>8}  "
+                f"{'chunks':>6}  {'per worker':>14}  {'worker CPU':>10}  {'Redis CPU':>9}"
+            )
             rows: list[dict[str, Any]] = []
             for count in args.worker_counts:
                 runs = [
                     run_once(
-                        client, workers, count, chunk_size, args.timeout, entries,
+                        client,
+                        workers,
+                        count,
+                        chunk_size,
+                        args.timeout,
+                        entries,
                         writer(app, client, args.writes_per_second, entries),
                         args.reconcile and writer(app, client, args.writes_per_second, entries),
                     )

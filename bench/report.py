@@ -84,9 +84,9 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     tenfold = [row for row in rows if row["scenario"] == "10x spike"]
     result["case15_errors"] = {row["server"]: row["errors"] for row in tenfold}
     result["case15_p99_ms"] = {row["server"]: row["p99_ms"] for row in tenfold}
-    result["metrics_on_off_ratio_at_500"] = _row(
-        rows, "metrics off/on", "metrics on", 500
-    ).get("ratio")
+    result["metrics_on_off_ratio_at_500"] = _row(rows, "metrics off/on", "metrics on", 500).get(
+        "ratio"
+    )
     result["target5_rss_mb_at_15000"] = _row(rows, "ladder", "api", 15_000).get("rss_mb")
     paired = _row(rows, CLUSTER_PAIRED, "cluster", 500)
     if paired:

@@ -22,20 +22,24 @@ import urllib.request
 from pathlib import Path
 
 CSRF_INPUT = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
-EDIT_LINK = re.compile(r'/admin/content/edit/\?id=(\d+)')
+EDIT_LINK = re.compile(r"/admin/content/edit/\?id=(\d+)")
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--admin", default="http://127.0.0.1:5000")
     parser.add_argument("--api", default="http://127.0.0.1:8000")
-    parser.add_argument("--credentials", default="instance/credentials.json",
-                        help="written by `make run` on its first start")
+    parser.add_argument(
+        "--credentials",
+        default="instance/credentials.json",
+        help="written by `make run` on its first start",
+    )
     parser.add_argument("--campaign", default="default")
     parser.add_argument("--user-id", default="42")
     parser.add_argument("--edits", type=int, default=100)
-    parser.add_argument("--timeout", type=float, default=10.0,
-                        help="seconds to wait for one edit to go live")
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for one edit to go live"
+    )
     return parser.parse_args()
 
 
@@ -100,8 +104,9 @@ def main() -> int:
         started = time.perf_counter()
         admin.post(entry_path, {"csrf_token": token, "field_message": message})
         deadline = started + args.timeout
-        while served_message(args.api, args.campaign, args.user_id, credentials["api_key"]) \
-                != message:
+        while (
+            served_message(args.api, args.campaign, args.user_id, credentials["api_key"]) != message
+        ):
             if time.perf_counter() > deadline:
                 raise SystemExit(f"edit #{number} not live within {args.timeout} s")
             time.sleep(0.002)

@@ -110,6 +110,8 @@ def coverage_ids_key(token: str) -> str:
 def coverage_uncovered_key(token: str) -> str:
     """The ids without content that check found, for the download (expires)."""
     return f"{PREFIX}:coverage:{token}:uncovered"
+
+
 # RQ queue of full-rebuild chunk jobs; the worker takes it before imports
 # (while Redis is not ready the API answers 503). Edits never queue behind
 # either: the drainers publish them from threads of their own.

@@ -195,8 +195,9 @@ def test_fallbacks_are_cached_and_invalidated_too(store, spawn):
     # (How soon the next request sees a publish is the subject of other tests;
     # here a loaded machine may deliver the announcement a moment late.)
     answer = wait_until(
-        lambda: (found := call(port, "/data?user_id=7", headers=AUTH)).json()["has_content"]
-        and found,
+        lambda: (
+            (found := call(port, "/data?user_id=7", headers=AUTH)).json()["has_content"] and found
+        ),
         timeout=2,
     )
     assert answer.json()["version"] == 1

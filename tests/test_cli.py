@@ -68,9 +68,7 @@ def test_create_api_key_prints_the_secret_once_and_stores_its_hash(app):
     assert api_key.secret_hash == hash_secret(secret)
     assert secret not in (api_key.secret_hash, api_key.prefix)
     assert api_key.campaigns == ["spring"]
-    assert db.session.execute(
-        select(OutboxEvent.id).where(OutboxEvent.kind == "api_keys")
-    ).first()
+    assert db.session.execute(select(OutboxEvent.id).where(OutboxEvent.kind == "api_keys")).first()
 
 
 def test_create_api_key_registers_a_known_secret(app):
@@ -118,9 +116,7 @@ def test_publish_pending_wakes_the_drainers_for_unpublished_events(app, redis_cl
     assert redis_client.lrange(keys.PUBLISH_WAKE, 0, -1) == [b"1"]
     assert publish_pending() == 3
     assert [stored_entry(redis_client, "spring", user)[0] for user in ("1", "2")] == [1, 1]
-    assert db.session.scalar(
-        select(func.count()).where(OutboxEvent.published_at.is_(None))
-    ) == 0
+    assert db.session.scalar(select(func.count()).where(OutboxEvent.published_at.is_(None))) == 0
 
 
 def test_publish_pending_fails_when_redis_is_unreachable(app):

@@ -88,9 +88,7 @@ def test_entry_states_come_back_in_the_order_asked(on_cluster):
         ],
     )
     states = store.entry_states(on_cluster, [keys.entry_key("c", u) for u in reversed(user_ids)])
-    expected = [
-        (None, 0) if n % 5 == 0 else (n + 1, n % 3) for n in reversed(range(len(user_ids)))
-    ]
+    expected = [(None, 0) if n % 5 == 0 else (n + 1, n % 3) for n in reversed(range(len(user_ids)))]
     assert states == expected
 
 

@@ -91,7 +91,13 @@ def test_known_traffic_gives_exact_series(app, client, make_user, redis_client, 
     alive = [row for row in document["processes"] if row["alive"]]
     assert [row["requests_last_minute"] for row in alive] == [14]
     assert set(document["figures"]) == {
-        "requests", "latency", "meter", "top-campaigns", "content-ratio", "lag", "processes",
+        "requests",
+        "latency",
+        "meter",
+        "top-campaigns",
+        "content-ratio",
+        "lag",
+        "processes",
         "redis-memory",
     }
     requests_figure = document["figures"]["requests"]
@@ -192,9 +198,7 @@ def test_failed_jobs_are_listed_with_their_error(client, make_user, failed_job):
 
 
 @pytest.mark.parametrize("role", ["viewer", "editor"])
-def test_only_an_admin_may_requeue(
-    client, make_user, redis_client, failed_queue, failed_job, role
-):
+def test_only_an_admin_may_requeue(client, make_user, redis_client, failed_queue, failed_job, role):
     as_role(client, make_user, role)
     token = csrf_token(client, "/admin/content/")
     response = client.post(f"/admin/metrics/requeue/{failed_job}", data={"csrf_token": token})

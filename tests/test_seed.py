@@ -49,14 +49,21 @@ def test_seed_creates_rows_outbox_events_and_publishes_every_entry(app, redis_cl
     assert [entry.user_id for entry in seeded] == [str(n) for n in range(1, 501)]
     assert {entry.version for entry in seeded} == {1}
     assert seeded[41].fields["message"] == demo_messages(42, 1)[0]
-    content_events = db.session.execute(
-        select(OutboxEvent).where(OutboxEvent.kind == "content").order_by(OutboxEvent.id)
-    ).scalars().all()
+    content_events = (
+        db.session.execute(
+            select(OutboxEvent).where(OutboxEvent.kind == "content").order_by(OutboxEvent.id)
+        )
+        .scalars()
+        .all()
+    )
     assert [event.entry_count for event in content_events] == [200, 200, 100]
     assert {entry.last_event_id for entry in seeded} == {event.id for event in content_events}
-    assert db.session.execute(
-        select(func.count(AuditEvent.id)).where(AuditEvent.action == "seed")
-    ).scalar() == 3
+    assert (
+        db.session.execute(
+            select(func.count(AuditEvent.id)).where(AuditEvent.action == "seed")
+        ).scalar()
+        == 3
+    )
 
     result = runner.invoke(args=["publish", "--all"])
     assert result.exit_code == 0, result.output
@@ -88,9 +95,11 @@ def test_seeding_another_campaign_keeps_the_default(app):
     assert runner.invoke(args=["seed", "--users", "3", "--campaign", "default"]).exit_code == 0
     result = runner.invoke(args=["seed", "--users", "3", "--campaign", "summer-sale"])
     assert result.exit_code == 0, result.output
-    defaults = db.session.execute(
-        select(Campaign.slug).where(Campaign.is_default.is_(True))
-    ).scalars().all()
+    defaults = (
+        db.session.execute(select(Campaign.slug).where(Campaign.is_default.is_(True)))
+        .scalars()
+        .all()
+    )
     assert defaults == ["default"]
     assert len(entries("summer-sale")) == 3
 

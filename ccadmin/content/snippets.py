@@ -104,4 +104,3 @@ def connected_content_snippet(
         usage="\n".join(f"{{{{{SAVE_AS}.{name}}}}}" for name in campaign.field_names),
         notes=notes,
     )
-

@@ -29,6 +29,8 @@ from ccadmin.metrics.histogram import count_above, percentile
 # flushers run just after each whole second).
 FLUSH_GRACE = 0.5
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
+
+
 @dataclass(frozen=True)
 class TimeRange:
     """A dashboard time range and the bucket resolution that draws it."""
@@ -62,7 +64,7 @@ def read_buckets(
 
 
 def status_class(status: int) -> str:
-    """"2xx" for 200 and so on."""
+    """ "2xx" for 200 and so on."""
     return f"{status // 100}xx"
 
 

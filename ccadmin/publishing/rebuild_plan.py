@@ -173,9 +173,7 @@ def record_chunk(
 def finish(connection: redis.Redis, rebuild_id: str, finished_at: float, report: str) -> bool:
     """Mark the plan finished and release its lock; False if it already was (or was replaced)."""
     args = [rebuild_id, repr(finished_at), report]
-    return bool(
-        connection.eval(_FINISH, 2, keys.REBUILD_PLAN, keys.REBUILD_LOCK, *args)
-    )
+    return bool(connection.eval(_FINISH, 2, keys.REBUILD_PLAN, keys.REBUILD_LOCK, *args))
 
 
 def done_chunks(connection: redis.Redis) -> dict[int, dict[str, Any]]:

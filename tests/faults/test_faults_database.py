@@ -71,5 +71,7 @@ def test_database_down(fault_app, private_redis, processes, make_user, outage):
     db.session.rollback()
     assert admin_save(browser, campaign.id, "1", "after", entry_id).status_code == 302
     wait_until(lambda: call(port, "/data?user_id=1", headers=AUTH).json()["version"] == 2, 20)
-    print(f"case 6: 50 API answers during the outage, all 200; admin back {recovery:.1f} s "
-          "after the outage began (no restart)")
+    print(
+        f"case 6: 50 API answers during the outage, all 200; admin back {recovery:.1f} s "
+        "after the outage began (no restart)"
+    )

@@ -82,8 +82,10 @@ def test_six_short_redis_outages_in_a_row(fault_app, private_redis, processes):
     back_at = time.monotonic()
     wait_until(lambda: not differences(client, "spring") and not unpublished(), timeout=30)
     assert worker.alive(), worker.log()
-    print(f"{OUTAGES} Redis outages: {OUTAGES} saves made during them all live "
-          f"{time.monotonic() - back_at:.1f} s after the last, worker up throughout")
+    print(
+        f"{OUTAGES} Redis outages: {OUTAGES} saves made during them all live "
+        f"{time.monotonic() - back_at:.1f} s after the last, worker up throughout"
+    )
 
 
 class SteadySaves(threading.Thread):

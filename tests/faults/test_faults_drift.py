@@ -39,7 +39,8 @@ def inject_drift(client, old_entries: dict[str, tuple[int, bytes]]) -> None:
         )
     drifted = differences(client, "spring")
     assert {user_id: pair[1] for user_id, pair in drifted.items()} == {
-        **dict.fromkeys(DELETED), **dict.fromkeys(STALE, 1)
+        **dict.fromkeys(DELETED),
+        **dict.fromkeys(STALE, 1),
     }
 
 
@@ -53,7 +54,9 @@ def assert_repaired(counts: dict[str, int]) -> None:
     """Exactly the injected drift, nothing else."""
     assert counts["entries_checked"] == ENTRIES
     assert (counts["missing"], counts["outdated"], counts["repaired"]) == (
-        len(DELETED), len(STALE), len(DELETED) + len(STALE)
+        len(DELETED),
+        len(STALE),
+        len(DELETED) + len(STALE),
     )
     for other in ("wrong_kind", "ahead", "orphans"):
         assert counts.get(other, 0) == 0
@@ -102,8 +105,10 @@ def test_reconcile_command_repairs_and_reports_drift(fault_app, private_redis, m
     assert_repaired(report["counts"])
     assert_admin_shows(fault_app, make_user, "on demand")
     assert reconcile()["repaired"] == 0
-    print(f"case 12 (command): {len(DELETED)} deleted + {len(STALE)} stale of {ENTRIES} "
-          f"repaired and reported by `flask reconcile` in {seconds:.1f} s (process included)")
+    print(
+        f"case 12 (command): {len(DELETED)} deleted + {len(STALE)} stale of {ENTRIES} "
+        f"repaired and reported by `flask reconcile` in {seconds:.1f} s (process included)"
+    )
 
 
 def test_periodic_reconcile_repairs_and_reports_drift(
@@ -135,5 +140,7 @@ def test_periodic_reconcile_repairs_and_reports_drift(
     assert_repaired(report["counts"])
     assert 0 < client.ttl(keys.RECONCILE_LOCK) <= RECONCILE_INTERVAL
     assert_admin_shows(fault_app, make_user, "periodic")
-    print(f"case 12 (periodic): {len(DELETED)} deleted + {len(STALE)} stale of {ENTRIES} "
-          f"repaired and reported {recovery:.1f} s after the interval ran out")
+    print(
+        f"case 12 (periodic): {len(DELETED)} deleted + {len(STALE)} stale of {ENTRIES} "
+        f"repaired and reported {recovery:.1f} s after the interval ran out"
+    )

@@ -33,8 +33,19 @@ from workers import store
 from workers.publish import entry_chunks, write_rows
 
 # What the marketer may see of a failed save; none of the database's own words.
-LEAKS = ("SELECT", "INSERT", "UPDATE", "COMMIT", "Traceback", "sqlalchemy", "psycopg2",
-         "sqlite3", "fault_commit", "refused by the database", "terminating connection")
+LEAKS = (
+    "SELECT",
+    "INSERT",
+    "UPDATE",
+    "COMMIT",
+    "Traceback",
+    "sqlalchemy",
+    "psycopg2",
+    "sqlite3",
+    "fault_commit",
+    "refused by the database",
+    "terminating connection",
+)
 ENTRIES = 500
 
 
@@ -92,8 +103,10 @@ def test_save_failing_at_commit_leaves_no_trace(
         ("1", 1)
     ]
     db.session.rollback()
-    print(f"case 7 ({commit_failure.kind}): 2 saves refused at commit, 0 outbox events, "
-          "no wake-up, Redis unchanged")
+    print(
+        f"case 7 ({commit_failure.kind}): 2 saves refused at commit, 0 outbox events, "
+        "no wake-up, Redis unchanged"
+    )
 
 
 def test_an_ingest_write_failing_at_commit_answers_in_json(fault_app, commit_failure):
@@ -165,8 +178,10 @@ def test_version_2_published_before_version_1(fault_app, private_redis):
     assert not differences(client, "spring")
     assert published(version_1) and published(version_2)
     assert store.stats(client) == {keys.STAT_WRITES: ENTRIES, keys.STAT_STALE_WRITES: ENTRIES}
-    print(f"case 8: {ENTRIES} version-1 writes after version 2: 0 applied, "
-          f"{ENTRIES} counted stale, 0 entries went back")
+    print(
+        f"case 8: {ENTRIES} version-1 writes after version 2: 0 applied, "
+        f"{ENTRIES} counted stale, 0 entries went back"
+    )
 
 
 def test_event_published_twice_and_crash_before_marking_done_change_nothing(
@@ -185,9 +200,7 @@ def test_event_published_twice_and_crash_before_marking_done_change_nothing(
 
     live = redis_entries(client, "spring", user_ids)
     counted = store.stats(client)
-    db.session.execute(
-        update(OutboxEvent).where(OutboxEvent.id == first).values(published_at=None)
-    )
+    db.session.execute(update(OutboxEvent).where(OutboxEvent.id == first).values(published_at=None))
     db.session.commit()
     wait_until(lambda: published(first), timeout=20, interval=0.1)
     assert store.stats(client) == {
@@ -224,6 +237,8 @@ def test_event_published_twice_and_crash_before_marking_done_change_nothing(
         keys.STAT_WRITES: counted[keys.STAT_WRITES],
         keys.STAT_STALE_WRITES: counted[keys.STAT_STALE_WRITES] + ENTRIES,
     }
-    print(f"case 9: republish of a done event and replay after a kill before the outbox "
-          f"update: 0 of {ENTRIES} entries changed, 0 writes applied, {2 * ENTRIES} counted "
-          f"stale; event done {recovery:.1f} s after the kill")
+    print(
+        f"case 9: republish of a done event and replay after a kill before the outbox "
+        f"update: 0 of {ENTRIES} entries changed, 0 writes applied, {2 * ENTRIES} counted "
+        f"stale; event done {recovery:.1f} s after the kill"
+    )

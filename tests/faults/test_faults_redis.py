@@ -60,8 +60,10 @@ def test_saves_while_redis_is_stopped_go_live_when_it_returns(
     returned_at = time.monotonic()
     wait_until(lambda: not differences(client, "spring") and not unpublished(), timeout=30)
     assert worker.alive(), "the worker must ride out the outage"
-    print(f"case 2: 10 saves during the outage, live {time.monotonic() - returned_at:.1f} s "
-          "after Redis returned, 0 lost")
+    print(
+        f"case 2: 10 saves during the outage, live {time.monotonic() - returned_at:.1f} s "
+        "after Redis returned, 0 lost"
+    )
 
 
 def test_append_only_redis_losing_its_last_writes_is_repaired_in_one_pass(

@@ -45,9 +45,7 @@ def take_redis_down(app) -> None:
 
 def with_settings(app, **changes) -> None:
     """Replace some settings of a running app (timeouts, limits)."""
-    app.config["CCADMIN_SETTINGS"] = dataclasses.replace(
-        app.config["CCADMIN_SETTINGS"], **changes
-    )
+    app.config["CCADMIN_SETTINGS"] = dataclasses.replace(app.config["CCADMIN_SETTINGS"], **changes)
 
 
 def fresh_browser(app, address: str | None = None):

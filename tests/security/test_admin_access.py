@@ -16,11 +16,22 @@ from ccadmin.models import AdminUser, ApiKey, Campaign, ContentEntry
 # Views only admins may change; editors change the rest. A new POST endpoint
 # fails test_post_endpoints_are_all_classified until it is listed here or below.
 ADMIN_WRITES = (
-    "users.", "api_keys.", "management_tokens.", "campaigns.", "audit.", "metrics.requeue"
+    "users.",
+    "api_keys.",
+    "management_tokens.",
+    "campaigns.",
+    "audit.",
+    "metrics.requeue",
 )
 EDITOR_WRITES = ("content.", "campaign_tools.", "imports.")
-PUBLIC_ENDPOINTS = {"static", "admin.static", "vendor.plotly_js", "auth.login", "auth.logout",
-                    "auth.index"}
+PUBLIC_ENDPOINTS = {
+    "static",
+    "admin.static",
+    "vendor.plotly_js",
+    "auth.login",
+    "auth.logout",
+    "auth.index",
+}
 # The ingest API authenticates with management tokens, not logins.
 TOKEN_API = "manage."
 TOKEN_API_DOCS = {"manage.openapi_document", "manage.reference", "manage.not_found"}
@@ -52,8 +63,9 @@ def url_of(rule) -> str:
     """The rule's URL with placeholder arguments (1 for numbers, "x" for text)."""
     return re.sub(
         r"<(?:(\w+):)?(\w+)>",
-        lambda match: "1" if match.group(1) == "int" else ("csv" if "export" in match.group(2)
-                                                          else "x"),
+        lambda match: (
+            "1" if match.group(1) == "int" else ("csv" if "export" in match.group(2) else "x")
+        ),
         rule.rule,
     )
 
@@ -121,8 +133,15 @@ def test_forbidden_posts_are_403_audited_and_change_nothing(
         refused = len(audit_events("forbidden"))
         response = client.post(
             url,
-            data={"csrf_token": token, "id": str(records["entry"]), "rowid": str(records["entry"]),
-                  "action": "delete", "name": "x", "role": "admin", "field_message": "Hacked"},
+            data={
+                "csrf_token": token,
+                "id": str(records["entry"]),
+                "rowid": str(records["entry"]),
+                "action": "delete",
+                "name": "x",
+                "role": "admin",
+                "field_message": "Hacked",
+            },
         )
         assert response.status_code == 403, rule.rule
         assert "Traceback" not in response.get_data(as_text=True)
@@ -174,7 +193,10 @@ def test_extra_form_fields_are_ignored(app, make_user, records):
     entry = db.session.get(ContentEntry, records["entry"])
     db.session.refresh(entry)
     assert (entry.id, entry.version, entry.user_id, entry.campaign_id) == (
-        records["entry"], 2, "42", records["campaign"]
+        records["entry"],
+        2,
+        "42",
+        records["campaign"],
     )
     assert entry.fields == {"message": "Edited"}
     assert (entry.updated_by, entry.deleted) == ("editor@example.com", False)
@@ -203,15 +225,24 @@ def test_extra_form_fields_are_ignored(app, make_user, records):
     assert response.status_code == 302
     db.session.refresh(campaign)
     assert (campaign.id, campaign.slug, campaign.version) == (
-        records["campaign"], "spring", version + 1
+        records["campaign"],
+        "spring",
+        version + 1,
     )
 
     # A role posted to the login form is just an unknown field.
     viewer = fresh_browser(app)
     make_user("view@example.com", role="viewer")
     token = csrf_token(viewer, "/login")
-    viewer.post("/login", data={"email": "view@example.com", "password": "correct horse "
-                                "battery staple", "role": "admin", "csrf_token": token})
+    viewer.post(
+        "/login",
+        data={
+            "email": "view@example.com",
+            "password": "correct horse battery staple",
+            "role": "admin",
+            "csrf_token": token,
+        },
+    )
     user = db.session.scalars(db.select(AdminUser).filter_by(email="view@example.com")).one()
     db.session.refresh(user)
     assert user.role == "viewer"
@@ -261,7 +292,14 @@ def test_no_file_manager_or_redis_console(app, make_user):
     admin = as_role(app, make_user, "admin")
     endpoints = " ".join(rule.endpoint for rule in app.url_map.iter_rules())
     assert "file" not in endpoints and "redis" not in endpoints
-    for url in ("/admin/fileadmin/", "/admin/files/", "/admin/file/", "/admin/static_files/",
-                "/admin/rediscli/", "/admin/redis/", "/admin/rediscli/run/"):
+    for url in (
+        "/admin/fileadmin/",
+        "/admin/files/",
+        "/admin/file/",
+        "/admin/static_files/",
+        "/admin/rediscli/",
+        "/admin/redis/",
+        "/admin/rediscli/run/",
+    ):
         assert admin.get(url).status_code == 404, url
         assert admin.post(url, data={"cmd": "FLUSHALL"}).status_code in (400, 404), url

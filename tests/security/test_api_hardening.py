@@ -54,8 +54,11 @@ def raw(port: int, request: bytes, timeout: float = 3.0) -> tuple[int | None, di
                 received += chunk
                 head, _, body = received.partition(b"\r\n\r\n")
                 length = next(
-                    (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                     if line.lower().startswith(b"content-length:")),
+                    (
+                        int(line.split(b":", 1)[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
                     None,
                 )
                 if length is not None and len(body) >= length:
@@ -106,8 +109,9 @@ class RedisCommands:
                 return
 
     def __exit__(self, *exc_info) -> None:
-        wait_until(lambda: self.client.echo("end-of-observation") and not self._thread.is_alive(),
-                   10)
+        wait_until(
+            lambda: self.client.echo("end-of-observation") and not self._thread.is_alive(), 10
+        )
         self._monitor.__exit__(*exc_info)
 
 
@@ -127,8 +131,7 @@ def test_rotation_and_revocation_reach_every_process_within_seconds(promo, start
     def statuses(secret: str) -> set[int]:
         # Fresh connections: the kernel spreads them over both processes.
         return {
-            call(port, "/data?user_id=1", headers={"X-API-Key": secret}).status
-            for _ in range(40)
+            call(port, "/data?user_id=1", headers={"X-API-Key": secret}).status for _ in range(40)
         }
 
     wait_until(lambda: statuses("cc_old-key-being-rotated-out") == {200}, 10)
@@ -162,9 +165,7 @@ def test_allowlist_refuses_other_addresses(promo, start_api):
 
 
 def test_allowlist_through_a_trusted_proxy(promo, start_api):
-    port = start_api(
-        {"API_ALLOWED_IPS": "203.0.113.0/24", "API_TRUSTED_PROXIES": "127.0.0.0/8"}
-    )
+    port = start_api({"API_ALLOWED_IPS": "203.0.113.0/24", "API_TRUSTED_PROXIES": "127.0.0.0/8"})
     cases = {
         "203.0.113.5": 200,
         "198.51.100.1": 403,
@@ -208,8 +209,13 @@ def test_malformed_user_ids_are_400_and_never_reach_redis(promo, start_api, redi
             assert answer.status == expected, name
             if name != "glob":
                 assert answer.json()["error"] == "invalid_user_id", name
-        for body in (b'{"user_id": "1", "user_id": "2"}', b'{"user_id": ""}',
-                     b'{"user_id": ["1"]}', b'{"user_id": "\\u0000"}', b'{"user_id": "\\ud800"}'):
+        for body in (
+            b'{"user_id": "1", "user_id": "2"}',
+            b'{"user_id": ""}',
+            b'{"user_id": ["1"]}',
+            b'{"user_id": "\\u0000"}',
+            b'{"user_id": "\\ud800"}',
+        ):
             answer = call(port, "/data", "POST", {**AUTH, "Content-Type": "application/json"}, body)
             assert answer.status == 400, body
     entry_reads = [command for command in observed.commands if ":e:promo:" in command]
@@ -228,8 +234,9 @@ def test_malformed_user_ids_are_400_and_never_reach_redis(promo, start_api, redi
 def test_unknown_methods_are_405(promo, start_api, method):
     port = start_api()
     status, headers, body = raw(
-        port, f"{method} /data?user_id=1 HTTP/1.1\r\nHost: x\r\nX-API-Key: {ENV_KEY}\r\n"
-              "Content-Length: 0\r\n\r\n".encode()
+        port,
+        f"{method} /data?user_id=1 HTTP/1.1\r\nHost: x\r\nX-API-Key: {ENV_KEY}\r\n"
+        "Content-Length: 0\r\n\r\n".encode(),
     )
     if method == "get":
         # Methods are case-sensitive: waitress refuses a lower-case one as malformed.
@@ -242,20 +249,27 @@ def test_unknown_methods_are_405(promo, start_api, method):
 def test_oversized_bodies_are_413(promo, start_api):
     port = start_api()
     # Past the app's limit (4 KB): its own JSON 413.
-    answer = call(port, "/data", "POST", {**AUTH, "Content-Type": "application/json"},
-                  b'{"user_id": "' + b"1" * 5000 + b'"}')
+    answer = call(
+        port,
+        "/data",
+        "POST",
+        {**AUTH, "Content-Type": "application/json"},
+        b'{"user_id": "' + b"1" * 5000 + b'"}',
+    )
     assert answer.status == 413 and answer.json()["error"] == "body_too_large"
     # Past waitress's limit (64 KB): refused before the app, same JSON, connection closed.
     status, headers, body = raw(
-        port, b"POST /data HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-              b"Content-Length: 10000000\r\n\r\n" + b"x" * 1000
+        port,
+        b"POST /data HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 10000000\r\n\r\n" + b"x" * 1000,
     )
     assert_json_error(status, headers, body, {413})
     assert headers.get("connection") == "close"
     chunk = b"10000\r\n" + b"x" * 0x10000 + b"\r\n"
     status, headers, body = raw(
-        port, b"POST /data HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-              b"Transfer-Encoding: chunked\r\n\r\n" + chunk * 2 + b"0\r\n\r\n"
+        port,
+        b"POST /data HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + chunk * 2 + b"0\r\n\r\n",
     )
     assert_json_error(status, headers, body, {413})
 
@@ -263,13 +277,14 @@ def test_oversized_bodies_are_413(promo, start_api):
 def test_oversized_headers_are_431(promo, start_api):
     port = start_api()
     status, headers, body = raw(
-        port, b"GET /data?user_id=1 HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 40_000
-              + b"\r\n\r\n"
+        port,
+        b"GET /data?user_id=1 HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 40_000 + b"\r\n\r\n",
     )
     assert_json_error(status, headers, body, {431})
     many = b"".join(b"X-H%d: v\r\n" % number for number in range(4000))
-    status, headers, body = raw(port, b"GET /data?user_id=1 HTTP/1.1\r\nHost: x\r\n" + many
-                                + b"\r\n")
+    status, headers, body = raw(
+        port, b"GET /data?user_id=1 HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n"
+    )
     assert_json_error(status, headers, body, {431})
     # A 10 KB user id is well within the header limit: the app's own 400.
     answer = call(port, "/data?user_id=" + "9" * 10_240, headers=AUTH)

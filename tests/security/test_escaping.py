@@ -51,8 +51,14 @@ def hostile(app, make_user):
     entry = db.session.scalars(db.select(ContentEntry)).one()
     # Then edited, so the audit log holds the markup before and after.
     url = f"/admin/content/edit/?id={entry.id}"
-    client.post(url, data={"csrf_token": csrf_token(client, url),
-                           "field_message": SCRIPT + "!", "field_cta": ATTRIBUTE})
+    client.post(
+        url,
+        data={
+            "csrf_token": csrf_token(client, url),
+            "field_message": SCRIPT + "!",
+            "field_cta": ATTRIBUTE,
+        },
+    )
     return client, campaign, entry
 
 

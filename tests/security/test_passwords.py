@@ -49,20 +49,27 @@ def test_users_view_refuses_short_passwords(client, make_user, password):
     token = csrf_token(client, "/admin/users/new/")
     created = client.post(
         "/admin/users/new/",
-        data={"email": "new@example.com", "role": "viewer", "password": password,
-              "csrf_token": token},
+        data={
+            "email": "new@example.com",
+            "role": "viewer",
+            "password": password,
+            "csrf_token": token,
+        },
     )
     assert created.status_code == 200
     assert db.session.scalar(select(AdminUser).where(AdminUser.email == "new@example.com")) is None
     if password:
         edited = client.post(
             f"/admin/users/edit/?id={target.id}",
-            data={"email": "ana@example.com", "role": "editor", "active": "y",
-                  "password": password, "csrf_token": token},
+            data={
+                "email": "ana@example.com",
+                "role": "editor",
+                "active": "y",
+                "password": password,
+                "csrf_token": token,
+            },
         )
-        assert "Field must be between 12 and 1024 characters long." in edited.get_data(
-            as_text=True
-        )
+        assert "Field must be between 12 and 1024 characters long." in edited.get_data(as_text=True)
         db.session.refresh(target)
         assert target.password_hash == old_hash
 

@@ -49,9 +49,7 @@ def test_cookie_is_secure_over_https(app, make_user):
 
 
 @pytest.mark.parametrize("trusted", ["0", "1"])
-def test_forwarded_proto_is_believed_only_from_configured_proxies(
-    _schema, monkeypatch, trusted
-):
+def test_forwarded_proto_is_believed_only_from_configured_proxies(_schema, monkeypatch, trusted):
     monkeypatch.setenv("CCADMIN_TRUSTED_PROXIES", trusted)
     app = create_app({"TESTING": True})
     with app.app_context():
