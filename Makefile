@@ -22,9 +22,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest
 
-# Everything but the tests that start the whole stack or a browser.
+# The tests that run in this process only: no other processes, clusters or browsers.
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not slow and not browser"
+	$(BIN)/pytest -m "not integration and not faults and not slow and not browser"
 
 # The load benchmark (docs/performance.md): loopback only, about 11 minutes.
 # BENCH_ARGS=--full runs 30 s ladder steps; --sweep-threads also tries 4/8/16/32 threads.

@@ -41,12 +41,12 @@ for _name in (
 ):
     os.environ.pop(_name, None)
 
-from cluster_support import (  # noqa: E402, F401  (fixtures: one cluster per session)
+from common.cluster_support import (  # noqa: E402, F401  (fixtures: one cluster per session)
     cluster_client,
     private_redis_cluster,
     redis_cluster,
 )
-from support import PASSWORD  # noqa: E402
+from common.support import PASSWORD  # noqa: E402
 
 from ccadmin import config, embedded_redis  # noqa: E402
 from ccadmin.app import create_app  # noqa: E402
@@ -55,6 +55,27 @@ from ccadmin.models import AdminUser  # noqa: E402
 from ccadmin.redis_client import get_redis  # noqa: E402
 
 PROJECT_ROOT = config.PROJECT_ROOT
+
+
+# Fixtures that start processes, clusters or private Redis servers: a test
+# using any of them (directly or through another fixture) is `integration`.
+INTEGRATION_FIXTURES = frozenset(
+    {
+        "spawn",
+        "private_redis",
+        "processes",
+        "redis_cluster",
+        "private_redis_cluster",
+        "cluster_client",
+        "browser",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if INTEGRATION_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from common.support import csrf_token, login
 from sqlalchemy import select
-from support import csrf_token, login
 
 from ccadmin.extensions import db
 from ccadmin.models import AuditEvent, Campaign, ContentEntry, OutboxEvent

@@ -9,9 +9,9 @@ import re
 from datetime import UTC, datetime
 
 import pytest
-from publishing_support import save_entry
+from common.publishing_support import save_entry
+from common.support import csrf_token, free_port, login
 from sqlalchemy import event, select
-from support import csrf_token, free_port, login
 from werkzeug.datastructures import MultiDict
 
 from ccadmin import keys

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from import_support import upload_and_stage
-from publishing_support import make_campaign, save_entry
-from support import login
+from common.import_support import upload_and_stage
+from common.publishing_support import make_campaign, save_entry
+from common.support import login
 
 from ccadmin.extensions import db
 from ccadmin.models import OutboxEvent

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from common.support import PASSWORD, csrf_token, login, post_confirmed
 from sqlalchemy import select
-from support import PASSWORD, csrf_token, login, post_confirmed
 
 from ccadmin.extensions import db
 from ccadmin.models import AdminUser, ApiKey, AuditEvent, Campaign, ContentEntry, OutboxEvent

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-import api_support
 import pytest
-from api_support import (
+from common import api_support
+from common.api_support import (
     ENV_KEY,
     call,
     delete_entry,
@@ -14,7 +14,7 @@ from api_support import (
     publish_campaign,
     publish_entry,
 )
-from support import wait_until
+from common.support import wait_until
 
 from ccadmin import keys
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from base64 import b64encode
 
-import api_support
 import pytest
-from api_support import (
+from common import api_support
+from common.api_support import (
     ENV_KEY,
     call,
     mark_ready,
@@ -15,7 +15,7 @@ from api_support import (
     publish_entry,
     revoke_api_key,
 )
-from support import wait_until
+from common.support import wait_until
 
 store = api_support.store
 start_api = api_support.start_api

@@ -6,9 +6,9 @@ import http.client
 import json
 import threading
 
-import api_support
-from api_support import ENV_KEY, call, mark_ready, publish_campaign
-from support import free_port, wait_until
+from common import api_support
+from common.api_support import ENV_KEY, call, mark_ready, publish_campaign
+from common.support import free_port, wait_until
 
 from ccadmin import keys, payload
 from ccadmin.api.cache import EntryCache

@@ -8,10 +8,10 @@ import socket
 from collections import Counter
 from pathlib import Path
 
-import api_support
 import pytest
-from api_support import ENV_KEY, call, mark_ready, publish_campaign, publish_entry
-from support import free_port
+from common import api_support
+from common.api_support import ENV_KEY, call, mark_ready, publish_campaign, publish_entry
+from common.support import free_port
 
 store = api_support.store
 start_api = api_support.start_api

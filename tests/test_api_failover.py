@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
-
-import api_support
-import pytest
 import redis
-from api_support import ENV_KEY, call, mark_ready, publish_campaign, publish_entry
-from support import free_port, wait_until
-
-from ccadmin import embedded_redis
+from common import api_support
+from common.api_support import ENV_KEY, call, mark_ready, publish_campaign, publish_entry
+from common.support import wait_until
 
 store = api_support.store
 start_api = api_support.start_api
@@ -50,51 +42,7 @@ def test_an_empty_store_answers_503(store, start_api):
         assert answer.header("Retry-After")
 
 
-class PrivateRedis:
-    """A redis-server of our own on a free port, so a test can kill it."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> redis.Redis:
-        self.process = subprocess.Popen(
-            [
-                embedded_redis.server_binary(),
-                *("--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder)),
-                # Nothing on disk: a restart comes back empty, like a lost instance.
-                *("--save", "", "--appendonly", "no"),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url)
-        wait_until(lambda: self._pings(client))
-        return client
-
-    @staticmethod
-    def _pings(client: redis.Redis) -> bool:
-        try:
-            return bool(client.ping())
-        except redis.ConnectionError:
-            return False
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    with tempfile.TemporaryDirectory(prefix="ccapi-redis-") as folder:
-        server = PrivateRedis(Path(folder))
-        yield server
-        server.kill()
+private_redis = api_support.private_redis
 
 
 def publish_promo(client: redis.Redis, message: str, version: int) -> bytes:

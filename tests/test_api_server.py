@@ -8,9 +8,16 @@ import signal
 import time
 from pathlib import Path
 
-import api_support
-from api_support import ENV_KEY, call, mark_ready, metric_value, publish_campaign, publish_entry
-from support import free_port, wait_until
+from common import api_support
+from common.api_support import (
+    ENV_KEY,
+    call,
+    mark_ready,
+    metric_value,
+    publish_campaign,
+    publish_entry,
+)
+from common.support import free_port, wait_until
 
 store = api_support.store
 start_api = api_support.start_api

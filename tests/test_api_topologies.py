@@ -16,13 +16,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import api_support
-import cluster_support
 import pytest
 import redis
-from api_support import ENV_KEY, call
-from cluster_support import NO_BINARY, redis_server_binary
-from support import free_port, wait_until
+from common import api_support, cluster_support
+from common.api_support import ENV_KEY, call
+from common.cluster_support import NO_BINARY, redis_server_binary
+from common.support import free_port, wait_until
 
 from ccadmin import keys, payload
 from ccadmin.api.entry_changes import SUBSCRIBER_NAME

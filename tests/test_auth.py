@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from support import PASSWORD, csrf_token, login
+from common.support import PASSWORD, csrf_token, login
 
 from ccadmin.extensions import db
 from ccadmin.models import AdminUser

@@ -5,19 +5,15 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from publishing_support import make_campaign, publish_pending, save_entry, stored_entry
+from common.publishing_support import make_campaign, publish_pending, save_entry, stored_entry
+from common.support import PASSWORD, free_port, invoke
 from sqlalchemy import func, select
-from support import PASSWORD, free_port
 
 from ccadmin import keys
 from ccadmin.extensions import db
 from ccadmin.models import AdminUser, ApiKey, OutboxEvent
 from ccadmin.models.api_keys import hash_secret
 from workers import store
-
-
-def invoke(app, *args: str, **kwargs):
-    return app.test_cli_runner().invoke(args=list(args), **kwargs)
 
 
 def test_create_user_creates_then_updates(app):

@@ -11,7 +11,7 @@ import json
 import time
 
 import pytest
-from publishing_support import (
+from common.publishing_support import (
     delete_entry,
     make_campaign,
     publish_pending,

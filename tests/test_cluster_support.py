@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import redis
-from cluster_support import LocalCluster
-from support import wait_until
+from common.cluster_support import LocalCluster
+from common.support import wait_until
 
 COPY_BOTH = """
 redis.call('SET', KEYS[1], ARGV[1])

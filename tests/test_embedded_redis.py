@@ -12,10 +12,13 @@ from pathlib import Path
 
 import pytest
 import redis
-from support import wait_until
+from common.support import wait_until
 
 from ccadmin import embedded_redis
 from ccadmin.config import PROJECT_ROOT
+
+# Each test starts and stops real redis-server processes.
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ import csv
 import io
 
 import pytest
-from import_support import IMPORTS, latest_import, run_staging, upload
-from publishing_support import make_campaign
-from support import login
+from common.import_support import IMPORTS, latest_import, run_staging, upload
+from common.publishing_support import make_campaign
+from common.support import login
 
 from ccadmin import publishing
 from ccadmin.extensions import db

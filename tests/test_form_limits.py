@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from publishing_support import make_campaign
-from support import csrf_token, login
+from common.publishing_support import make_campaign
+from common.support import csrf_token, login
 
 from ccadmin.extensions import db
 from ccadmin.models import AdminUser

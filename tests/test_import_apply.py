@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from import_support import (
+from common.import_support import (
     IMPORTS,
     SCHEMA,
     apply,
@@ -16,9 +16,9 @@ from import_support import (
     upload,
     upload_and_stage,
 )
-from publishing_support import make_campaign, save_entry, stored_entry
+from common.publishing_support import make_campaign, save_entry, stored_entry
+from common.support import confirmation, csrf_token, login, wait_until
 from sqlalchemy import func, select, update
-from support import confirmation, csrf_token, login, wait_until
 
 from ccadmin.extensions import db
 from ccadmin.imports import applying

@@ -7,7 +7,7 @@ import json
 from datetime import timedelta
 
 import pytest
-from import_support import (
+from common.import_support import (
     IMPORTS,
     SCHEMA,
     apply_refused,
@@ -17,10 +17,10 @@ from import_support import (
     shown_counts,
     upload,
 )
-from publishing_support import make_campaign
+from common.publishing_support import make_campaign
+from common.support import csrf_token, login
 from rq.job import Job
 from sqlalchemy import func, select, update
-from support import csrf_token, login
 
 from ccadmin import keys, publishing
 from ccadmin.extensions import db

@@ -28,7 +28,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from support import free_port, wait_until
+from common.support import free_port, wait_until
 
 from ccadmin import embedded_redis
 from ccadmin.config import PROJECT_ROOT

@@ -12,9 +12,9 @@ import json
 from urllib.parse import urlsplit
 
 import pytest
-from manage_support import SCHEMA, bearer, make_token
-from publishing_support import make_campaign
-from support import start_admin
+from common.manage_support import SCHEMA, bearer, make_token
+from common.publishing_support import make_campaign
+from common.support import start_admin
 
 BASE = "/manage/v1/campaigns/spring/content/"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from manage_support import SCHEMA, bearer, make_token
-from publishing_support import make_campaign, save_entry
+from common.manage_support import SCHEMA, bearer, make_token
+from common.publishing_support import make_campaign, save_entry
 from sqlalchemy import func, select
 
 from ccadmin.content import history

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from manage_support import SCHEMA, bearer, make_token
-from publishing_support import make_campaign
+from common.manage_support import SCHEMA, bearer, make_token
+from common.publishing_support import make_campaign
 from sqlalchemy import select
 
 from ccadmin import keys
@@ -141,7 +141,7 @@ def test_unknown_campaign_path_and_method(client, token):
 
 
 def test_a_put_is_published_to_redis(client, token, redis_client):
-    from publishing_support import publish_pending, stored_entry
+    from common.publishing_support import publish_pending, stored_entry
 
     redis_client.delete(keys.PUBLISH_WAKE)
     put(client, token, {"message": "Live"})

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from manage_support import SCHEMA, bearer, make_token
-from publishing_support import make_campaign
+from common.manage_support import SCHEMA, bearer, make_token
+from common.publishing_support import make_campaign
 from sqlalchemy import func, select, update
 
 from ccadmin.extensions import db

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from manage_support import SCHEMA, bearer, make_token
-from publishing_support import make_campaign, publish_pending, stored_entry
+from common.manage_support import SCHEMA, bearer, make_token
+from common.publishing_support import make_campaign, publish_pending, stored_entry
+from common.support import wait_until
 from rq.job import Job
 from sqlalchemy import func, select, update
-from support import wait_until
 
 from ccadmin import keys
 from ccadmin.extensions import db

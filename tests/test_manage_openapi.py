@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from manage_support import SCHEMA, make_token
-from publishing_support import make_campaign
-from support import start_admin
+from common.manage_support import SCHEMA, make_token
+from common.publishing_support import make_campaign
+from common.support import start_admin
 
 from ccadmin.config import PROJECT_ROOT
 from ccadmin.manage import schemas

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from manage_support import SCHEMA, bearer, make_token
-from publishing_support import make_campaign
+from common.manage_support import SCHEMA, bearer, make_token
+from common.publishing_support import make_campaign
+from common.support import csrf_token, login, post_confirmed
 from sqlalchemy import select
-from support import csrf_token, login, post_confirmed
 
 from ccadmin.extensions import db
 from ccadmin.models import ApiKey, AuditEvent, ManagementToken

@@ -5,14 +5,14 @@ from __future__ import annotations
 import re
 import time
 
-import api_support
 import plotly
 import pytest
-from api_support import ENV_KEY, call, mark_ready, publish_campaign, publish_entry
+from common import api_support
+from common.api_support import ENV_KEY, call, mark_ready, publish_campaign, publish_entry
+from common.support import csrf_token, login, wait_until
 from rq import Queue, SimpleWorker
 from rq.registry import FailedJobRegistry
 from sqlalchemy import select
-from support import csrf_token, login, wait_until
 
 from ccadmin import keys
 from ccadmin.extensions import db

@@ -6,19 +6,18 @@ import os
 import socket
 import time
 
-import api_support
-import test_api_failover
-from api_support import ENV_KEY, call, mark_ready, publish_campaign, publish_entry
-from metrics_support import bucket_sums, requests_field
+from common import api_support
+from common.api_support import ENV_KEY, call, mark_ready, publish_campaign, publish_entry
+from common.metrics_support import bucket_sums, requests_field
+from common.support import wait_until
 from prometheus_client.parser import text_string_to_metric_families
-from support import wait_until
 
 from ccadmin import keys
 from ccadmin.metrics import buckets
 
 store = api_support.store
 start_api = api_support.start_api
-private_redis = test_api_failover.private_redis
+private_redis = api_support.private_redis
 
 AUTH = {"X-API-Key": ENV_KEY}
 SEP = buckets.METRIC_FIELD_SEPARATOR

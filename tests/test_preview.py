@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import api_support
 import pytest
-from api_support import ENV_KEY, call
-from publishing_support import make_campaign, save_entry, stored_entry
+from common import api_support
+from common.api_support import ENV_KEY, call
+from common.publishing_support import make_campaign, save_entry, stored_entry
+from common.support import login, wait_until
 from sqlalchemy import select
-from support import login, wait_until
 
 from ccadmin import keys
 from ccadmin.content import preview

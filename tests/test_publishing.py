@@ -8,7 +8,7 @@ import threading
 
 import pytest
 import redis
-from publishing_support import (
+from common.publishing_support import (
     ACTOR,
     delete_entry,
     make_campaign,
@@ -17,9 +17,9 @@ from publishing_support import (
     save_entry,
     stored_entry,
 )
+from common.support import free_port, wait_until
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
-from support import free_port, wait_until
 
 from ccadmin import keys, payload, publishing
 from ccadmin.extensions import db

@@ -14,13 +14,12 @@ import signal
 import threading
 
 import pytest
-from publishing_support import delete_entry
+from common.publishing_support import delete_entry
+from common.support import invoke, login, wait_until
 from rq import Queue, SimpleWorker, Worker
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 from sqlalchemy import func, select, update
-from support import login, wait_until
-from test_cli import invoke
 
 from ccadmin import keys, payload
 from ccadmin.content.seed import seed_content

@@ -8,10 +8,10 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from import_support import IMPORTS, apply, latest_import, staged_by_worker, upload
-from publishing_support import delete_entry, make_campaign, save_entry, stored_entry
+from common.import_support import IMPORTS, apply, latest_import, staged_by_worker, upload
+from common.publishing_support import delete_entry, make_campaign, save_entry, stored_entry
+from common.support import csrf_token, login, wait_until
 from sqlalchemy import select
-from support import csrf_token, login, wait_until
 
 from ccadmin import keys
 from ccadmin.extensions import db

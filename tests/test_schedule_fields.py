@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 from html import unescape
 
 import pytest
-from publishing_support import make_campaign, save_fields
+from common.publishing_support import make_campaign, save_fields
+from common.support import csrf_token, login
 from sqlalchemy import select
-from support import csrf_token, login
 
 from ccadmin.extensions import db
 from ccadmin.imports import scheduling

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from publishing_support import stored_entry
+from common.publishing_support import stored_entry
 from sqlalchemy import func, select
 
 from ccadmin import keys, payload

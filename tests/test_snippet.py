@@ -5,8 +5,8 @@ from __future__ import annotations
 import html
 
 import pytest
-from publishing_support import make_campaign
-from support import login
+from common.publishing_support import make_campaign
+from common.support import login
 
 from ccadmin.content.snippets import AUTH_BASIC, CACHE_NOTE, connected_content_snippet
 from ccadmin.models import Campaign

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import signal
 
-from publishing_support import delete_entry, make_campaign, save_entry, stored_entry
-from support import wait_until
+from common.publishing_support import delete_entry, make_campaign, save_entry, stored_entry
+from common.support import wait_until
 
 from ccadmin import keys, payload
 

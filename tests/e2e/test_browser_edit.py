@@ -7,9 +7,9 @@ import json
 import urllib.request
 
 import pytest
-from browser_support import CHROMIUM, SCREENSHOT_DIR, browser, fill, save, submit  # noqa: F401
+from common.browser_support import CHROMIUM, SCREENSHOT_DIR, browser, fill, save, submit  # noqa: F401
+from common.support import PASSWORD, start_stack, wait_until
 from sqlalchemy import select
-from support import PASSWORD, start_stack, wait_until
 
 from ccadmin.extensions import db
 from ccadmin.models import Campaign, ContentEntry

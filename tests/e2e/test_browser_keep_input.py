@@ -7,11 +7,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from browser_support import CHROMIUM, browser, fill, log_in, submit  # noqa: F401
-from import_support import entries, upload_and_stage
-from publishing_support import make_campaign
+from common.browser_support import CHROMIUM, browser, fill, log_in, submit  # noqa: F401
+from common.import_support import entries, upload_and_stage
+from common.publishing_support import make_campaign
+from common.support import login, start_admin, wait_until
 from sqlalchemy import select
-from support import login, start_admin, wait_until
 
 from ccadmin import publishing
 from ccadmin.extensions import db

@@ -3,15 +3,14 @@
 
 from __future__ import annotations
 
-import api_support
-import test_browser_edit
-from api_support import ENV_KEY, call, mark_ready, publish_campaign, publish_entry
-from support import PASSWORD, start_admin, wait_until
-from test_browser_edit import SCREENSHOT_DIR, fill, submit
+from common import api_support, browser_support
+from common.api_support import ENV_KEY, call, mark_ready, publish_campaign, publish_entry
+from common.browser_support import BROWSER_MARKS, SCREENSHOT_DIR, fill, submit
+from common.support import PASSWORD, start_admin, wait_until
 
 start_api = api_support.start_api
-browser = test_browser_edit.browser
-pytestmark = test_browser_edit.pytestmark
+browser = browser_support.browser
+pytestmark = BROWSER_MARKS
 
 AUTH = {"X-API-Key": ENV_KEY}
 

@@ -4,9 +4,9 @@ button puts exactly the snippet on the clipboard; so do the API key's and the pr
 from __future__ import annotations
 
 import pytest
-from browser_support import CHROMIUM, browser, fill, log_in, submit  # noqa: F401
-from publishing_support import make_campaign, save_fields
-from support import start_admin, wait_until
+from common.browser_support import CHROMIUM, browser, fill, log_in, submit  # noqa: F401
+from common.publishing_support import make_campaign, save_fields
+from common.support import start_admin, wait_until
 
 pytestmark = [
     pytest.mark.browser,

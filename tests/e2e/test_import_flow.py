@@ -8,9 +8,9 @@ import json
 import urllib.request
 
 import pytest
-from browser_support import CHROMIUM, SCREENSHOT_DIR, browser, fill, submit  # noqa: F401
-from publishing_support import make_campaign
-from support import PASSWORD, free_port, start_admin, wait_until
+from common.browser_support import CHROMIUM, SCREENSHOT_DIR, browser, fill, submit  # noqa: F401
+from common.publishing_support import make_campaign
+from common.support import PASSWORD, free_port, start_admin, wait_until
 
 ROWS = 25_000  # three apply batches
 

@@ -4,11 +4,11 @@ no serious or critical accessibility violation found by axe-core."""
 from __future__ import annotations
 
 import pytest
-from browser_support import CHROMIUM, browser, log_in  # noqa: F401
-from import_support import upload_and_stage
-from publishing_support import make_campaign, save_fields
+from common.browser_support import CHROMIUM, browser, log_in  # noqa: F401
+from common.import_support import upload_and_stage
+from common.publishing_support import make_campaign, save_fields
+from common.support import login, start_admin
 from sqlalchemy import select
-from support import login, start_admin
 
 from ccadmin.extensions import db
 from ccadmin.models import AdminUser, ApiKey, AuditEvent, ContentEntry, ManagementToken

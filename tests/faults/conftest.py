@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fault_support import Processes, RedisServer
+from common.fault_support import Processes, RedisServer
 
 from ccadmin.app import create_app
 from ccadmin.extensions import db

@@ -7,10 +7,10 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from api_support import ENV_KEY, mark_ready, publish_campaign, publish_entry
-from fault_support import wait_ready
-from publishing_support import make_campaign
-from support import wait_until
+from common.api_support import ENV_KEY, mark_ready, publish_campaign, publish_entry
+from common.fault_support import wait_ready
+from common.publishing_support import make_campaign
+from common.support import wait_until
 
 from ccadmin import keys
 from ccadmin.content.seed import seed_content

@@ -9,7 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from fault_support import AUTH, KeepAliveCallers, seed_promo
+from common.fault_support import AUTH, KeepAliveCallers, seed_promo
 
 
 def get(port: int, user_id: int, timeout: float = 10.0) -> tuple[int, str | None, bytes]:

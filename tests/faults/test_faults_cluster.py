@@ -14,9 +14,9 @@ import threading
 import time
 
 import pytest
-from fault_support import AUTH, differences, wait_ready
-from publishing_support import make_campaign, save_entry
-from support import wait_until
+from common.fault_support import AUTH, differences, wait_ready
+from common.publishing_support import make_campaign, save_entry
+from common.support import wait_until
 
 from ccadmin import keys
 from ccadmin.app import create_app

@@ -7,10 +7,10 @@ import os
 import time
 
 import pytest
-from api_support import ENV_KEY, call
-from fault_support import DatabaseOutage, admin_save, differences, wait_ready
-from publishing_support import make_campaign, save_entry
-from support import login, wait_until
+from common.api_support import ENV_KEY, call
+from common.fault_support import DatabaseOutage, admin_save, differences, wait_ready
+from common.publishing_support import make_campaign, save_entry
+from common.support import login, wait_until
 
 from ccadmin.app import create_app
 from ccadmin.extensions import db

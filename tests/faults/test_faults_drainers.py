@@ -9,18 +9,18 @@ import time
 import urllib.error
 import urllib.request
 
-from fault_support import (
+from common.fault_support import (
     KeepAliveCallers,
     database_dialect,
     database_versions,
     differences,
     redis_versions,
+    unpublished,
     wait_ready,
 )
-from publishing_support import make_campaign, save_entry
+from common.publishing_support import make_campaign, save_entry
+from common.support import wait_until
 from sqlalchemy import select, text
-from support import wait_until
-from test_faults_redis import unpublished
 
 from ccadmin import keys
 from ccadmin.content.seed import seed_content

@@ -9,10 +9,9 @@ import subprocess
 import sys
 import time
 
-from fault_support import PROJECT_ROOT, differences, redis_entries, wait_ready
-from publishing_support import publish_pending
-from support import login, wait_until
-from test_faults_redis import unpublished
+from common.fault_support import PROJECT_ROOT, differences, redis_entries, unpublished, wait_ready
+from common.publishing_support import publish_pending
+from common.support import login, wait_until
 
 from ccadmin import keys
 from ccadmin.content.seed import seed_content

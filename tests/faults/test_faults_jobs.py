@@ -5,9 +5,9 @@ from __future__ import annotations
 import signal
 import time
 
-from fault_support import differences, wait_ready, wait_writing
+from common.fault_support import differences, wait_ready, wait_writing
+from common.support import wait_until
 from sqlalchemy import func, select
-from support import wait_until
 
 from ccadmin.content.seed import seed_content
 from ccadmin.extensions import db

@@ -6,11 +6,11 @@ import time
 
 import pytest
 import redis
-from api_support import ENV_KEY, call
-from fault_support import admin_save, differences, wait_ready
-from publishing_support import make_campaign, save_entry
+from common.api_support import ENV_KEY, call
+from common.fault_support import admin_save, differences, wait_ready
+from common.publishing_support import make_campaign, save_entry
+from common.support import login, wait_until
 from sqlalchemy import select
-from support import login, wait_until
 
 from ccadmin.extensions import db
 from ccadmin.models import ContentEntry, OutboxEvent

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fault_support import AUTH, KeepAliveCallers, seed_promo
+from common.fault_support import AUTH, KeepAliveCallers, seed_promo
 
 SILENT_SOCKETS = 1_000
 CONNECTION_LIMIT = 200

@@ -8,7 +8,7 @@ import signal
 import time
 
 import pytest
-from fault_support import (
+from common.fault_support import (
     COMMIT_FAILURES,
     CommitFailure,
     MarkPublishedBlocked,
@@ -17,13 +17,13 @@ from fault_support import (
     differences,
     redis_dump,
     redis_entries,
+    unpublished,
     wait_ready,
 )
-from manage_support import bearer, make_token
-from publishing_support import make_campaign, publish_events, publish_pending, save_entry
+from common.manage_support import bearer, make_token
+from common.publishing_support import make_campaign, publish_events, publish_pending, save_entry
+from common.support import login, wait_until
 from sqlalchemy import func, select, update
-from support import login, wait_until
-from test_faults_redis import unpublished
 
 from ccadmin import keys
 from ccadmin.content.seed import seed_content

@@ -6,24 +6,16 @@ from __future__ import annotations
 import json
 import time
 
-from fault_support import admin_save, differences, wait_ready
-from publishing_support import make_campaign
+from common.fault_support import admin_save, differences, unpublished, wait_ready
+from common.publishing_support import make_campaign
+from common.support import login, wait_until
 from sqlalchemy import select
-from support import login, wait_until
 
 from ccadmin import keys
 from ccadmin.content.seed import seed_content
 from ccadmin.extensions import db
-from ccadmin.models import ContentEntry, OutboxEvent
+from ccadmin.models import ContentEntry
 from workers.rebuild import reconcile
-
-
-def unpublished() -> int:
-    """Outbox events not yet live."""
-    query = select(OutboxEvent.id).where(OutboxEvent.published_at.is_(None))
-    count = len(db.session.scalars(query).all())
-    db.session.rollback()
-    return count
 
 
 def test_saves_while_redis_is_stopped_go_live_when_it_returns(

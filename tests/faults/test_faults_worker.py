@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from fault_support import differences, redis_versions, wait_ready, wait_writing
+from common.fault_support import differences, redis_versions, wait_ready, wait_writing
+from common.support import wait_until
 from sqlalchemy import select
-from support import wait_until
 
 from ccadmin.content.seed import seed_content
 from ccadmin.extensions import db

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from fault_support import database_dialect, differences, wait_ready
-from publishing_support import make_campaign, save_entry
-from support import wait_until
-from test_faults_redis import unpublished
+from common.fault_support import database_dialect, differences, unpublished, wait_ready
+from common.publishing_support import make_campaign, save_entry
+from common.support import wait_until
 
 from ccadmin import keys
 from workers import store

@@ -7,8 +7,8 @@ import re
 from urllib.parse import urlsplit
 
 import pytest
-from security_support import audit_events, database_state, fresh_browser, redis_state
-from support import csrf_token, login
+from common.security_support import audit_events, database_state, fresh_browser, redis_state
+from common.support import csrf_token, login
 
 from ccadmin.extensions import db
 from ccadmin.models import AdminUser, ApiKey, Campaign, ContentEntry

@@ -11,9 +11,9 @@ import json
 import socket
 import threading
 
-import api_support
 import pytest
-from api_support import (
+from common import api_support
+from common.api_support import (
     ENV_KEY,
     call,
     mark_ready,
@@ -22,7 +22,7 @@ from api_support import (
     publish_entry,
     revoke_api_key,
 )
-from support import wait_until
+from common.support import wait_until
 
 from ccadmin import keys
 

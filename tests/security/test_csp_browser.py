@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from support import PASSWORD, start_admin, wait_until
+from common.support import PASSWORD, start_admin, wait_until
 
 from ccadmin.extensions import db
 from ccadmin.models import Campaign, ContentEntry

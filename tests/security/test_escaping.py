@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from security_support import fresh_browser
-from support import csrf_token, login
+from common.security_support import fresh_browser
+from common.support import csrf_token, login
 
 from ccadmin.extensions import db
 from ccadmin.models import Campaign, ContentEntry

@@ -6,9 +6,9 @@ import io
 import re
 
 import pytest
-from security_support import fresh_browser
+from common.security_support import fresh_browser
+from common.support import csrf_token, login
 from sqlalchemy import text
-from support import csrf_token, login
 
 from ccadmin.app import create_app
 from ccadmin.extensions import db

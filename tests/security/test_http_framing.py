@@ -8,9 +8,9 @@ import socket
 import time
 from urllib.parse import urlsplit
 
-import api_support
 import pytest
-from support import start_admin
+from common import api_support
+from common.support import start_admin
 
 store = api_support.store
 start_api = api_support.start_api

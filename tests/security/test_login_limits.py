@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from security_support import audit_events, fresh_browser, take_redis_down
+from common.security_support import audit_events, fresh_browser, take_redis_down
+from common.support import PASSWORD, confirmation, csrf_token, login
 from sqlalchemy import select
-from support import PASSWORD, confirmation, csrf_token, login
 from werkzeug.datastructures import MultiDict
 
 from ccadmin import keys

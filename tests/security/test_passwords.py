@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from common.support import PASSWORD, csrf_token, login
 from sqlalchemy import select
-from support import PASSWORD, csrf_token, login
 from werkzeug.security import generate_password_hash
 
 from ccadmin.extensions import db

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from security_support import fresh_browser, take_redis_down, with_settings
-from support import PASSWORD, csrf_token, login
+from common.security_support import fresh_browser, take_redis_down, with_settings
+from common.support import PASSWORD, csrf_token, login
 
 from ccadmin import keys
 from ccadmin.app import create_app

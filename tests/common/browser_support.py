@@ -7,7 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from support import PASSWORD
+
+from common.support import PASSWORD
 
 CHROMIUM = next(
     (found for name in ("chromium", "chromium-browser") if (found := shutil.which(name))), None
@@ -25,6 +26,11 @@ CHROMIUM_FLAGS = (
     "--window-size=1400,1000",
 )
 # Where the content list screenshot goes, for a human to look at after a run.
+# What every browser test module sets as its `pytestmark`.
+BROWSER_MARKS = [
+    pytest.mark.browser,
+    pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium)"),
+]
 SCREENSHOT_DIR = Path(os.environ.get("CCADMIN_SCREENSHOT_DIR", "/tmp"))
 
 

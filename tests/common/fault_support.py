@@ -17,10 +17,13 @@ from collections import Counter
 from pathlib import Path
 
 import redis
-from api_support import ENV_KEY, mark_ready, publish_campaign, publish_entry
-from support import free_port, wait_until
+from sqlalchemy import select
 
 from ccadmin import config, embedded_redis, keys
+from ccadmin.extensions import db
+from ccadmin.models import OutboxEvent
+from common.api_support import ENV_KEY, mark_ready, publish_campaign, publish_entry
+from common.support import free_port, wait_until
 
 PROJECT_ROOT = config.PROJECT_ROOT
 # The endpoint key every API process of these tests accepts.
@@ -233,7 +236,7 @@ def differences(client: redis.Redis, slug: str) -> dict[str, tuple[int, int | No
 
 def admin_save(client, campaign_id: int, user_id: str, message: str, entry_id: int | None = None):
     """Create (or, with entry_id, edit) an entry through the admin's form; the response."""
-    from support import csrf_token
+    from common.support import csrf_token
 
     if entry_id is None:
         url = f"/admin/content/new/?campaign_id={campaign_id}"
@@ -557,3 +560,11 @@ class KeepAliveCallers:
             self._count(type(error).__name__)
         finally:
             connection.close()
+
+
+def unpublished() -> int:
+    """Outbox events not yet live."""
+    query = select(OutboxEvent.id).where(OutboxEvent.published_at.is_(None))
+    count = len(db.session.scalars(query).all())
+    db.session.rollback()
+    return count

@@ -98,3 +98,7 @@ def post_confirmed(client, url: str, data: dict[str, str]):
     assert page is not None, first.get_data(as_text=True)[:2000]
     action, inputs = page
     return client.post(action, data=MultiDict(inputs))
+
+
+def invoke(app, *args: str, **kwargs):
+    return app.test_cli_runner().invoke(args=list(args), **kwargs)

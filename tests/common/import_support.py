@@ -8,11 +8,11 @@ import re
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from sqlalchemy import select
-from support import csrf_token, post_confirmed, wait_until
 
 from ccadmin.extensions import db
 from ccadmin.imports.progress import redis_connection
 from ccadmin.models import ContentEntry, ContentImport
+from common.support import csrf_token, post_confirmed, wait_until
 from workers.imports import ingest_import
 
 IMPORTS = "/admin/imports/"

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: starting processes, logging in, seeding content, reading Redis."""
