@@ -127,6 +127,18 @@ class EntryCache:
         recent = self._recent.get(key)
         return recent is None or recent[0] <= ticket or recent[1] <= version
 
+    @property
+    def sequence(self) -> int:
+        """Announcements applied so far, live or not (see announced_since)."""
+        return self._sequence
+
+    def announced_since(self, key: str, sequence: int) -> bool:
+        """True when a change of `key` was announced after `sequence` was read."""
+        if sequence == self._sequence:
+            return False
+        recent = self._recent.get(key)
+        return sequence < self._judgeable_from or (recent is not None and recent[0] > sequence)
+
     def last_known(self, key: str) -> tuple[int, bytes] | None:
         """The last copy read for this key, valid or not (served while Redis is down)."""
         record = self._records.get(key)

@@ -224,8 +224,13 @@ class Store:
         hit = cache.get(key)
         if hit is not None:
             return hit[0], hit[1], self.unreconciled
-        ticket = cache.ticket()
+        sequence, ticket = cache.sequence, cache.ticket()
         raw_version, body = self._fetch(key)
+        if cache.announced_since(key, sequence):
+            # Rewritten while we read (a repair drops the cached copy that
+            # would have kept us from going back): read the new version.
+            ticket = cache.ticket()
+            raw_version, body = self._fetch(key)
         version = int(raw_version) if raw_version else 0
         if not body:
             version, body = self._no_content(key, version)
