@@ -241,7 +241,14 @@ class Store:
         return version, body, self.unreconciled
 
     def _no_content(self, key: str, version: int) -> tuple[int, bytes]:
-        """What to answer when the read found no content: confirmed, or NotReady."""
+        """What to answer when the read found no content: confirmed, or NotReady.
+
+        A key missing from a Redis that restarted and is not reconciled yet may
+        be a write it lost: NotReady (a retry, or the last-known copy), never
+        the fallback or a 404, which would ship an empty message.
+        """
+        if version == 0 and self.unreconciled:
+            raise NotReady()
         if self._replica is not None:
             # A replica may lag: only the primary may say "no content" (the
             # fallback or 404 would ship an empty message for a user who has one).
