@@ -25,6 +25,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 
 import redis
@@ -57,6 +58,9 @@ from workers.rebuild import (
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 2.0
+# Idempotency-Key answers are kept a day: dropping the expired ones every ten
+# minutes is plenty, and spares the database a write every sweep.
+FORGET_INTERVAL = 600.0
 SWEEPER_LOCK_TTL = 10
 # A stored import body whose staging job has not started for this long has
 # lost it (after-commit enqueues take milliseconds).
@@ -235,6 +239,7 @@ class Sweeper(threading.Thread):
         self.worker = worker
         self.interval = interval
         self.token = uuid.uuid4().hex
+        self.next_forget = 0.0
         self.stopping = threading.Event()
         self._heartbeat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
 
@@ -292,7 +297,9 @@ class Sweeper(threading.Thread):
         clear_superseded_failures()
         requeue_ingests(queue_connection())
         drop_abandoned_uploads()
-        forget_expired()
+        if time.monotonic() >= self.next_forget:
+            forget_expired()
+            self.next_forget = time.monotonic() + FORGET_INTERVAL
         if not connection.exists(keys.READY):
             return
         seen_run_id = connection.get(keys.REDIS_RUN_ID)
