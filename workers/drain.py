@@ -46,6 +46,7 @@ from ccadmin.publishing.wake import (
     LANE_FRESH,
     wait_for_wake,
     wake_drainers,
+    wake_failure_reason,
 )
 from workers import store
 from workers.publish import (
@@ -138,6 +139,13 @@ def mark_published(event_ids: list[int]) -> None:
     )
 
 
+def _failure_text(error: BaseException) -> str:
+    """What the admin shows for a failed publish: a full Redis named as the web says it."""
+    if isinstance(error, redis.exceptions.OutOfMemoryError):
+        return wake_failure_reason(error)
+    return f"{type(error).__name__}: {error}"[:_ERROR_MAX_LENGTH]
+
+
 def record_failure(event_ids: list[int], error: BaseException) -> None:
     """Keep the error on the events for the admin; never hides the original error."""
     db.session.rollback()
@@ -147,7 +155,7 @@ def record_failure(event_ids: list[int], error: BaseException) -> None:
             .where(OutboxEvent.id.in_(event_ids), OutboxEvent.published_at.is_(None))
             .values(
                 attempts=OutboxEvent.attempts + 1,
-                last_error=f"{type(error).__name__}: {error}"[:_ERROR_MAX_LENGTH],
+                last_error=_failure_text(error),
             )
         )
         db.session.commit()
