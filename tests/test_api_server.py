@@ -64,7 +64,8 @@ def _answering_pid(port: int) -> int:
     return int(re.search(r'ccadmin_api_info\{pid="(\d+)"\}', text).group(1))
 
 
-def test_several_processes_share_one_port(store, spawn):
+def _two_process_api(store, spawn):
+    """An API of two processes serving one public entry; (entry body, port, parent, children)."""
     publish_campaign(store, "promo", public=True, serve_at_data=True)
     body = publish_entry(store, "promo", "1", 1, {"message": "Hello"})
     mark_ready(store)
@@ -75,6 +76,11 @@ def test_several_processes_share_one_port(store, spawn):
         ready_url=f"http://127.0.0.1:{port}/healthz",
     )
     children = wait_until(lambda: len(_children(parent.pid)) == 2 and _children(parent.pid))
+    return body, port, parent, children
+
+
+def test_several_processes_share_one_port(store, spawn):
+    body, port, parent, children = _two_process_api(store, spawn)
     assert parent.pid not in children
 
     # Fresh connections land on either process; both answer.
@@ -104,16 +110,7 @@ def test_several_processes_share_one_port(store, spawn):
 
 def test_children_of_a_killed_parent_drain_and_exit(store, spawn):
     """kill -9 of the parent: no child keeps serving on its own (docs/deploy.md restarts it)."""
-    publish_campaign(store, "promo", public=True, serve_at_data=True)
-    publish_entry(store, "promo", "1", 1, {"message": "Hello"})
-    mark_ready(store)
-    port = free_port()
-    parent = spawn(
-        ["-m", "ccadmin.api"],
-        env={"API_PORT": str(port), "API_PROCESSES": "2", "API_HOST": "127.0.0.1"},
-        ready_url=f"http://127.0.0.1:{port}/healthz",
-    )
-    children = wait_until(lambda: len(_children(parent.pid)) == 2 and _children(parent.pid))
+    _, port, parent, children = _two_process_api(store, spawn)
     os.kill(parent.pid, signal.SIGKILL)
     parent.wait(timeout=5)
     started = time.monotonic()
