@@ -229,8 +229,8 @@ def create_campaign_and_token(slug: str) -> tuple[str, str]:
     from ccadmin.content.seed import ensure_campaign
     from ccadmin.extensions import db
     from ccadmin.models import ApiKey, ManagementToken
-    from ccadmin.models.api_keys import hash_secret
-    from ccadmin.models.api_keys import new_secret as new_api_key
+    from ccadmin.models.api_keys import new_key_secret as new_api_key
+    from ccadmin.models.credentials import hash_secret
     from ccadmin.models.management_tokens import SCOPE_WRITE
     from ccadmin.models.management_tokens import new_token_secret as new_secret
 

@@ -2,7 +2,7 @@
 
 For each body size, a fresh private redis-server (the layout of
 bench.seed.PrivateRedis: a unix socket in a temporary folder) receives
---entries entries through workers.store.write_entries, and the run reports
+--entries entries through workers.redis_writes.write_entries, and the run reports
 used_memory before and after, bytes per entry, the average MEMORY USAGE and
 the encodings of a sample of keys, the write rate, and the size of the RDB
 file a BGSAVE writes. Redis keeps a hash with both fields at most
@@ -39,7 +39,7 @@ from bench import seed
 from bench.servers import free_port
 from ccadmin import embedded_redis, keys, payload, redis_client
 from ccadmin.content.seed import random_messages
-from workers import store
+from workers import redis_writes
 
 RESULTS = Path(__file__).with_name("results")
 CAMPAIGN = seed.CAMPAIGN
@@ -136,11 +136,13 @@ def body(user_id: str, size: int, message: str) -> bytes:
     return json.dumps({"message": message[: max(0, size - 15)]}).encode()
 
 
-def entries(start: int, stop: int, size: int) -> list[store.EntryWrite]:
+def entries(start: int, stop: int, size: int) -> list[redis_writes.EntryWrite]:
     """Entries for users start..stop-1, each with a body of `size` bytes."""
     messages = random_messages(stop - start, max(size, 1))
     return [
-        store.EntryWrite(keys.entry_key(CAMPAIGN, str(user)), 1, body(str(user), size, message))
+        redis_writes.EntryWrite(
+            keys.entry_key(CAMPAIGN, str(user)), 1, body(str(user), size, message)
+        )
         for user, message in zip(range(start, stop), messages, strict=True)
     ]
 
@@ -192,7 +194,7 @@ def measure(args: argparse.Namespace, size: int, listpack_value: int) -> dict[st
         for start in range(1, args.entries + 1, STEP):
             batch = entries(start, min(start + STEP, args.entries + 1), size)
             started = time.perf_counter()
-            written += store.write_entries(writer, batch).written
+            written += redis_writes.write_entries(writer, batch).written
             seconds += time.perf_counter() - started
         memory = client.info("memory")
         if client.dbsize() < args.entries:

@@ -1,7 +1,7 @@
 """A private Redis for the benchmark, seeded through the worker's own write path.
 
 No database is involved: entries are rendered with payload.render_payload and
-written with workers.store (the compare-and-set scripts that also announce
+written with workers.redis_writes (the compare-and-set scripts that also announce
 the changes), then the campaign config, an API key and the ready marker.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import redis
 
 from ccadmin import embedded_redis, keys, payload
-from workers import store
+from workers import redis_writes
 
 CAMPAIGN = "bench"
 
@@ -64,7 +64,7 @@ class PrivateRedis:
         self.folder.rmdir()
 
 
-def _entries(users: int) -> Iterator[store.EntryWrite]:
+def _entries(users: int) -> Iterator[redis_writes.EntryWrite]:
     """Users 1..users, grouped by hash tag.
 
     On Redis Cluster each script call carries one tag's entries; in user
@@ -80,13 +80,13 @@ def _entries(users: int) -> Iterator[store.EntryWrite]:
             body = payload.render_payload(
                 CAMPAIGN, user_id, 1, {"message": f"Your code for today is SPRING{user:07d}"}
             )
-            yield store.EntryWrite(keys.entry_key(CAMPAIGN, user_id), 1, body)
+            yield redis_writes.EntryWrite(keys.entry_key(CAMPAIGN, user_id), 1, body)
 
 
 def seed(client: redis.Redis | redis.RedisCluster, users: int, api_key: str | None = None) -> str:
     """Write `users` entries, the campaign (served at /data) and a key; returns the key.
 
-    The same calls seed a single Redis and a Redis Cluster (workers.store
+    The same calls seed a single Redis and a Redis Cluster (workers.redis_writes
     splits its script calls by hash tag there); pass the first store's
     `api_key` to the second so one wrk script serves both.
     """
@@ -99,12 +99,12 @@ def seed(client: redis.Redis | redis.RedisCluster, users: int, api_key: str | No
         max_age=60,
         default_fields={"message": ""},
     )
-    store.write_campaign(client, CAMPAIGN, 1, config_json)
-    store.write_default_campaign(client, store.next_snapshot(client), CAMPAIGN)
+    redis_writes.write_campaign(client, CAMPAIGN, 1, config_json)
+    redis_writes.write_default_campaign(client, redis_writes.next_snapshot(client), CAMPAIGN)
     api_key = api_key or secrets.token_urlsafe(24)
     digest = hashlib.sha256(api_key.encode("utf-8")).hexdigest()
     document = json.dumps({"name": "bench", "campaigns": None})
-    store.write_api_keys(client, store.next_snapshot(client), {digest: document})
-    store.write_entries(client, _entries(users))
-    store.mark_ready(client, json.dumps({"entries": users, "seeded_by": "bench"}))
+    redis_writes.write_api_keys(client, redis_writes.next_snapshot(client), {digest: document})
+    redis_writes.write_entries(client, _entries(users))
+    redis_writes.mark_ready(client, json.dumps({"entries": users, "seeded_by": "bench"}))
     return api_key

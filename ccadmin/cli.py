@@ -7,7 +7,6 @@ which is reached by dotted path because ccadmin never imports workers.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import threading
 import time
@@ -26,7 +25,8 @@ from ccadmin import keys, publishing
 from ccadmin.content import seed
 from ccadmin.extensions import db
 from ccadmin.models import AdminUser, ApiKey, Campaign, OutboxEvent
-from ccadmin.models.api_keys import hash_secret, new_secret
+from ccadmin.models.api_keys import new_key_secret
+from ccadmin.models.credentials import hash_secret
 from ccadmin.models.users import ROLES
 from ccadmin.publishing import reconcile_status
 from ccadmin.publishing.wake import WAKE_KEYS
@@ -82,7 +82,7 @@ def seed_command(users: int, campaign_slug: str, batch_size: int) -> None:
 @with_appcontext
 def create_user(email: str, role: str, password: str | None) -> None:
     """Create an admin user, or update the password and role of an existing one."""
-    password = password or os.environ.get("CCADMIN_ADMIN_PASSWORD")
+    password = password or current_app.config["CCADMIN_SETTINGS"].admin_password
     if not password:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     if len(password) < MIN_PASSWORD_LENGTH:
@@ -117,7 +117,7 @@ def create_api_key(name: str, campaigns: tuple[str, ...], secret: str | None) ->
     unknown = sorted(set(campaigns) - known)
     if unknown:
         raise click.UsageError(f"unknown campaign(s): {', '.join(unknown)}")
-    secret = secret or new_secret()
+    secret = secret or new_key_secret()
     secret_hash = hash_secret(secret)
     if db.session.execute(select(ApiKey.id).where(ApiKey.secret_hash == secret_hash)).first():
         raise click.UsageError("this secret is already registered")

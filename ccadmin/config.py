@@ -1,16 +1,24 @@
 """Settings from the environment, shared by every process (standard library only).
 
+Each setting is declared once, as a field of `Settings`: its environment
+variable, its parser, its default and a comment. `load()` reads them in
+declaration order, so a default may depend on a setting above it.
+docs/configuration.md lists every variable; a test keeps the two in step.
+
 The API imports this module on its hot path, so it must stay free of Flask,
 SQLAlchemy and anything else heavy.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import stat
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -25,19 +33,23 @@ MISSING_SECRET_KEY = (
 
 # HTTP servers the API can run under; the first is the default.
 API_SERVERS = ("waitress", "granian")
+LOG_LEVELS = ("INFO", "DEBUG", "WARNING", "ERROR", "CRITICAL")
 
 _TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+_FALSE = {"0", "false", "no", "off"}
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# A parser turns one set, non-blank value into the setting's type; it is given
+# the variable's name for its error message.
+Parser = Callable[[str, str], Any]
 
 
 class ConfigError(RuntimeError):
     """A setting is missing or malformed; the message names the variable."""
 
 
-def parse_bool(name: str, raw: str | None, default: bool) -> bool:
+def boolean(name: str, raw: str) -> bool:
     """Strict boolean parsing: a typo is an error, not a silent False."""
-    if raw is None:
-        return default
     value = raw.strip().lower()
     if value in _TRUE:
         return True
@@ -46,27 +58,50 @@ def parse_bool(name: str, raw: str | None, default: bool) -> bool:
     raise ConfigError(f"{name} must be one of 1/0/true/false/yes/no/on/off, got {raw!r}")
 
 
-def parse_int(name: str, raw: str | None, default: int, minimum: int = 0) -> int:
+def integer(minimum: int = 0) -> Parser:
     """Integer settings with a floor, so `API_THREADS=0` fails at start-up."""
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
-    return value
+
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+        if value < minimum:
+            raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
-def parse_choice(name: str, raw: str | None, choices: tuple[str, ...]) -> str:
-    """One of a fixed set of words (the first is the default); anything else is an error."""
-    if raw is None or raw.strip() == "":
-        return choices[0]
-    value = raw.strip().lower()
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
-    return value
+def milliseconds_as_seconds(minimum: int) -> Parser:
+    """A duration written in whole milliseconds and used in seconds."""
+    parse_ms = integer(minimum)
+    return lambda name, raw: parse_ms(name, raw) / 1000.0
+
+
+def choice(choices: tuple[str, ...], *, upper: bool = False) -> Parser:
+    """One of a fixed set of words; anything else is an error."""
+
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().upper() if upper else raw.strip().lower()
+        if value not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def text(name: str, raw: str) -> str:
+    return raw
+
+
+def path(name: str, raw: str) -> Path:
+    return Path(raw)
+
+
+def base_url(name: str, raw: str) -> str | None:
+    """A URL that paths are appended to: no trailing slash."""
+    return raw.rstrip("/") or None
 
 
 def normalize_database_url(url: str) -> str:
@@ -81,35 +116,31 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
-def parse_api_keys(raw: str | None) -> tuple[str, ...]:
-    """`CCADMIN_API_KEYS` is a comma-separated list; two entries allow rotation."""
-    if not raw:
-        return ()
-    return tuple(key.strip() for key in raw.split(",") if key.strip())
+def database_url(name: str, raw: str) -> str:
+    return normalize_database_url(raw)
 
 
-IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+def word_list(name: str, raw: str) -> tuple[str, ...]:
+    """A comma-separated list (`CCADMIN_API_KEYS`: two entries allow rotation)."""
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
-def parse_networks(name: str, raw: str | None) -> tuple[IpNetwork, ...]:
+def networks(name: str, raw: str) -> tuple[IpNetwork, ...]:
     """A comma-separated list of CIDR ranges (a bare address is a /32 or /128)."""
-    networks = []
-    for item in (raw or "").split(","):
-        item = item.strip()
-        if not item:
-            continue
+    found = []
+    for item in word_list(name, raw):
         try:
-            networks.append(ipaddress.ip_network(item, strict=False))
+            found.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
             raise ConfigError(
                 f"{name} must list CIDR ranges like 10.0.0.0/8, got {item!r}"
             ) from None
-    return tuple(networks)
+    return tuple(found)
 
 
-def parse_redis_urls(name: str, value: str | None) -> tuple[str, ...]:
+def redis_urls(name: str, raw: str) -> tuple[str, ...]:
     """Comma-separated `redis://` or `rediss://` URLs, each with a host."""
-    urls = tuple(part.strip() for part in (value or "").split(",") if part.strip())
+    urls = word_list(name, raw)
     for url in urls:
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss") or not parts.hostname:
@@ -117,92 +148,124 @@ def parse_redis_urls(name: str, value: str | None) -> tuple[str, ...]:
     return urls
 
 
+def stored_secret_key(instance_path: Path) -> str | None:
+    """The key `make run` generated in the instance folder, if there is one."""
+    try:
+        return (instance_path / SECRET_KEY_FILE).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+# A default is a value, or a function of the settings declared above it.
+Default = Any | Callable[[Mapping[str, Any]], Any]
+
+
+def setting(env: str | tuple[str, ...], parse: Parser, default: Default = None) -> Any:
+    """Declare one field of `Settings`: its variable (of a tuple, the first one
+    set wins), the parser of a set value, and the default of an unset one."""
+    names = (env,) if isinstance(env, str) else env
+    return dataclasses.field(metadata={"env": names, "parse": parse, "default": default})
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a process needs to know about its environment."""
 
-    instance_path: Path
-    database_url: str
-    redis_url: str | None
-    secret_key: str | None
-    api_keys: tuple[str, ...]
-    admin_email: str | None
-    admin_password: str | None
-    admin_port: int
-    api_port: int
+    # Folder for the local state: the SQLite file, the embedded Redis, the
+    # generated session key and credentials. Tests point it at a temporary one.
+    instance_path: Path = setting("CCADMIN_INSTANCE_PATH", path, DEFAULT_INSTANCE)
+    # The source of truth: PostgreSQL in production, SQLite by default.
+    database_url: str = setting(
+        "DATABASE_URL",
+        database_url,
+        lambda s: f"sqlite:///{s['instance_path'] / 'ccadmin.db'}",
+    )
+    # Unset: every process uses (and starts if needed) the embedded Redis.
+    redis_url: str | None = setting("REDIS_URL", text)
+    # The content store (entries, campaign configs, the ready marker, metrics)
+    # on Redis Cluster: seed nodes, `redis://host:port` each. RQ's queues and
+    # the admin's sessions stay on REDIS_URL: RQ needs a single Redis.
+    redis_cluster_urls: tuple[str, ...] = setting("REDIS_CLUSTER_URLS", redis_urls, ())
+    # Read replicas of the REDIS_URL primary: API processes read entries and
+    # the config there; workers write the primary.
+    redis_read_urls: tuple[str, ...] = setting("REDIS_READ_URLS", redis_urls, ())
+    # Signs sessions and CSRF tokens; `make run` generates one into the
+    # instance folder. Processes that sign sessions refuse to start without one.
+    secret_key: str | None = setting(
+        "SECRET_KEY", text, lambda s: stored_secret_key(s["instance_path"])
+    )
+    # Keys the API accepts besides those managed in the admin.
+    api_keys: tuple[str, ...] = setting("CCADMIN_API_KEYS", word_list, ())
+    # The first admin that `make run` creates; `create-user` uses the password
+    # when none is given.
+    admin_email: str | None = setting("CCADMIN_ADMIN_EMAIL", text)
+    admin_password: str | None = setting("CCADMIN_ADMIN_PASSWORD", text)
+    # The admin's port; PORT is the one a platform such as Heroku assigns.
+    admin_port: int = setting(("ADMIN_PORT", "PORT"), integer(1), 5000)
+    api_port: int = setting(("API_PORT", "PORT"), integer(1), 8000)
+    # Interface the API listens on: all of them by default (what a platform
+    # router needs); 127.0.0.1 keeps a local API private to the machine.
+    api_host: str = setting("API_HOST", text, "0.0.0.0")
     # One waitress thread serves one request at a time; each holds one Redis
     # connection while it does. More threads overlap Redis round trips but
     # cost GIL hand-offs; the CPU, not Redis, is the limit (see docs/scaling.md).
-    api_threads: int
+    api_threads: int = setting("API_THREADS", integer(1), 8)
     # Connections waitress keeps open at once. The caller opens thousands in a
     # spike; past this number new connections wait in the kernel backlog.
-    api_connection_limit: int
-    # Forked waitress processes serving one port (a socket each); one per core.
-    api_processes: int
-    # Seconds any Redis call may take on the API side before it counts as down.
-    # The caller gives up after 2 s, so this must stay far below that.
-    api_redis_timeout: float
+    api_connection_limit: int = setting("API_CONNECTION_LIMIT", integer(1), 20000)
+    # Seconds a connection may stay silent before the API closes it: idle
+    # keep-alive callers and clients that connect and send nothing.
+    api_channel_timeout: int = setting("API_CHANNEL_TIMEOUT", integer(1), 30)
+    # Seconds an API process given SIGTERM lets requests in flight finish
+    # (new connections are refused at once); below the platform's SIGKILL.
+    api_shutdown_seconds: int = setting("API_SHUTDOWN_SECONDS", integer(0), 10)
     # Entries each API process keeps in memory (an LRU): a hit answers without
     # Redis, and the same copies are served while Redis is down. An entry is a
     # few hundred bytes, so 100,000 cost about 40 MB per process. 0 disables
     # both the cache and the last-known copies.
-    api_cache_size: int = 100_000
+    api_cache_size: int = setting("API_CACHE_SIZE", integer(0), 100_000)
     # The HTTP server under the API: waitress (pure Python, the default) or
     # granian (a Rust server, optional: `pip install granian`) for operators
     # who outgrow waitress. The same WSGI app runs under either.
-    api_server: str = "waitress"
-    # Interface the API listens on: all of them by default (what a platform
-    # router needs); 127.0.0.1 keeps a local API private to the machine.
-    api_host: str = "0.0.0.0"
-    # Seconds a connection may stay silent before the API closes it: idle
-    # keep-alive callers and clients that connect and send nothing.
-    api_channel_timeout: int = 30
-    # Seconds an API process given SIGTERM lets requests in flight finish
-    # (new connections are refused at once); below the platform's SIGKILL.
-    api_shutdown_seconds: int = 10
+    api_server: str = setting("API_SERVER", choice(API_SERVERS), API_SERVERS[0])
+    # Forked waitress processes serving one port (a socket each); one per core.
+    api_processes: int = setting("API_PROCESSES", integer(1), lambda s: os.cpu_count() or 1)
+    # Seconds any Redis call may take on the API side before it counts as down.
+    # The caller gives up after 2 s, so this must stay far below that.
+    api_redis_timeout: float = setting("API_REDIS_TIMEOUT_MS", milliseconds_as_seconds(10), 0.25)
     # Live metrics recording in each API process (docs/metrics.md): in-memory
     # counts and a latency histogram per request, flushed to Redis once a
     # second. `API_METRICS=0` turns both off (the dashboard and `/metrics` go
     # quiet); it exists to measure their overhead, which stays under 5%.
-    api_metrics: bool = True
+    api_metrics: bool = setting("API_METRICS", boolean, True)
     # Pin each waitress process to one CPU of its affinity mask (docs/performance.md).
-    # `API_PIN_CPUS=0` where the mask is not this process's own: a container
-    # without exclusive CPUs sees the host's, and every pod would pin to the
-    # same ones (docs/scaling.md).
-    api_pin_cpus: bool = True
-    # The endpoint's public base URL (`CCADMIN_API_URL`, e.g. https://content.example.com),
-    # used in the Braze snippets the admin generates; unset, they show a placeholder.
-    api_public_url: str | None = None
-    # Reverse proxies in front of the admin (`CCADMIN_TRUSTED_PROXIES`, a count),
-    # each adding one X-Forwarded-For/-Proto value. 0 believes no such header,
-    # so a client cannot claim HTTPS or another address by sending one itself.
-    trusted_proxies: int = 0
-    # An admin session ends after this many minutes without a request
-    # (`CCADMIN_SESSION_IDLE_MINUTES`) and this many hours after its login
-    # (`CCADMIN_SESSION_MAX_HOURS`), whatever the activity.
-    session_idle_minutes: int = 30
-    session_max_hours: int = 12
-    # Caller addresses the API answers (`API_ALLOWED_IPS`, CIDR ranges); empty
-    # answers every address, keys still apply. X-Forwarded-For is believed only
-    # from `API_TRUSTED_PROXIES` ranges (the platform's router).
-    api_allowed_ips: tuple[IpNetwork, ...] = ()
-    api_trusted_proxies: tuple[IpNetwork, ...] = ()
-    # Seconds the worker lets its job in progress finish after SIGTERM
-    # (`WORKER_SHUTDOWN_SECONDS`) before interrupting it; it must end before
-    # the platform's SIGKILL (Heroku: 30 s after SIGTERM).
-    worker_shutdown_seconds: int = 20
-    # Requests per minute each management token may make to /manage/v1
-    # (`CCADMIN_MANAGE_RATE_LIMIT`); past it, 429 with Retry-After. A batch of
-    # 10,000 rows counts as one request. 0 turns the limit off.
-    manage_rate_limit: int = 6000
-    # The content store (entries, campaign configs, the ready marker, metrics)
-    # on Redis Cluster: seed nodes, `redis://host:port` each
-    # (`REDIS_CLUSTER_URLS`, comma separated). RQ's queues and the admin's
-    # sessions stay on REDIS_URL: RQ needs a single Redis.
-    redis_cluster_urls: tuple[str, ...] = ()
-    # Read replicas of the REDIS_URL primary (`REDIS_READ_URLS`): API
-    # processes read entries and the config there; workers write the primary.
-    redis_read_urls: tuple[str, ...] = ()
+    # 0 where the mask is not this process's own: a container without
+    # exclusive CPUs sees the host's, and every pod would pin to the same ones.
+    api_pin_cpus: bool = setting("API_PIN_CPUS", boolean, True)
+    # Caller addresses the API answers (CIDR ranges); empty answers every
+    # address, keys still apply. X-Forwarded-For is believed only from
+    # API_TRUSTED_PROXIES ranges (the platform's router).
+    api_allowed_ips: tuple[IpNetwork, ...] = setting("API_ALLOWED_IPS", networks, ())
+    api_trusted_proxies: tuple[IpNetwork, ...] = setting("API_TRUSTED_PROXIES", networks, ())
+    # The endpoint's public base URL (e.g. https://content.example.com), used
+    # in the Braze snippets the admin generates; unset, they show a placeholder.
+    api_public_url: str | None = setting("CCADMIN_API_URL", base_url)
+    # Reverse proxies in front of the admin, each adding one X-Forwarded-For/
+    # -Proto value. 0 believes no such header, so a client cannot claim HTTPS
+    # or another address by sending one itself.
+    trusted_proxies: int = setting("CCADMIN_TRUSTED_PROXIES", integer(0), 0)
+    # An admin session ends after this many minutes without a request and
+    # this many hours after its login, whatever the activity.
+    session_idle_minutes: int = setting("CCADMIN_SESSION_IDLE_MINUTES", integer(1), 30)
+    session_max_hours: int = setting("CCADMIN_SESSION_MAX_HOURS", integer(1), 12)
+    # Requests per minute each management token may make to /manage/v1; past
+    # it, 429 with Retry-After. A batch counts as one request. 0 turns it off.
+    manage_rate_limit: int = setting("CCADMIN_MANAGE_RATE_LIMIT", integer(0), 6000)
+    # Seconds the worker lets its job in progress finish after SIGTERM before
+    # interrupting it; it must end before the platform's SIGKILL (Heroku: 30 s).
+    worker_shutdown_seconds: int = setting("WORKER_SHUTDOWN_SECONDS", integer(1), 20)
+    # The worker's log level.
+    log_level: str = setting("LOG_LEVEL", choice(LOG_LEVELS, upper=True), LOG_LEVELS[0])
 
     def require_secret_key(self) -> str:
         """The session signing key; processes that sign sessions refuse to start without one."""
@@ -227,6 +290,11 @@ class Settings:
         return f"unix://{self.redis_socket_path}"
 
 
+def declared() -> tuple[dataclasses.Field, ...]:
+    """The settings in declaration order."""
+    return dataclasses.fields(Settings)
+
+
 def private_directory(path: Path) -> Path:
     """Create `path` owner-only (0700), or tighten it: it holds the key, data and sockets.
 
@@ -239,71 +307,24 @@ def private_directory(path: Path) -> Path:
     return path
 
 
-def stored_secret_key(instance_path: Path) -> str | None:
-    """The key `make run` generated in the instance folder, if there is one."""
-    try:
-        return (instance_path / SECRET_KEY_FILE).read_text().strip() or None
-    except FileNotFoundError:
-        return None
+def _read(declaration: dataclasses.Field, env: Mapping[str, str], so_far: dict[str, Any]) -> Any:
+    names = declaration.metadata["env"]
+    for name in names:
+        raw = env.get(name)
+        if raw is not None and raw.strip() != "":
+            return declaration.metadata["parse"](name, raw)
+    default = declaration.metadata["default"]
+    return default(so_far) if callable(default) else default
 
 
-def load(environ: dict[str, str] | os._Environ | None = None) -> Settings:
+def load(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate settings; raises ConfigError with the variable's name."""
     env = os.environ if environ is None else environ
-    instance_path = Path(env.get("CCADMIN_INSTANCE_PATH") or DEFAULT_INSTANCE)
-    database_url = normalize_database_url(
-        env.get("DATABASE_URL") or f"sqlite:///{instance_path / 'ccadmin.db'}"
-    )
-    secret_key = env.get("SECRET_KEY") or stored_secret_key(instance_path)
-    cores = os.cpu_count() or 1
-    if env.get("REDIS_READ_URLS") and not env.get("REDIS_URL"):
+    values: dict[str, Any] = {}
+    for declaration in declared():
+        values[declaration.name] = _read(declaration, env, values)
+    if values["redis_read_urls"] and not values["redis_url"]:
         raise ConfigError("REDIS_READ_URLS needs REDIS_URL: the primary they replicate")
-    if env.get("REDIS_READ_URLS") and env.get("REDIS_CLUSTER_URLS"):
+    if values["redis_read_urls"] and values["redis_cluster_urls"]:
         raise ConfigError("set REDIS_CLUSTER_URLS or REDIS_READ_URLS, not both")
-    return Settings(
-        instance_path=instance_path,
-        database_url=database_url,
-        redis_url=env.get("REDIS_URL") or None,
-        secret_key=secret_key,
-        api_keys=parse_api_keys(env.get("CCADMIN_API_KEYS")),
-        admin_email=env.get("CCADMIN_ADMIN_EMAIL") or None,
-        admin_password=env.get("CCADMIN_ADMIN_PASSWORD") or None,
-        admin_port=parse_int("ADMIN_PORT", env.get("ADMIN_PORT"), 5000, 1),
-        api_port=parse_int("API_PORT", env.get("API_PORT") or env.get("PORT"), 8000, 1),
-        api_threads=parse_int("API_THREADS", env.get("API_THREADS"), 8, 1),
-        api_connection_limit=parse_int(
-            "API_CONNECTION_LIMIT", env.get("API_CONNECTION_LIMIT"), 20000, 1
-        ),
-        api_processes=parse_int("API_PROCESSES", env.get("API_PROCESSES"), cores, 1),
-        api_redis_timeout=parse_int(
-            "API_REDIS_TIMEOUT_MS", env.get("API_REDIS_TIMEOUT_MS"), 250, 10
-        )
-        / 1000.0,
-        api_host=env.get("API_HOST") or "0.0.0.0",
-        api_channel_timeout=parse_int("API_CHANNEL_TIMEOUT", env.get("API_CHANNEL_TIMEOUT"), 30, 1),
-        api_shutdown_seconds=parse_int(
-            "API_SHUTDOWN_SECONDS", env.get("API_SHUTDOWN_SECONDS"), 10, 0
-        ),
-        api_cache_size=parse_int("API_CACHE_SIZE", env.get("API_CACHE_SIZE"), 100_000, 0),
-        api_server=parse_choice("API_SERVER", env.get("API_SERVER"), API_SERVERS),
-        api_metrics=parse_bool("API_METRICS", env.get("API_METRICS"), True),
-        api_pin_cpus=parse_bool("API_PIN_CPUS", env.get("API_PIN_CPUS"), True),
-        api_public_url=(env.get("CCADMIN_API_URL") or "").rstrip("/") or None,
-        trusted_proxies=parse_int("CCADMIN_TRUSTED_PROXIES", env.get("CCADMIN_TRUSTED_PROXIES"), 0),
-        session_idle_minutes=parse_int(
-            "CCADMIN_SESSION_IDLE_MINUTES", env.get("CCADMIN_SESSION_IDLE_MINUTES"), 30, 1
-        ),
-        session_max_hours=parse_int(
-            "CCADMIN_SESSION_MAX_HOURS", env.get("CCADMIN_SESSION_MAX_HOURS"), 12, 1
-        ),
-        api_allowed_ips=parse_networks("API_ALLOWED_IPS", env.get("API_ALLOWED_IPS")),
-        api_trusted_proxies=parse_networks("API_TRUSTED_PROXIES", env.get("API_TRUSTED_PROXIES")),
-        worker_shutdown_seconds=parse_int(
-            "WORKER_SHUTDOWN_SECONDS", env.get("WORKER_SHUTDOWN_SECONDS"), 20, 1
-        ),
-        manage_rate_limit=parse_int(
-            "CCADMIN_MANAGE_RATE_LIMIT", env.get("CCADMIN_MANAGE_RATE_LIMIT"), 6000
-        ),
-        redis_cluster_urls=parse_redis_urls("REDIS_CLUSTER_URLS", env.get("REDIS_CLUSTER_URLS")),
-        redis_read_urls=parse_redis_urls("REDIS_READ_URLS", env.get("REDIS_READ_URLS")),
-    )
+    return Settings(**values)

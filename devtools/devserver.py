@@ -95,8 +95,7 @@ def child_environment(settings: config.Settings) -> dict[str, str]:
         "API_PORT": str(settings.api_port),
         "ADMIN_PORT": str(settings.admin_port),
         # The Braze snippets name the local API unless a public URL is set.
-        "CCADMIN_API_URL": os.environ.get("CCADMIN_API_URL")
-        or f"http://127.0.0.1:{settings.api_port}",
+        "CCADMIN_API_URL": settings.api_public_url or f"http://127.0.0.1:{settings.api_port}",
     }
 
 
@@ -320,7 +319,7 @@ def run(settings: config.Settings) -> None:
         else:
             credentials = first_start(settings)
         env = child_environment(settings)
-        worker_env = {**env, "LOG_LEVEL": os.environ.get("LOG_LEVEL", WORKER_LOG_LEVEL)}
+        worker_env = {"LOG_LEVEL": WORKER_LOG_LEVEL, **env}
         for name, command in process_table(settings).items():
             children[name] = start_child(name, command, worker_env if name == "worker" else env)
         admin_url = f"http://127.0.0.1:{settings.admin_port}/login"

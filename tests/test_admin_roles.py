@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from ccadmin.extensions import db
 from ccadmin.models import AdminUser, ApiKey, AuditEvent, Campaign, ContentEntry, OutboxEvent
-from ccadmin.models.api_keys import hash_secret
+from ccadmin.models.credentials import hash_secret
 from ccadmin.models.outbox import KIND_API_KEYS
 from ccadmin.models.users import ROLE_RANK, ROLES
 

@@ -13,7 +13,7 @@ from common.support import free_port, wait_until
 from ccadmin import keys, payload
 from ccadmin.api.cache import EntryCache
 from ccadmin.api.entry_changes import SUBSCRIBER_NAME
-from workers import store as worker_store
+from workers import redis_writes as worker_store
 
 store = api_support.store
 start_api = api_support.start_api

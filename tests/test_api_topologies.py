@@ -1,6 +1,6 @@
 """The API process on Redis Cluster and on a primary with a read replica, over real servers.
 
-Everything is written with the worker's own functions (workers/store.py) and
+Everything is written with the worker's own functions (workers/redis_writes.py) and
 read through `python -m ccadmin.api` over HTTP; the cluster comes from
 cluster_support, the primary and replica are redis-server processes started here.
 """
@@ -25,7 +25,7 @@ from common.support import free_port, wait_until
 
 from ccadmin import keys, payload
 from ccadmin.api.entry_changes import SUBSCRIBER_NAME
-from workers import store as worker_store
+from workers import redis_writes as worker_store
 
 AUTH = {"X-API-Key": ENV_KEY}
 # An admin-managed key, published to API_KEYS (in the {cfg} transaction).

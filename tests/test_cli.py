@@ -10,13 +10,14 @@ from common.support import PASSWORD, free_port, invoke
 from sqlalchemy import func, select
 
 from ccadmin import keys
+from ccadmin.app import create_app
 from ccadmin.extensions import db
 from ccadmin.models import AdminUser, ApiKey, OutboxEvent
-from ccadmin.models.api_keys import hash_secret
-from workers import store
+from ccadmin.models.credentials import hash_secret
+from workers import redis_writes
 
 
-def test_create_user_creates_then_updates(app):
+def test_create_user_creates_then_updates(app, monkeypatch):
     result = invoke(
         app, "create-user", "Ops@Example.com", "--role", "editor", "--password", PASSWORD
     )
@@ -26,14 +27,9 @@ def test_create_user_creates_then_updates(app):
     assert user.check_password(PASSWORD)
     assert PASSWORD not in user.password_hash
 
-    result = invoke(
-        app,
-        "create-user",
-        "ops@example.com",
-        "--role",
-        "admin",
-        env={"CCADMIN_ADMIN_PASSWORD": "another long password"},
-    )
+    monkeypatch.setenv("CCADMIN_ADMIN_PASSWORD", "another long password")
+    with create_app({"TESTING": True}).app_context() as context:
+        result = invoke(context.app, "create-user", "ops@example.com", "--role", "admin")
     assert result.exit_code == 0, result.output
     db.session.expire_all()
     user = db.session.execute(select(AdminUser)).scalar_one()
@@ -138,7 +134,7 @@ def test_reconcile_repairs_deleted_stale_and_orphan_entries(app, redis_client):
     redis_client.hset(
         stale_key, mapping={keys.ENTRY_VERSION_FIELD: 0, keys.ENTRY_BODY_FIELD: b"old"}
     )
-    store.write_entry(redis_client, keys.entry_key("default", "ghost"), 1, b"{}")
+    redis_writes.write_entry(redis_client, keys.entry_key("default", "ghost"), 1, b"{}")
 
     result = invoke(app, "reconcile")
     assert result.exit_code == 0, result.output

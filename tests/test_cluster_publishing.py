@@ -24,9 +24,9 @@ from ccadmin import keys, payload
 from ccadmin.extensions import db
 from ccadmin.models import ContentEntry
 from ccadmin.redis_client import get_store
-from workers import store
+from workers import redis_writes
 from workers.rebuild import reconcile
-from workers.store import redis_run_id
+from workers.redis_writes import redis_run_id
 
 
 @pytest.fixture
@@ -68,26 +68,28 @@ def test_drained_entries_spread_over_every_primary(app, redis_client, on_cluster
 
 
 def test_older_versions_are_refused_and_counted_across_tags(on_cluster):
-    writes = [store.EntryWrite(keys.entry_key("c", str(n)), 5, b"five") for n in range(300)]
-    assert store.write_entries(on_cluster, writes).written == 300
+    writes = [redis_writes.EntryWrite(keys.entry_key("c", str(n)), 5, b"five") for n in range(300)]
+    assert redis_writes.write_entries(on_cluster, writes).written == 300
     older = [write._replace(version=4, body=b"four") for write in writes]
-    counts = store.write_entries(on_cluster, older)
+    counts = redis_writes.write_entries(on_cluster, older)
     assert (counts.written, counts.stale) == (0, 300)
     assert {stored_entry(on_cluster, "c", str(n)) for n in range(300)} == {(5, b"five")}
-    assert store.stats(on_cluster) == {keys.STAT_WRITES: 300, keys.STAT_STALE_WRITES: 300}
+    assert redis_writes.stats(on_cluster) == {keys.STAT_WRITES: 300, keys.STAT_STALE_WRITES: 300}
 
 
 def test_entry_states_come_back_in_the_order_asked(on_cluster):
     user_ids = [str(n) for n in range(250)]
-    store.write_entries(
+    redis_writes.write_entries(
         on_cluster,
         [
-            store.EntryWrite(keys.entry_key("c", user_id), int(user_id) + 1, b"x" * (n % 3))
+            redis_writes.EntryWrite(keys.entry_key("c", user_id), int(user_id) + 1, b"x" * (n % 3))
             for n, user_id in enumerate(user_ids)
             if n % 5
         ],
     )
-    states = store.entry_states(on_cluster, [keys.entry_key("c", u) for u in reversed(user_ids)])
+    states = redis_writes.entry_states(
+        on_cluster, [keys.entry_key("c", u) for u in reversed(user_ids)]
+    )
     expected = [(None, 0) if n % 5 == 0 else (n + 1, n % 3) for n in reversed(range(len(user_ids)))]
     assert states == expected
 
@@ -98,10 +100,10 @@ def test_a_write_is_announced_to_a_subscriber_on_another_node(redis_cluster, on_
     ports = [int(url.rsplit(":", 1)[1]) for url in redis_cluster.primary_urls]
     other = next(port for port in ports if port != owner)
     subscriber = redis_cluster.node_client(other).pubsub()
-    subscriber.subscribe(store.changes_channel(on_cluster))
+    subscriber.subscribe(redis_writes.changes_channel(on_cluster))
     assert subscriber.get_message(timeout=5)["type"] == "subscribe"
     try:
-        store.write_entry(on_cluster, key, 3, b"three")
+        redis_writes.write_entry(on_cluster, key, 3, b"three")
         message = None
         deadline = time.monotonic() + 5
         while message is None and time.monotonic() < deadline:
@@ -120,7 +122,7 @@ def test_reconcile_repairs_drift_and_orphans_on_every_shard(app, redis_client, o
     for number in range(0, 40, 4):
         on_cluster.delete(keys.entry_key("spring", str(number)))  # lost
     on_cluster.hset(keys.entry_key("spring", "1"), keys.ENTRY_VERSION_FIELD, 0)  # behind
-    store.write_entry(on_cluster, keys.entry_key("spring", "ghost"), 1, b"{}")  # no row
+    redis_writes.write_entry(on_cluster, keys.entry_key("spring", "ghost"), 1, b"{}")  # no row
 
     report = reconcile(reason="test")
 
@@ -142,8 +144,8 @@ def test_run_id_names_every_primary(on_cluster, redis_cluster):
 def test_nodes_that_lost_their_scripts_get_them_again(on_cluster):
     """A restarted or added node has an empty script cache: the batch is loaded and re-run."""
     on_cluster.execute_command("SCRIPT FLUSH", target_nodes=on_cluster.ALL_NODES)
-    writes = [store.EntryWrite(keys.entry_key("c", str(n)), 1, b"one") for n in range(50)]
-    assert store.write_entries(on_cluster, writes).written == 50
+    writes = [redis_writes.EntryWrite(keys.entry_key("c", str(n)), 1, b"one") for n in range(50)]
+    assert redis_writes.write_entries(on_cluster, writes).written == 50
     on_cluster.execute_command("SCRIPT FLUSH", target_nodes=on_cluster.ALL_NODES)
-    assert store.write_campaign(on_cluster, "c", 1, '{"slug": "c", "version": 1}')
+    assert redis_writes.write_campaign(on_cluster, "c", 1, '{"slug": "c", "version": 1}')
     assert {stored_entry(on_cluster, "c", str(n)) for n in range(50)} == {(1, b"one")}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -170,9 +171,11 @@ def test_api_port_wins_over_port():
     assert config.load(environ={"PORT": "9123", "API_PORT": "8123"}).api_port == 8123
 
 
-def test_bad_port_is_reported_as_api_port():
-    with pytest.raises(ConfigError, match="API_PORT"):
+def test_a_bad_port_is_reported_by_the_name_that_was_set():
+    with pytest.raises(ConfigError, match="^PORT must be an integer"):
         config.load(environ={"PORT": "web"})
+    with pytest.raises(ConfigError, match="^API_PORT must be an integer"):
+        config.load(environ={"PORT": "80", "API_PORT": "web"})
 
 
 @pytest.mark.parametrize(
@@ -206,17 +209,55 @@ def test_first_admin_settings_are_read():
     [("1", True), ("TRUE", True), (" yes ", True), ("on", True), ("0", False), ("off", False)],
 )
 def test_booleans_are_parsed_strictly(raw, expected):
-    assert config.parse_bool("SOME_FLAG", raw, default=not expected) is expected
+    assert config.load(environ={"API_METRICS": raw}).api_metrics is expected
 
 
-def test_unset_boolean_takes_the_default():
-    assert config.parse_bool("SOME_FLAG", None, default=True) is True
+def test_unset_or_blank_settings_take_the_default():
+    assert config.load(environ={"API_METRICS": " ", "API_THREADS": ""}).api_metrics is True
+    assert config.load(environ={"API_THREADS": ""}).api_threads == 8
 
 
 @pytest.mark.parametrize("raw", ["ture", "2", "enabled"])
 def test_bad_booleans_are_rejected_naming_the_variable(raw):
-    with pytest.raises(ConfigError, match="SOME_FLAG"):
-        config.parse_bool("SOME_FLAG", raw, default=False)
+    with pytest.raises(ConfigError, match="API_PIN_CPUS"):
+        config.load(environ={"API_PIN_CPUS": raw})
+
+
+def test_log_level_is_a_known_level():
+    assert config.load(environ={}).log_level == "INFO"
+    assert config.load(environ={"LOG_LEVEL": "debug"}).log_level == "DEBUG"
+    with pytest.raises(ConfigError, match="LOG_LEVEL"):
+        config.load(environ={"LOG_LEVEL": "verbose"})
+
+
+def test_the_admin_listens_on_port_when_admin_port_is_unset():
+    assert config.load(environ={"PORT": "9123"}).admin_port == 9123
+    assert config.load(environ={"PORT": "9123", "ADMIN_PORT": "5050"}).admin_port == 5050
+
+
+def test_every_variable_is_documented():
+    table = (config.PROJECT_ROOT / "docs" / "configuration.md").read_text()
+    rows = {
+        line.split("|")[1].strip().strip("`") for line in table.splitlines() if line[:3] == "| `"
+    }
+    names = {name for declaration in config.declared() for name in declaration.metadata["env"]}
+    assert names - rows == set()
+    assert rows - names == set()
+
+
+def test_nothing_but_config_reads_the_environment():
+    readers = set()
+    for folder in ("ccadmin", "workers"):
+        for source in (config.PROJECT_ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(source.read_text())):
+                if (
+                    isinstance(node, ast.Attribute)
+                    and node.attr in ("environ", "getenv")
+                    and isinstance(node.value, ast.Name)
+                    and node.value.id == "os"
+                ):
+                    readers.add(str(source.relative_to(config.PROJECT_ROOT)))
+    assert readers == {"ccadmin/config.py"}
 
 
 def test_settings_are_immutable():

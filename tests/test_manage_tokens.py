@@ -12,7 +12,8 @@ from sqlalchemy import select
 
 from ccadmin.extensions import db
 from ccadmin.models import ApiKey, AuditEvent, ManagementToken
-from ccadmin.models.api_keys import hash_secret, new_secret
+from ccadmin.models.api_keys import new_key_secret
+from ccadmin.models.credentials import hash_secret
 from ccadmin.models.management_tokens import SCOPE_READ
 
 PAGE = "/admin/management-tokens/"
@@ -74,7 +75,7 @@ def test_revoked_tokens_and_api_keys_are_refused(client, make_user):
     assert refused.status_code == 401 and refused.json["error"] == "unauthorized"
     assert refused.headers["WWW-Authenticate"].startswith("Bearer")
     # An endpoint API key is not a management token.
-    key = new_secret()
+    key = new_key_secret()
     db.session.add(ApiKey(name="braze", prefix=key[:11], secret_hash=hash_secret(key)))
     db.session.commit()
     assert client.get("/manage/v1/campaigns", headers=bearer(key)).status_code == 401

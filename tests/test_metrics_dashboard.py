@@ -18,7 +18,7 @@ from ccadmin import keys
 from ccadmin.extensions import db
 from ccadmin.metrics import series
 from ccadmin.models import AuditEvent
-from workers.store import EntryWrite, write_entries
+from workers.redis_writes import EntryWrite, write_entries
 
 start_api = api_support.start_api
 

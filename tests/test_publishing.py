@@ -25,9 +25,9 @@ from ccadmin import keys, payload, publishing
 from ccadmin.extensions import db
 from ccadmin.metrics import system
 from ccadmin.models import ApiKey, Campaign, ContentEntry, OutboxEvent, PublishFailure
-from ccadmin.models.api_keys import hash_secret
+from ccadmin.models.credentials import hash_secret
 from ccadmin.models.types import utcnow
-from workers import store
+from workers import redis_writes
 from workers.drain import FRESH, Drainer, claim, drain_batch
 from workers.publish import config_json
 from workers.sweeper import Sweeper, clear_superseded_failures, ensure_ready
@@ -122,10 +122,12 @@ def test_older_version_published_late_never_wins(app, redis_client):
     publish_event(first_event.id)
     # A job that read version 1 before the edit and writes only now.
     version_one = payload.render_payload("spring", "42", 1, {"message": "version one"})
-    assert not store.write_entry(redis_client, keys.entry_key("spring", "42"), 1, version_one)
+    assert not redis_writes.write_entry(
+        redis_client, keys.entry_key("spring", "42"), 1, version_one
+    )
 
     assert stored_entry(redis_client, "spring", "42") == (2, version_two)
-    assert store.stats(redis_client)[keys.STAT_STALE_WRITES] >= 1
+    assert redis_writes.stats(redis_client)[keys.STAT_STALE_WRITES] >= 1
 
 
 def test_delete_publishes_a_tombstone(app, redis_client):

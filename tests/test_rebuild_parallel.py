@@ -28,7 +28,7 @@ from ccadmin.models import Campaign, ContentEntry, OutboxEvent
 from ccadmin.publishing import rebuild_plan
 from ccadmin.publishing.rebuild_plan import Plan, Recorded
 from ccadmin.redis_client import get_store
-from workers import store
+from workers import redis_writes
 from workers.context import AppJob
 from workers.publish import content_columns, publish_entries
 from workers.rebuild import REBUILD_LOCK_TTL, RECONCILE_INTERVAL, rebuild_chunk, start_rebuild
@@ -219,7 +219,7 @@ def test_chunk_jobs_run_again_change_nothing_and_finalize_once(app, redis_client
     seed()
     redis_client.flushdb()
     pubsub = redis_client.pubsub()
-    pubsub.subscribe(store.changes_channel(redis_client))
+    pubsub.subscribe(redis_writes.changes_channel(redis_client))
     status = start_rebuild(chunk_size=60)
     work_rebuild_queue(redis_client)
     ready = redis_client.get(keys.READY)
@@ -254,7 +254,7 @@ def test_two_worker_processes_share_the_chunks_and_finalize_once(app, redis_clie
     spawn(WORKER)
     wait_until(lambda: len(Worker.all(connection=redis_client)) == 2, timeout=TIMEOUT)
     pubsub = redis_client.pubsub()
-    pubsub.subscribe(store.changes_channel(redis_client))
+    pubsub.subscribe(redis_writes.changes_channel(redis_client))
 
     rebuild_id = start_rebuild(chunk_size=100)["rebuild_id"]
     wait_until(
@@ -424,7 +424,7 @@ def test_publish_all_works_the_chunk_jobs_itself(app, redis_client, chunk_size):
     assert invoke(app, "publish", "--all", "--chunk-size", "0").exit_code != 0
     # A build from the database stands for this Redis: no "Redis restarted"
     # reconcile of every entry afterwards, and the periodic one an interval away.
-    assert redis_client.get(keys.REDIS_RUN_ID).decode() == store.redis_run_id(redis_client)
+    assert redis_client.get(keys.REDIS_RUN_ID).decode() == redis_writes.redis_run_id(redis_client)
     assert redis_client.ttl(keys.RECONCILE_LOCK) > RECONCILE_INTERVAL - 60
 
 

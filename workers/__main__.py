@@ -33,7 +33,7 @@ from rq import SimpleWorker
 from rq.exceptions import ShutDownImminentException
 from rq.worker import WorkerStatus
 
-from ccadmin import keys
+from ccadmin import config, keys
 from ccadmin.redis_client import get_redis
 from workers.context import AppJob, JobIdFilter, worker_app
 from workers.drain import Drainer, start_drainers, stop_drainers
@@ -93,14 +93,13 @@ class PublishWorker(SimpleWorker):
         raise ShutDownImminentException("shut down imminent", {})
 
 
-def configure_logging() -> None:
+def configure_logging(level: str) -> None:
     """One root handler, before anything logs, so every line carries the job id."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.addFilter(JobIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    level = os.environ.get("LOG_LEVEL", "INFO").upper()
     root.setLevel(level)
     # RQ sets its worker logger to INFO when imported: LOG_LEVEL holds for it too.
     for name in RQ_LOGGERS:
@@ -114,7 +113,7 @@ def main() -> None:
     database is away waits for them, and one that loses them mid-job starts
     its loop again once they answer.
     """
-    configure_logging()
+    configure_logging(config.load().log_level)
     # A rebuild chunk or an import in the main thread is CPU-bound Python; the
     # drainers wait on the database and Redis. Every time one of their calls
     # returns it needs the GIL back: a shorter switch interval hands it over

@@ -48,7 +48,7 @@ from ccadmin.publishing.wake import (
     wake_drainers,
     wake_failure_reason,
 )
-from workers import store
+from workers import redis_writes
 from workers.publish import (
     content_columns,
     publish_api_keys,
@@ -112,7 +112,7 @@ def publish_claimed(connection: redis.Redis, events: list[Row]) -> dict[str, Any
     if campaign_ids or any(event.kind == KIND_API_KEYS for event in events):
         # Taken before the reads below, so what they write is at least as new
         # as the number it is written with (see keys.SNAPSHOT_SEQUENCE).
-        snapshot = store.next_snapshot(connection)
+        snapshot = redis_writes.next_snapshot(connection)
         for campaign_id in campaign_ids:
             publish_campaigns(connection, snapshot, campaign_id)
         if any(event.kind == KIND_API_KEYS for event in events):
@@ -235,7 +235,7 @@ class Drainer(threading.Thread):
                 continue
             self.wait()
         with contextlib.suppress(Exception), self.app.app_context():
-            store.release_lock(redis_connection(), self._lock_name, self.token)
+            redis_writes.release_lock(redis_connection(), self._lock_name, self.token)
 
     def drain(self) -> None:
         """Publish batches until the lane is empty."""
@@ -255,9 +255,9 @@ class Drainer(threading.Thread):
 
     def _hold_lock(self, connection: redis.Redis) -> bool:
         name = self._lock_name
-        return store.take_lock(connection, name, self.token, DRAIN_LOCK_TTL) or store.extend_lock(
+        return redis_writes.take_lock(
             connection, name, self.token, DRAIN_LOCK_TTL
-        )
+        ) or redis_writes.extend_lock(connection, name, self.token, DRAIN_LOCK_TTL)
 
     def wait(self) -> None:
         """Until woken, or the poll interval passes; an outage here is retried like any."""

@@ -23,7 +23,7 @@ from ccadmin.extensions import db
 from ccadmin.models import ApiKey, Campaign, ContentEntry, PublishFailure
 from ccadmin.models.types import utcnow
 from ccadmin.redis_client import get_redis, get_store
-from workers import store
+from workers import redis_writes
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def campaign_slugs() -> dict[int, str]:
     return {campaign_id: slug for campaign_id, slug in rows}
 
 
-def entry_write(slug: str, row: Row) -> store.EntryWrite:
+def entry_write(slug: str, row: Row) -> redis_writes.EntryWrite:
     """The Redis write for one entry row: its rendered body, or a tombstone.
 
     Raises ValueError (UnicodeEncodeError among them) or RecursionError for a
@@ -71,10 +71,10 @@ def entry_write(slug: str, row: Row) -> store.EntryWrite:
     key = keys.entry_key(slug, user_id)
     key.encode("utf-8")
     if deleted:
-        return store.EntryWrite(key, version, b"")
+        return redis_writes.EntryWrite(key, version, b"")
     fields = json.loads(fields_json) if fields_json else {}
     body = payload.render_payload(slug, user_id, version, fields or {})
-    return store.EntryWrite(key, version, body)
+    return redis_writes.EntryWrite(key, version, body)
 
 
 def entry_chunks(*conditions: Any, chunk_size: int = ENTRY_CHUNK) -> Iterator[list[Row]]:
@@ -93,7 +93,7 @@ def entry_chunks(*conditions: Any, chunk_size: int = ENTRY_CHUNK) -> Iterator[li
         last_id = rows[-1].id
 
 
-def entry_writes(slugs: dict[int, str], rows: list[Row]) -> list[store.EntryWrite]:
+def entry_writes(slugs: dict[int, str], rows: list[Row]) -> list[redis_writes.EntryWrite]:
     """The writes of a chunk of rows; a row that cannot be rendered is set aside, not fatal."""
     writes, failures = [], []
     for row in rows:
@@ -137,15 +137,15 @@ def set_aside(failures: list[tuple[int, int, str]]) -> None:
 
 def write_rows(
     connection: redis.Redis, slugs: dict[int, str], rows: list[Row]
-) -> store.WriteCounts:
+) -> redis_writes.WriteCounts:
     """Compare-and-set the entries of one chunk of rows."""
-    return store.write_entries(connection, entry_writes(slugs, rows))
+    return redis_writes.write_entries(connection, entry_writes(slugs, rows))
 
 
-def publish_entries(connection: redis.Redis, *conditions: Any) -> store.WriteCounts:
+def publish_entries(connection: redis.Redis, *conditions: Any) -> redis_writes.WriteCounts:
     """Publish every entry matching `conditions`, chunk by chunk."""
     slugs = campaign_slugs()
-    counts = store.WriteCounts()
+    counts = redis_writes.WriteCounts()
     for rows in entry_chunks(*conditions):
         counts.add(write_rows(connection, slugs, rows))
     return counts
@@ -177,16 +177,16 @@ def publish_campaigns(
         query = query.where(Campaign.id == campaign_id)
     written = 0
     for campaign in db.session.execute(query).scalars():
-        written += store.write_campaign(
+        written += redis_writes.write_campaign(
             connection, campaign.slug, campaign.version, config_json(campaign)
         )
     known = set(db.session.execute(select(Campaign.slug)).scalars())
     published = {slug.decode() for slug in connection.hkeys(keys.CAMPAIGNS)}
-    store.remove_campaigns(connection, sorted(published - known))
+    redis_writes.remove_campaigns(connection, sorted(published - known))
     default_slug = db.session.execute(
         select(Campaign.slug).where(Campaign.is_default.is_(True))
     ).scalar()
-    store.write_default_campaign(connection, snapshot, default_slug)
+    redis_writes.write_default_campaign(connection, snapshot, default_slug)
     return written
 
 
@@ -208,5 +208,5 @@ def api_key_documents() -> dict[str, str]:
 def publish_api_keys(connection: redis.Redis, snapshot: int) -> int:
     """Replace the published key set with the database's; returns how many keys."""
     documents = api_key_documents()
-    store.write_api_keys(connection, snapshot, documents)
+    redis_writes.write_api_keys(connection, snapshot, documents)
     return len(documents)

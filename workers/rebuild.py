@@ -35,7 +35,7 @@ from ccadmin.extensions import db
 from ccadmin.models.types import one_of, utcnow
 from ccadmin.publishing import rebuild_plan
 from ccadmin.publishing.rebuild_plan import Plan, Recorded
-from workers import store
+from workers import redis_writes
 from workers.publish import (
     ENTRY_COLUMNS,
     campaign_slugs,
@@ -58,7 +58,7 @@ REBUILD_LOCK_TTL = 120
 # work, so workers share the load evenly and a lost chunk costs little.
 CHUNK_IDS = 50_000
 # Rows per query inside a chunk (keyset pagination on id); one write batch,
-# so on a cluster about 20 entries share each script call (store.CLUSTER_BATCH).
+# so on a cluster about 20 entries share each script call (redis_writes.CLUSTER_BATCH).
 PAGE_ROWS = 20_000
 # A chunk is seconds of work; this only bounds a job stuck on its database.
 CHUNK_JOB_TIMEOUT = 1_800
@@ -83,11 +83,11 @@ def start_rebuild(chunk_size: int = CHUNK_IDS) -> dict[str, Any]:
         raise RebuildInProgress("a full rebuild is already running")
     # The build writes what this Redis lost: only a restart from now on (a new
     # run_id when READY is back) calls for the sweeper's reconcile.
-    connection.set(keys.REDIS_RUN_ID, store.redis_run_id(connection))
+    connection.set(keys.REDIS_RUN_ID, redis_writes.redis_run_id(connection))
     try:
         plan = _plan(connection, rebuild_id, chunk_size)
     except BaseException:
-        store.release_lock(connection, keys.REBUILD_LOCK, rebuild_id)
+        redis_writes.release_lock(connection, keys.REBUILD_LOCK, rebuild_id)
         raise
     log.info(
         "full rebuild started: %s (%s chunks of %s ids)",
@@ -106,7 +106,7 @@ def start_rebuild(chunk_size: int = CHUNK_IDS) -> dict[str, Any]:
 
 def _plan(connection: redis.Redis, rebuild_id: str, chunk_size: int) -> Plan:
     started_at = time.time()
-    snapshot = store.next_snapshot(connection)
+    snapshot = redis_writes.next_snapshot(connection)
     api_keys = publish_api_keys(connection, snapshot)
     publish_campaigns(connection, snapshot)
     campaigns = len(campaign_slugs())
@@ -165,7 +165,7 @@ def rebuild_chunk(rebuild_id: str, index: int) -> dict[str, Any]:
     if high is not None:
         conditions.append(content_columns.id < high)
     slugs = campaign_slugs()
-    counts = store.WriteCounts()
+    counts = redis_writes.WriteCounts()
     entries = 0
     for rows in entry_chunks(*conditions, chunk_size=PAGE_ROWS):
         if any(row.campaign_id not in slugs for row in rows):
@@ -206,7 +206,7 @@ def _replaced(connection: redis.Redis, rebuild_id: str) -> bool:
     A lock that expired is left for the sweeper to take back (resume_rebuild):
     a job running again after the rebuild finished must not hold it.
     """
-    if store.extend_lock(connection, keys.REBUILD_LOCK, rebuild_id, REBUILD_LOCK_TTL):
+    if redis_writes.extend_lock(connection, keys.REBUILD_LOCK, rebuild_id, REBUILD_LOCK_TTL):
         return False
     holder = connection.get(keys.REBUILD_LOCK)
     return holder is not None and holder.decode() != rebuild_id
@@ -233,7 +233,7 @@ def finalize(connection: redis.Redis, plan: Plan) -> dict[str, Any] | None:
     sweeper once the lock has expired. READY comes before `finished_at`: a
     sweeper never sees a finished plan without READY and starts another build.
     """
-    if not store.take_lock(connection, keys.REBUILD_LOCK, plan.rebuild_id, REBUILD_LOCK_TTL):
+    if not redis_writes.take_lock(connection, keys.REBUILD_LOCK, plan.rebuild_id, REBUILD_LOCK_TTL):
         return None
     final = rebuild_plan.read_plan(connection)
     if final is None or final.rebuild_id != plan.rebuild_id or final.finished:
@@ -255,7 +255,7 @@ def finalize(connection: redis.Redis, plan: Plan) -> dict[str, Any] | None:
     report_json = json.dumps(report)
     # Just built from the database: the next periodic reconcile is due an interval from now.
     connection.set(keys.RECONCILE_LOCK, final.rebuild_id, ex=RECONCILE_INTERVAL)
-    store.mark_ready(connection, report_json)
+    redis_writes.mark_ready(connection, report_json)
     rebuild_plan.finish(connection, final.rebuild_id, finished_at, report_json)
     log.info("full rebuild done: %s", report)
     return report
@@ -276,7 +276,7 @@ def resume_rebuild(connection: redis.Redis, plan: Plan) -> bool:
     current = rebuild_plan.read_plan(connection)
     if current is None or current.rebuild_id != plan.rebuild_id or current.finished:
         # It finished (which frees the lock) since `plan` was read.
-        store.release_lock(connection, keys.REBUILD_LOCK, plan.rebuild_id)
+        redis_writes.release_lock(connection, keys.REBUILD_LOCK, plan.rebuild_id)
         return False
     plan = current
     log.warning(
@@ -304,7 +304,7 @@ def reconcile(reason: str = "on demand") -> dict[str, int]:
     """
     connection = redis_connection()
     started = time.monotonic()
-    snapshot = store.next_snapshot(connection)
+    snapshot = redis_writes.next_snapshot(connection)
     report: Counter[str] = Counter()
     report["campaign_configs_written"] = publish_campaigns(connection, snapshot)
     publish_api_keys(connection, snapshot)
@@ -344,7 +344,7 @@ def _reconcile_rows(
     connection: redis.Redis, slugs: dict[int, str], rows: list[Row], report: Counter[str]
 ) -> None:
     entry_keys = [keys.entry_key(slugs[row.campaign_id], row.user_id) for row in rows]
-    states = store.entry_states(connection, entry_keys)
+    states = redis_writes.entry_states(connection, entry_keys)
     report["entries_checked"] += len(rows)
     for row, (stored, body_length) in zip(rows, states, strict=True):
         if stored is None:
@@ -364,7 +364,7 @@ def _reconcile_rows(
             continue
         slug = slugs[row.campaign_id]
         key = keys.entry_key(slug, row.user_id)
-        if store.repair_entry(connection, key, stored, entry_write(slug, row)):
+        if redis_writes.repair_entry(connection, key, stored, entry_write(slug, row)):
             report[problem] += 1
 
 
@@ -408,5 +408,5 @@ def _remove_orphan_batch(
             continue
         raw_version = connection.hget(key, keys.ENTRY_VERSION_FIELD)
         stored = None if raw_version is None else int(raw_version)
-        if stored is not None and store.repair_entry(connection, key, stored, None):
+        if stored is not None and redis_writes.repair_entry(connection, key, stored, None):
             report["orphans"] += 1

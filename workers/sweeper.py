@@ -44,7 +44,7 @@ from ccadmin.models import ContentEntry, OutboxEvent, PublishFailure
 from ccadmin.models.idempotency import forget_expired
 from ccadmin.models.types import utcnow
 from ccadmin.publishing import rebuild_plan
-from workers import store
+from workers import redis_writes
 from workers.publish import queue_connection, redis_connection
 from workers.rebuild import (
     RECONCILE_INTERVAL,
@@ -281,16 +281,16 @@ class Sweeper(threading.Thread):
             self.stopping.wait(self.interval)
         try:
             with self.app.app_context():
-                store.release_lock(redis_connection(), keys.SWEEPER_LOCK, self.token)
+                redis_writes.release_lock(redis_connection(), keys.SWEEPER_LOCK, self.token)
         except redis.RedisError:
             pass
 
     def sweep(self) -> None:
         """One round, if this process holds the lock: readiness, lost jobs, reconcile."""
         connection = redis_connection()
-        if not store.take_lock(connection, keys.SWEEPER_LOCK, self.token, SWEEPER_LOCK_TTL):
+        if not redis_writes.take_lock(connection, keys.SWEEPER_LOCK, self.token, SWEEPER_LOCK_TTL):
             return
-        run_id = store.redis_run_id(connection)
+        run_id = redis_writes.redis_run_id(connection)
         # A rebuild records the run_id it builds and, when done, schedules the
         # next reconcile itself (workers/rebuild.py).
         ensure_ready(connection)

@@ -12,7 +12,8 @@ from ccadmin import publishing
 from ccadmin.admin.base import AdminForm
 from ccadmin.admin.credentials import CredentialView
 from ccadmin.models import ApiKey
-from ccadmin.models.api_keys import hash_secret, new_secret
+from ccadmin.models.api_keys import new_key_secret
+from ccadmin.models.credentials import hash_secret
 
 # "cc_" plus 8 characters: enough to tell keys apart, far too little to guess one.
 PREFIX_LENGTH = 11
@@ -51,7 +52,7 @@ class ApiKeyView(CredentialView):
     record_noun = "API keys"
 
     def issue(self, form: ApiKeyForm) -> tuple[ApiKey, str]:
-        secret = new_secret()
+        secret = new_key_secret()
         api_key = ApiKey(
             name=form.name.data,
             prefix=secret[:PREFIX_LENGTH],

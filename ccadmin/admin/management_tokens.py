@@ -12,7 +12,7 @@ from wtforms.validators import DataRequired, Length
 from ccadmin.admin.base import AdminForm, actor
 from ccadmin.admin.credentials import CredentialView
 from ccadmin.models import ManagementToken
-from ccadmin.models.api_keys import hash_secret
+from ccadmin.models.credentials import hash_secret
 from ccadmin.models.management_tokens import SCOPE_READ, SCOPE_WRITE, new_token_secret
 
 # "ccm_" plus 8 characters: enough to tell tokens apart, far too little to guess one.

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from ccadmin import config, payload
-from ccadmin.api import auth
+from ccadmin.api import caller_access
 from ccadmin.api.breaker import RedisUnavailable
 from ccadmin.api.config_snapshot import Campaign, ConfigSnapshot
 from ccadmin.api.counters import (
@@ -222,7 +222,10 @@ class ConnectedContentApp:
     """The WSGI application: content routes plus /healthz, /readyz, /metrics."""
 
     def __init__(
-        self, store: Store, counters: Counters, allowlist: auth.CallerAllowlist | None = None
+        self,
+        store: Store,
+        counters: Counters,
+        allowlist: caller_access.CallerAllowlist | None = None,
     ) -> None:
         self.store = store
         self.counters = counters
@@ -324,13 +327,15 @@ class ConnectedContentApp:
     def _authorize(
         self, environ: dict[str, Any], snapshot: ConfigSnapshot, campaign: Campaign
     ) -> None:
-        key = auth.presented_key(environ)
-        api_key = auth.find_key(snapshot, key) if key else None
+        key = caller_access.presented_key(environ)
+        api_key = caller_access.find_key(snapshot, key) if key else None
         if api_key is None:
             self.counters.count(AUTH_FAILURES, campaign.slug)
             message = "an API key is required" if key is None else "the API key is not valid"
-            raise HttpError(401, "unauthorized", message, [("WWW-Authenticate", auth.CHALLENGE)])
-        if not auth.allows(api_key, campaign.slug):
+            raise HttpError(
+                401, "unauthorized", message, [("WWW-Authenticate", caller_access.CHALLENGE)]
+            )
+        if not caller_access.allows(api_key, campaign.slug):
             self.counters.count(AUTH_FAILURES, campaign.slug)
             raise HttpError(403, "forbidden", "this API key may not read this campaign")
 
@@ -450,7 +455,7 @@ def create_app(settings: config.Settings | None = None) -> ConnectedContentApp:
     store = Store(settings)
     store.start_polling()
     allowlist = (
-        auth.CallerAllowlist(settings.api_allowed_ips, settings.api_trusted_proxies)
+        caller_access.CallerAllowlist(settings.api_allowed_ips, settings.api_trusted_proxies)
         if settings.api_allowed_ips
         else None
     )

@@ -13,7 +13,7 @@ from flask import Flask, request
 from werkzeug.routing import PathConverter
 
 from ccadmin.extensions import csrf
-from ccadmin.manage import auth, batch, campaigns, entries, imports, openapi  # noqa: F401
+from ccadmin.manage import batch, campaigns, entries, imports, openapi, token_auth  # noqa: F401
 from ccadmin.manage.errors import ApiError, handle_any
 from ccadmin.manage.routes import bp, close_methods
 from ccadmin.security.errors import render_under
@@ -34,7 +34,7 @@ def _is_public(endpoint: str | None) -> bool:
 @bp.before_request
 def _authenticate() -> None:
     if not _is_public(request.endpoint):
-        auth.authenticate()
+        token_auth.authenticate()
         _check_path_is_text()
 
 

@@ -22,7 +22,7 @@ from ccadmin.content.schema import nested_deeper_than, printable, user_id_error,
 from ccadmin.extensions import db
 from ccadmin.imports import applying, bulk, staging
 from ccadmin.imports.parsing import USER_ID_COLUMN
-from ccadmin.manage import auth, schemas
+from ccadmin.manage import schemas, token_auth
 from ccadmin.manage.campaigns import campaign_for
 from ccadmin.manage.errors import ApiError
 from ccadmin.manage.routes import (
@@ -178,7 +178,7 @@ def _has_user_id(row: Any) -> bool:
 
 def apply_rows(campaign: Campaign, checked: CheckedRows, partial: bool):
     """Stage and apply the valid rows as one change set; commits once, at the end."""
-    actor = auth.actor()
+    actor = token_auth.actor()
     content_import = ContentImport(
         kind=KIND_IMPORT,
         campaign_id=campaign.id,

@@ -10,7 +10,7 @@ from werkzeug.wrappers import Response
 
 from ccadmin.extensions import db
 from ccadmin.imports import bulk
-from ccadmin.manage import auth
+from ccadmin.manage import token_auth
 from ccadmin.manage.errors import ApiError
 from ccadmin.manage.routes import operation
 from ccadmin.models import Campaign, ContentEntry
@@ -28,10 +28,10 @@ SLUG_PARAMETER = {
 
 def campaign_for(slug: str, write: bool = False) -> Campaign:
     """The campaign this token may use (403 outside its scope, 404 when missing)."""
-    auth.require_campaign_scope(slug)
+    token_auth.require_campaign_scope(slug)
     if write:
-        auth.require_write()
-    campaign = auth.campaign()
+        token_auth.require_write()
+    campaign = token_auth.campaign()
     if campaign is None or campaign.slug != slug:
         campaign = db.session.scalars(select(Campaign).where(Campaign.slug == slug)).first()
     if campaign is None:
@@ -93,7 +93,7 @@ def campaign_document(campaign: Campaign, with_counts: bool) -> dict[str, Any]:
 )
 def list_campaigns() -> Response:
     campaigns = db.session.scalars(select(Campaign).order_by(Campaign.slug))
-    token = auth.token()
+    token = token_auth.token()
     return jsonify(
         {
             "campaigns": [

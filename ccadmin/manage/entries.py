@@ -19,7 +19,7 @@ from werkzeug.wrappers import Response
 
 from ccadmin.content.schema import user_id_error, validate_fields
 from ccadmin.extensions import db
-from ccadmin.manage import auth, schemas
+from ccadmin.manage import schemas, token_auth
 from ccadmin.manage.campaigns import campaign_for
 from ccadmin.manage.errors import ApiError
 from ccadmin.manage.routes import json_body, operation
@@ -136,7 +136,9 @@ def commit_change(
 ) -> StoredEntry:
     """Write the change (entry, outbox, audit) and commit; a concurrent create is a 409."""
     try:
-        saved = entry_writes.write_entry(campaign.id, user_id, fields, auth.actor(), action, before)
+        saved = entry_writes.write_entry(
+            campaign.id, user_id, fields, token_auth.actor(), action, before
+        )
         db.session.commit()
     except IntegrityError:
         db.session.rollback()

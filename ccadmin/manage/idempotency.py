@@ -29,7 +29,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from ccadmin.extensions import db
-from ccadmin.manage import auth
+from ccadmin.manage import token_auth
 from ccadmin.manage.errors import ApiError
 from ccadmin.models import IdempotentRequest
 from ccadmin.models.idempotency import KEEP_HOURS
@@ -78,7 +78,7 @@ def idempotent(view: Callable[..., Response], body_limit: int | None) -> Callabl
                 "bad_request",
                 f"`{HEADER}` must be 1-255 printable ASCII characters without spaces.",
             )
-        token_id = auth.token().id
+        token_id = token_auth.token().id
         digest = fingerprint(body_limit)
         stored = _stored(token_id, key)
         replayed = None if stored is None else _replay(stored, digest)

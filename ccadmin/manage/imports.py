@@ -24,7 +24,7 @@ from ccadmin.extensions import db
 from ccadmin.imports import changesets, staging, uploads
 from ccadmin.imports.parsing import FORMAT_CSV, FORMAT_JSONL
 from ccadmin.imports.progress import import_state, redis_connection
-from ccadmin.manage import auth
+from ccadmin.manage import token_auth
 from ccadmin.manage.campaigns import campaign_for
 from ccadmin.manage.errors import ApiError
 from ccadmin.manage.routes import operation, query_flag, require_media_type
@@ -135,7 +135,7 @@ def create_import(slug: str) -> Response:
     file_format = FORMATS[require_media_type(tuple(FORMATS))]
     extension = "csv" if file_format == FORMAT_CSV else "ndjson"
     content_import = changesets.new_import(
-        campaign, f"API import.{extension}", auth.actor(), status=STATUS_RECEIVING
+        campaign, f"API import.{extension}", token_auth.actor(), status=STATUS_RECEIVING
     )
     content_import.mode = mode
     content_import.upload_format = file_format

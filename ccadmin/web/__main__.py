@@ -9,10 +9,10 @@ cannot install.
 from __future__ import annotations
 
 import argparse
-import os
 
 from waitress import create_server
 
+from ccadmin import config
 from ccadmin.web.framing import use_strict_framing
 
 THREADS = 8
@@ -23,11 +23,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--listen",
         action="append",
-        help="HOST:PORT to listen on (repeatable; default *:$PORT, or *:5000)",
+        help="HOST:PORT to listen on (repeatable; default *:ADMIN_PORT, else *:$PORT, else *:5000)",
     )
     parser.add_argument("--threads", type=int, default=THREADS)
     arguments = parser.parse_args(argv)
-    listen = arguments.listen or [f"*:{os.environ.get('PORT', '5000')}"]
+    listen = arguments.listen or [f"*:{config.load().admin_port}"]
 
     from wsgi import app
 

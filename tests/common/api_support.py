@@ -17,7 +17,7 @@ import redis
 
 from ccadmin import embedded_redis, keys, payload
 from common.support import free_port, wait_until
-from workers import store as worker_store
+from workers import redis_writes as worker_store
 
 ENV_KEY = "env-key-one"  # from CCADMIN_API_KEYS, set in conftest.py
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ccadmin.extensions import db
 from ccadmin.models import ManagementToken
-from ccadmin.models.api_keys import hash_secret
+from ccadmin.models.credentials import hash_secret
 from ccadmin.models.management_tokens import SCOPE_WRITE, new_token_secret
 
 SCHEMA = [{"name": "message", "max_length": 20}, {"name": "cta", "max_length": 10}]

@@ -29,7 +29,7 @@ from ccadmin import keys
 from ccadmin.content.seed import seed_content
 from ccadmin.extensions import db
 from ccadmin.models import ContentEntry, OutboxEvent
-from workers import store
+from workers import redis_writes
 from workers.publish import entry_chunks, write_rows
 
 # What the marketer may see of a failed save; none of the database's own words.
@@ -167,7 +167,7 @@ def test_version_2_published_before_version_1(fault_app, private_redis):
     assert publish_event(version_2)["written"] == ENTRIES
     live = redis_entries(client, "spring", user_ids)
     assert {entry[0] for entry in live.values()} == {2}
-    late = store.WriteCounts()
+    late = redis_writes.WriteCounts()
     for rows in read_for_version_1:
         late.add(write_rows(client, slugs, rows))
     assert (late.written, late.stale) == (0, ENTRIES)
@@ -177,7 +177,10 @@ def test_version_2_published_before_version_1(fault_app, private_redis):
     assert redis_entries(client, "spring", user_ids) == live
     assert not differences(client, "spring")
     assert published(version_1) and published(version_2)
-    assert store.stats(client) == {keys.STAT_WRITES: ENTRIES, keys.STAT_STALE_WRITES: ENTRIES}
+    assert redis_writes.stats(client) == {
+        keys.STAT_WRITES: ENTRIES,
+        keys.STAT_STALE_WRITES: ENTRIES,
+    }
     print(
         f"case 8: {ENTRIES} version-1 writes after version 2: 0 applied, "
         f"{ENTRIES} counted stale, 0 entries went back"
@@ -199,11 +202,11 @@ def test_event_published_twice_and_crash_before_marking_done_change_nothing(
     wait_until(lambda: not differences(client, "spring") and not unpublished(), timeout=20)
 
     live = redis_entries(client, "spring", user_ids)
-    counted = store.stats(client)
+    counted = redis_writes.stats(client)
     db.session.execute(update(OutboxEvent).where(OutboxEvent.id == first).values(published_at=None))
     db.session.commit()
     wait_until(lambda: published(first), timeout=20, interval=0.1)
-    assert store.stats(client) == {
+    assert redis_writes.stats(client) == {
         keys.STAT_WRITES: counted[keys.STAT_WRITES],
         keys.STAT_STALE_WRITES: counted.get(keys.STAT_STALE_WRITES, 0) + ENTRIES,
     }
@@ -227,13 +230,13 @@ def test_event_published_twice_and_crash_before_marking_done_change_nothing(
     assert not published(second)
     live = redis_entries(client, "spring", user_ids)
     assert {entry[0] for entry in live.values()} == {2}
-    counted = store.stats(client)
+    counted = redis_writes.stats(client)
 
     processes.worker()
     wait_until(lambda: published(second), timeout=30, interval=0.2)
     recovery = time.monotonic() - killed_at
     assert redis_entries(client, "spring", user_ids) == live
-    assert store.stats(client) == {
+    assert redis_writes.stats(client) == {
         keys.STAT_WRITES: counted[keys.STAT_WRITES],
         keys.STAT_STALE_WRITES: counted[keys.STAT_STALE_WRITES] + ENTRIES,
     }

@@ -7,7 +7,7 @@ from common.publishing_support import make_campaign, save_entry
 from common.support import wait_until
 
 from ccadmin import keys
-from workers import store
+from workers import redis_writes
 
 SAVES = 120
 
@@ -19,13 +19,13 @@ def test_two_workers_drain_one_backlog_without_double_work(fault_app, private_re
     workers = [processes.worker({"LOG_LEVEL": "DEBUG"}) for _ in range(2)]
     wait_ready(client)
     wait_until(lambda: not unpublished(), timeout=30)
-    before = store.stats(client)
+    before = redis_writes.stats(client)
 
     for number in range(SAVES):
         save_entry(campaign, str(number), f"message {number}")
     wait_until(lambda: not differences(client, "spring") and not unpublished(), timeout=60)
 
-    after = store.stats(client)
+    after = redis_writes.stats(client)
     assert after[keys.STAT_WRITES] - before.get(keys.STAT_WRITES, 0) == SAVES
     # No event was published twice: a second write would have been refused as stale.
     assert after.get(keys.STAT_STALE_WRITES, 0) == before.get(keys.STAT_STALE_WRITES, 0)

@@ -21,7 +21,7 @@ from ccadmin import keys
 from ccadmin.extensions import db
 from ccadmin.manage.errors import ApiError
 from ccadmin.models import Campaign, ManagementToken
-from ccadmin.models.api_keys import hash_secret
+from ccadmin.models.credentials import hash_secret
 from ccadmin.models.management_tokens import SCOPE_WRITE
 from ccadmin.models.types import utcnow
 from ccadmin.redis_client import get_redis
