@@ -21,34 +21,30 @@ from pathlib import Path
 
 import pytest
 
+from ccadmin import config  # standard library only: reads nothing when imported
+
+# Every setting a developer's shell may hold is dropped, so the suite runs the
+# same anywhere; the few below are set for every test and child process.
+for _declaration in config.declared():
+    for _name in _declaration.metadata["env"]:
+        os.environ.pop(_name, None)
 _TMP = Path(tempfile.mkdtemp(prefix="cctest-"))
 os.environ["CCADMIN_INSTANCE_PATH"] = str(_TMP / "instance")
 os.environ["DATABASE_URL"] = os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{_TMP}/test.db"
 if os.environ.get("TEST_REDIS_URL"):
     os.environ["REDIS_URL"] = os.environ["TEST_REDIS_URL"]
-else:
-    os.environ.pop("REDIS_URL", None)
 os.environ["SECRET_KEY"] = "test-secret-key-not-for-production"
 os.environ["CCADMIN_API_KEYS"] = "env-key-one,env-key-two"
-for _name in (
-    "CCADMIN_ADMIN_EMAIL",
-    "CCADMIN_ADMIN_PASSWORD",
-    "ADMIN_PORT",
-    "API_PORT",
-    "PORT",
-    "REDIS_CLUSTER_URLS",
-    "REDIS_READ_URLS",
-):
-    os.environ.pop(_name, None)
 
 from common.cluster_support import (  # noqa: E402, F401  (fixtures: one cluster per session)
     cluster_client,
     private_redis_cluster,
     redis_cluster,
 )
+from common.redis_server import private_redis  # noqa: E402, F401  (fixture)
 from common.support import PASSWORD  # noqa: E402
 
-from ccadmin import config, embedded_redis  # noqa: E402
+from ccadmin import embedded_redis  # noqa: E402
 from ccadmin.app import create_app  # noqa: E402
 from ccadmin.extensions import db  # noqa: E402
 from ccadmin.models import AdminUser  # noqa: E402

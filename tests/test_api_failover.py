@@ -42,9 +42,6 @@ def test_an_empty_store_answers_503(store, start_api):
         assert answer.header("Retry-After")
 
 
-private_redis = api_support.private_redis
-
-
 def publish_promo(client: redis.Redis, message: str, version: int) -> bytes:
     publish_campaign(client, "promo", default_fields={"message": "Hi"}, serve_at_data=True)
     mark_ready(client)

@@ -17,7 +17,6 @@ from ccadmin.metrics import buckets
 
 store = api_support.store
 start_api = api_support.start_api
-private_redis = api_support.private_redis
 
 AUTH = {"X-API-Key": ENV_KEY}
 SEP = buckets.METRIC_FIELD_SEPARATOR

@@ -5,18 +5,13 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import subprocess
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
-from ccadmin import embedded_redis, keys, payload
-from common.support import free_port, wait_until
+from ccadmin import keys, payload
+from common.support import free_port
 from workers import redis_writes as worker_store
 
 ENV_KEY = "env-key-one"  # from CCADMIN_API_KEYS, set in conftest.py
@@ -164,50 +159,3 @@ def metric_value(text: str, sample: str) -> float | None:
         if name == sample:
             return float(value)
     return None
-
-
-class PrivateRedis:
-    """A redis-server of our own on a free port, so a test can kill it."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> redis.Redis:
-        self.process = subprocess.Popen(
-            [
-                embedded_redis.server_binary(),
-                *("--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder)),
-                # Nothing on disk: a restart comes back empty, like a lost instance.
-                *("--save", "", "--appendonly", "no"),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url)
-        wait_until(lambda: self._pings(client))
-        return client
-
-    @staticmethod
-    def _pings(client: redis.Redis) -> bool:
-        try:
-            return bool(client.ping())
-        except redis.ConnectionError:
-            return False
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    with tempfile.TemporaryDirectory(prefix="ccapi-redis-") as folder:
-        server = PrivateRedis(Path(folder))
-        yield server
-        server.kill()

@@ -19,10 +19,11 @@ from pathlib import Path
 import redis
 from sqlalchemy import select
 
-from ccadmin import config, embedded_redis, keys
+from ccadmin import config, keys
 from ccadmin.extensions import db
 from ccadmin.models import OutboxEvent
 from common.api_support import ENV_KEY, mark_ready, publish_campaign, publish_entry
+from common.redis_server import RedisServer
 from common.support import free_port, wait_until
 
 PROJECT_ROOT = config.PROJECT_ROOT
@@ -30,77 +31,6 @@ PROJECT_ROOT = config.PROJECT_ROOT
 AUTH = {"X-API-Key": ENV_KEY}
 # Worker and API start-up (imports, a first rebuild) on a busy 2-core machine.
 START_TIMEOUT = 30.0
-
-
-class RedisServer:
-    """A redis-server of the test's own on a free port, which the test may break."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-        self.paused = False
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, appendonly: bool = False, *extra: str) -> redis.Redis:
-        """Start (or restart on the same port and folder); returns a client."""
-        persistence = (
-            ("--appendonly", "yes", "--appendfsync", "everysec")
-            if appendonly
-            else ("--appendonly", "no")
-        )
-        self.process = subprocess.Popen(
-            [
-                embedded_redis.server_binary(),
-                *("--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder)),
-                *("--save", ""),
-                *persistence,
-                *extra,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        client = self.client()
-        wait_until(lambda: self.answers(client), timeout=10)
-        return client
-
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url, socket_timeout=5)
-
-    @staticmethod
-    def answers(client: redis.Redis) -> bool:
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-
-    def stop(self) -> None:
-        """A clean stop (SIGTERM: Redis flushes its append-only file first)."""
-        self._end(signal.SIGTERM)
-
-    def kill(self) -> None:
-        """A crash: SIGKILL, nothing flushed."""
-        self._end(signal.SIGKILL)
-
-    def pause(self) -> None:
-        """Freeze the server: connections stay open and nothing answers (a partition)."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
-        self.paused = True
-
-    def resume(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGCONT)
-        self.paused = False
-
-    def _end(self, signum: int) -> None:
-        if self.process and self.process.poll() is None:
-            if self.paused:
-                self.resume()
-            self.process.send_signal(signum)
-            self.process.wait(timeout=10)
 
 
 @dataclasses.dataclass

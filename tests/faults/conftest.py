@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from common.fault_support import Processes, RedisServer
+from common.fault_support import Processes
 
 from ccadmin.app import create_app
 from ccadmin.extensions import db
@@ -25,15 +23,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/faults/" in str(item.fspath).replace(os.sep, "/"):
             item.add_marker(pytest.mark.faults)
-
-
-@pytest.fixture
-def private_redis() -> Iterator[RedisServer]:
-    """A stopped RedisServer; the test starts it with the options it needs."""
-    with tempfile.TemporaryDirectory(prefix="ccfault-redis-") as folder:
-        server = RedisServer(Path(folder))
-        yield server
-        server.kill()
 
 
 @pytest.fixture
