@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from flask import g
 
 from ccadmin import config  # standard library only: reads nothing when imported
 
@@ -42,7 +43,7 @@ from common.cluster_support import (  # noqa: E402, F401  (fixtures: one cluster
     redis_cluster,
 )
 from common.redis_server import private_redis  # noqa: E402, F401  (fixture)
-from common.support import PASSWORD  # noqa: E402
+from common.support import FRESH_REQUEST_STATE, PASSWORD  # noqa: E402
 
 from ccadmin import embedded_redis  # noqa: E402
 from ccadmin.app import create_app  # noqa: E402
@@ -103,28 +104,45 @@ def _schema(settings, redis_client):
         db.engine.dispose()
 
 
-@pytest.fixture
-def app(_schema, redis_client):
-    """A fresh app per test, with empty tables and an empty Redis."""
+@pytest.fixture(scope="session")
+def _shared_app(_schema):
+    """One app for the session: building its URL map costs about 0.1 s."""
     app = create_app({"TESTING": True})
-    with app.app_context():
+
+    @app.before_request
+    def forget_request_state() -> None:
+        if app.config.get(FRESH_REQUEST_STATE):
+            g.pop("_login_user", None)
+            g.pop("csrf_token", None)
+
+    return app
+
+
+@pytest.fixture
+def app(_shared_app, redis_client):
+    """The app with empty tables and an empty Redis; settings a test changes are put back."""
+    config_before = dict(_shared_app.config)
+    with _shared_app.app_context():
         _empty_tables()
         redis_client.flushdb()
-        yield app
+        yield _shared_app
         db.session.remove()
         db.engine.dispose()
+    _shared_app.config.clear()
+    _shared_app.config.update(config_before)
 
 
 def _empty_tables() -> None:
+    """DELETE is quicker than TRUNCATE on tables this small; ids start again at 1."""
     tables = [table.name for table in reversed(db.metadata.sorted_tables)]
     with db.engine.begin() as connection:
+        for table in tables:
+            connection.exec_driver_sql(f"DELETE FROM {table}")
         if connection.dialect.name == "postgresql":
             connection.exec_driver_sql(
-                "TRUNCATE " + ", ".join(tables) + " RESTART IDENTITY CASCADE"
+                "SELECT setval(oid, 1, false) FROM pg_class"
+                " WHERE relkind = 'S' AND relnamespace = 'public'::regnamespace"
             )
-        else:
-            for table in tables:
-                connection.exec_driver_sql(f"DELETE FROM {table}")
 
 
 @pytest.fixture

@@ -13,6 +13,10 @@ from werkzeug.datastructures import MultiDict
 
 PASSWORD = "correct horse battery staple"
 
+# An `app.config` key a test sets to give every request a fresh `g`, as
+# under waitress (tests/security/conftest.py).
+FRESH_REQUEST_STATE = "TEST_FRESH_REQUEST_STATE"
+
 
 def free_port() -> int:
     """A TCP port nobody listens on right now."""

@@ -9,14 +9,10 @@ here each request starts without those caches, as it does under waitress.
 from __future__ import annotations
 
 import pytest
-from flask import g
+from common.support import FRESH_REQUEST_STATE
 
 
 @pytest.fixture
 def app(app):
-    @app.before_request
-    def forget_request_state() -> None:
-        g.pop("_login_user", None)
-        g.pop("csrf_token", None)
-
+    app.config[FRESH_REQUEST_STATE] = True
     return app
