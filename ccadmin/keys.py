@@ -65,6 +65,9 @@ REDIS_RUN_ID = f"{PREFIX}:redis_run_id"
 STATS = f"{PREFIX}:stats"
 STAT_STALE_WRITES = "stale_writes"
 STAT_WRITES = "writes"
+# Ingest writes acknowledged but not applied: an older event time than the
+# entry holds from the same source (ccadmin/publishing/event_times.py).
+STAT_SUPERSEDED_WRITES = "superseded_writes"
 
 # A full rebuild (workers/rebuild.py) runs as one RQ job per chunk of entry
 # ids, on any number of workers. Its keys share the tag {rb}: a chunk is

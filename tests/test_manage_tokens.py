@@ -30,6 +30,7 @@ def test_admin_creates_a_token_shown_once_and_stored_hashed(client, make_user):
             "name": "crm",
             "scope": "write",
             "campaigns": ["spring"],
+            "source": "crm-2026",
             "csrf_token": csrf_token(client, f"{PAGE}new/"),
         },
     )
@@ -40,6 +41,7 @@ def test_admin_creates_a_token_shown_once_and_stored_hashed(client, make_user):
     assert secret.startswith("ccm_") and len(secret) > 40
     token = db.session.scalars(select(ManagementToken)).one()
     assert token.secret_hash == hash_secret(secret) and token.campaigns == ["spring"]
+    assert token.event_source == "crm-2026"
     assert token.created_by == "admin@example.com" and token.last_used_at is None
     listing = client.get(PAGE).get_data(as_text=True)
     assert secret not in listing and token.prefix in listing

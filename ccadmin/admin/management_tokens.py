@@ -7,7 +7,7 @@ from typing import Any
 from flask import url_for
 from flask_admin.actions import action
 from wtforms import SelectChoice, SelectField, SelectMultipleField, StringField
-from wtforms.validators import DataRequired, Length
+from wtforms.validators import DataRequired, Length, Optional
 
 from ccadmin.admin.base import AdminForm, actor
 from ccadmin.admin.credentials import CredentialView
@@ -26,6 +26,7 @@ def token_snapshot(token: ManagementToken) -> dict[str, Any]:
         "prefix": token.prefix,
         "scope": token.scope,
         "campaigns": token.campaigns,
+        "source": token.source,
         "revoked": token.revoked_at is not None,
     }
 
@@ -50,6 +51,15 @@ class ManagementTokenForm(AdminForm):
         "Campaigns",
         description="Leave empty to allow every campaign.",
     )
+    source = StringField(
+        "Source",
+        validators=[Optional(), Length(max=200)],
+        description=(
+            "Writes that carry an event time are ordered per entry and per source: an older "
+            "one is acknowledged and not applied. Empty: the token's name. Give a new token "
+            "the old one's source when you rotate it."
+        ),
+    )
 
 
 class ManagementTokenView(CredentialView):
@@ -61,6 +71,7 @@ class ManagementTokenView(CredentialView):
         "prefix",
         "scope",
         "campaigns",
+        "source",
         "created_at",
         "created_by",
         "revoked_at",
@@ -82,6 +93,7 @@ class ManagementTokenView(CredentialView):
             secret_hash=hash_secret(secret),
             scope=form.scope.data,
             campaigns=list(form.campaigns.data) or None,
+            source=form.source.data or None,
             created_by=actor(),
         )
         return token, secret

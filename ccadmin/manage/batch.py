@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from flask import jsonify
+from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from ccadmin.content.schema import nested_deeper_than, printable, user_id_error, validate_fields
 from ccadmin.extensions import db
 from ccadmin.imports import applying, bulk, staging
 from ccadmin.imports.parsing import USER_ID_COLUMN
-from ccadmin.manage import schemas, token_auth
+from ccadmin.manage import ordering, schemas, token_auth
 from ccadmin.manage.campaigns import campaign_for
 from ccadmin.manage.errors import ApiError
 from ccadmin.manage.routes import (
@@ -33,7 +35,7 @@ from ccadmin.manage.routes import (
     require_media_type,
     too_deep,
 )
-from ccadmin.models import Campaign, ContentImport
+from ccadmin.models import Campaign, ContentEntry, ContentImport
 from ccadmin.models.imports import (
     KIND_IMPORT,
     MODE_ALL,
@@ -43,8 +45,10 @@ from ccadmin.models.imports import (
     OUTCOME_UNCHANGED,
     STATUS_APPLYING,
 )
-from ccadmin.models.types import utcnow
+from ccadmin.models.types import one_of, utcnow
+from ccadmin.publishing import event_times
 
+entry_columns = ContentEntry.__table__.c
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl")
 BATCH_TYPES = ("application/json", *NDJSON_TYPES)
 # 10,000 rows of a few fields each; a row near the field limits makes a
@@ -109,21 +113,44 @@ def _user_id(row: dict[str, Any]) -> str:
 class CheckedRows(NamedTuple):
     """A batch's rows after the checks: problems by index, and for each valid
     row its user id, its merged and validated fields and the entry it was
-    checked against (what the stager needs, so nothing is read or checked twice)."""
+    checked against (what the stager needs, so nothing is read or checked twice),
+    and the event time of the rows that carry one."""
 
     errors: dict[int, dict[str, str]]
     valid: dict[int, tuple[str, dict[str, str], Any]]
+    times: dict[int, datetime]
 
 
-def check_rows(campaign: Campaign, rows: list[Any]) -> CheckedRows:
-    """Shape, user id, duplicates, then the campaign's field rules, row by row.
+def take_event_times(
+    rows: list[Any], default: datetime | None
+) -> tuple[dict[int, datetime], dict[int, dict[str, str]]]:
+    """Each row's `$event_time` (removed from the row), else the header's time."""
+    found: dict[int, datetime] = {}
+    errors: dict[int, dict[str, str]] = {}
+    for index, row in enumerate(rows):
+        raw = row.pop(ordering.ROW_KEY, None) if type(row) is dict else None
+        if raw is None:
+            if default is not None:
+                found[index] = default
+            continue
+        try:
+            found[index] = event_times.parse_event_time(raw if type(raw) is str else "")
+        except ValueError:
+            errors[index] = {ordering.ROW_KEY: event_times.EVENT_TIME_FORMAT}
+    return found, errors
+
+
+def check_rows(campaign: Campaign, rows: list[Any], default_time: datetime | None) -> CheckedRows:
+    """Event time, shape, user id, duplicates, then the campaign's field rules, row by row.
 
     Fields a row leaves out keep the entry's current values, exactly as in
     an import file, so the field check runs on the merged values.
     """
-    errors: dict[int, dict[str, str]] = {}
+    times, errors = take_event_times(rows, default_time)
     valid: dict[int, tuple[str, dict[str, str], Any]] = {}
     for index, row in enumerate(rows):
+        if index in errors:
+            continue
         problems = not schemas.is_plain_batch_row(row) and schemas.validate(schemas.BATCH_ROW, row)
         if problems:
             errors[index] = problems
@@ -157,7 +184,26 @@ def check_rows(campaign: Campaign, rows: list[Any]) -> CheckedRows:
             errors[index] = problems
         else:
             valid[index] = (user_id, clean, entry)
-    return CheckedRows(errors, valid)
+    return CheckedRows(errors, valid, times)
+
+
+def supersede(campaign: Campaign, checked: CheckedRows) -> set[int]:
+    """Advance the event times of the valid timed rows; the indexes that are
+    superseded leave `checked.valid` (they are acknowledged, not written)."""
+    timed = {
+        checked.valid[index][0]: at for index, at in checked.times.items() if index in checked.valid
+    }
+    if not timed:
+        return set()
+    allowed = event_times.advance(campaign.id, ordering.source(), timed)
+    late = {
+        index
+        for index in checked.times
+        if index in checked.valid and checked.valid[index][0] not in allowed
+    }
+    for index in late:
+        del checked.valid[index]
+    return late
 
 
 def error_list(rows: list[Any], errors: dict[int, dict[str, str]]) -> list[dict[str, Any]]:
@@ -176,8 +222,10 @@ def _has_user_id(row: Any) -> bool:
     return isinstance(row, dict) and isinstance(row.get(USER_ID_COLUMN), str | int)
 
 
-def apply_rows(campaign: Campaign, checked: CheckedRows, partial: bool):
-    """Stage and apply the valid rows as one change set; commits once, at the end."""
+def apply_rows(
+    campaign: Campaign, checked: CheckedRows, partial: bool
+) -> tuple[ContentImport, dict[int, str]]:
+    """Stage and apply the valid rows as one change set (no commit); their outcomes by index."""
     actor = token_auth.actor()
     content_import = ContentImport(
         kind=KIND_IMPORT,
@@ -194,18 +242,98 @@ def apply_rows(campaign: Campaign, checked: CheckedRows, partial: bool):
     db.session.add(content_import)
     db.session.flush()
     stager = staging.Stager(content_import)
-    rows = [
-        stager.checked(index + 1, user_id, clean, entry)
-        for index, (user_id, clean, entry) in sorted(checked.valid.items())
-    ]
+    indexes = sorted(checked.valid)
+    rows = [stager.checked(index + 1, *checked.valid[index]) for index in indexes]
     for start in range(0, len(rows), staging.STAGE_CHUNK):
         bulk.insert_import_rows(rows[start : start + staging.STAGE_CHUNK])
-    counts = Counter(row["outcome"] for row in rows)
     staged = applying.rows_to_apply(content_import.id)
     applying.apply_batch(content_import, staged, actor)
     content_import.applied_through_line = staged[-1].line
-    applying.finish(content_import, actor)
-    return content_import, counts
+    return content_import, {index: row["outcome"] for index, row in zip(indexes, rows, strict=True)}
+
+
+def entry_versions(campaign_id: int, user_ids: list[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for start in range(0, len(user_ids), staging.STAGE_CHUNK):
+        chunk = user_ids[start : start + staging.STAGE_CHUNK]
+        found.update(
+            db.session.execute(
+                select(entry_columns.user_id, entry_columns.version).where(
+                    entry_columns.campaign_id == campaign_id, one_of(entry_columns.user_id, chunk)
+                )
+            ).all()
+        )
+    return found
+
+
+STATUS_BY_OUTCOME = {
+    OUTCOME_NEW: "created",
+    OUTCOME_CHANGED: "updated",
+    OUTCOME_UNCHANGED: "unchanged",
+}
+
+
+def write_rows(
+    campaign: Campaign, rows: list[Any], partial: bool, default_time: datetime | None
+) -> dict[str, Any]:
+    """Check, order by event time, apply and commit rows; the answer's document.
+
+    Every row gets a result in `results`, in the body's order: `created`,
+    `updated`, `unchanged`, `superseded` (an older event time than its source
+    already applied: acknowledged, not written) or `invalid` (with its errors,
+    only with `partial`; otherwise any invalid row is a 422 and nothing is written).
+    """
+    checked = check_rows(campaign, rows, default_time)
+    errors = checked.errors
+    if errors and not partial:
+        raise ApiError(
+            422,
+            "validation_failed",
+            f"{len(errors)} of {len(rows)} rows are invalid; nothing was written.",
+            {"rows": error_list(rows, errors)},
+        )
+    late = supersede(campaign, checked)
+    outcomes: dict[int, str] = {}
+    content_import = None
+    if checked.valid:
+        content_import, outcomes = apply_rows(campaign, checked, partial)
+    user_ids = {index: user_id for index, (user_id, _, _) in checked.valid.items()}
+    user_ids.update({index: _user_id(rows[index]) for index in late})
+    versions = entry_versions(campaign.id, list(user_ids.values()))
+    if content_import is not None:
+        applying.finish(content_import, token_auth.actor())
+    event_times.count_superseded(len(late))
+    statuses = {index: STATUS_BY_OUTCOME[outcome] for index, outcome in outcomes.items()}
+    statuses.update({index: "superseded" for index in late})
+    counts = Counter(statuses.values())
+    results = []
+    for index, row in enumerate(rows):
+        if index in errors:
+            user_id = printable(_user_id(row)) if _has_user_id(row) else None
+            results.append(
+                {"index": index, "user_id": user_id, "status": "invalid", "errors": errors[index]}
+            )
+        else:
+            user_id = user_ids[index]
+            results.append(
+                {
+                    "index": index,
+                    "user_id": user_id,
+                    "status": statuses[index],
+                    "version": versions.get(user_id),
+                }
+            )
+    return {
+        "import_id": None if content_import is None else content_import.id,
+        "rows": len(rows),
+        "created": counts["created"],
+        "updated": counts["updated"],
+        "unchanged": counts["unchanged"],
+        "superseded": counts["superseded"],
+        "invalid": len(errors),
+        "errors": error_list(rows, errors),
+        "results": results,
+    }
 
 
 @operation(
@@ -215,46 +343,24 @@ def apply_rows(campaign: Campaign, checked: CheckedRows, partial: bool):
     description=(
         "A JSON array of rows, or NDJSON (one row per line). Rows are checked whole first; "
         "any invalid row means nothing is written (422 listing every invalid row by its "
-        "index), unless `partial=true`. Rows equal to the entry are left alone."
+        "index), unless `partial=true`: then the valid rows are written and the answer has "
+        "a result per row. Rows equal to the entry are left alone. A row may carry "
+        "`$event_time` (else the `Event-Time` header applies): rows older than what the "
+        "token's source already applied are `superseded`."
     ),
     scope="write",
     body=schemas.BATCH,
     body_types=BATCH_TYPES,
     body_limit=MAX_BATCH_BYTES,
     query=[PARTIAL],
-    responses={200: ("Applied; counts and any skipped rows", "BatchResult")},
+    headers=[ordering.EVENT_TIME],
+    responses={200: ("Applied; counts and a result per row", "BatchResult")},
 )
 def batch_entries(slug: str) -> Response:
     campaign = campaign_for(slug, write=True)
     partial = query_flag("partial")
     media_type = require_media_type(BATCH_TYPES)
     rows = parse_rows(media_type, read_body(MAX_BATCH_BYTES))
-    checked = check_rows(campaign, rows)
-    errors = checked.errors
-    if errors and not partial:
-        raise ApiError(
-            422,
-            "validation_failed",
-            f"{len(errors)} of {len(rows)} rows are invalid; nothing was written.",
-            {"rows": error_list(rows, errors)},
-        )
-    result: dict[str, Any] = {
-        "import_id": None,
-        "rows": len(rows),
-        "created": 0,
-        "updated": 0,
-        "unchanged": 0,
-        "invalid": len(errors),
-        "errors": error_list(rows, errors),
-    }
-    if checked.valid:
-        content_import, counts = apply_rows(campaign, checked, partial)
-        result.update(
-            import_id=content_import.id,
-            created=counts.get(OUTCOME_NEW, 0),
-            updated=counts.get(OUTCOME_CHANGED, 0),
-            unchanged=counts.get(OUTCOME_UNCHANGED, 0),
-        )
-    response = jsonify(result)
+    response = jsonify(write_rows(campaign, rows, partial, ordering.request_event_time()))
     response.headers["Cache-Control"] = "no-store"
     return response

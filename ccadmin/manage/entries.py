@@ -19,12 +19,12 @@ from werkzeug.wrappers import Response
 
 from ccadmin.content.schema import user_id_error, validate_fields
 from ccadmin.extensions import db
-from ccadmin.manage import schemas, token_auth
+from ccadmin.manage import ordering, schemas, token_auth
 from ccadmin.manage.campaigns import campaign_for
 from ccadmin.manage.errors import ApiError
 from ccadmin.manage.routes import json_body, operation
 from ccadmin.models import Campaign, ContentEntry
-from ccadmin.publishing import entry_writes
+from ccadmin.publishing import entry_writes, event_times
 from ccadmin.publishing.entry_writes import StoredEntry
 
 RULE = "/campaigns/<slug>/content/<anytext:user_id>"
@@ -148,6 +148,33 @@ def commit_change(
     return saved
 
 
+def superseded(campaign: Campaign, slug: str, user_id: str) -> Response | None:
+    """The answer to a write older than what its source already applied, else None."""
+    if not ordering.is_superseded(campaign, user_id, ordering.request_event_time()):
+        return None
+    current = entry_writes.lock_entry(campaign.id, user_id)
+    db.session.rollback()
+    event_times.count_superseded(1)
+    # 200, so the sending tool stops retrying; the entry as it stands.
+    document = {"campaign": slug, "user_id": user_id, "version": None}
+    if current is not None:
+        document = {**entry_document(current, slug), "deleted": current.deleted}
+    response = jsonify({**document, "superseded": True})
+    response.headers["Cache-Control"] = "no-store"
+    if current is not None:
+        response.headers["ETag"] = entry_etag(current)
+    return response
+
+
+def keep_unchanged(at_given: bool) -> None:
+    """Nothing to write: still commit an advanced event time, so an older
+    event with other content cannot win later."""
+    if at_given:
+        db.session.commit()
+    else:
+        db.session.rollback()
+
+
 COMMON = {
     422: (
         "Invalid body, user id or address (not UTF-8, an unpaired surrogate, nested too "
@@ -182,9 +209,9 @@ def get_entry(slug: str, user_id: str) -> Response:
     ),
     scope="write",
     body=schemas.ENTRY_PUT,
-    headers=[IF_MATCH, IF_NONE_MATCH],
+    headers=[IF_MATCH, IF_NONE_MATCH, ordering.EVENT_TIME],
     responses={
-        200: ("Replaced, or already equal (version unchanged)", "Entry"),
+        200: ("Replaced, already equal (version unchanged), or superseded", "Entry"),
         201: ("Created", "Entry"),
         409: ("Created concurrently by another request; retry", "Error"),
         412: ("If-Match or If-None-Match did not hold", "Error"),
@@ -198,11 +225,14 @@ def put_entry(slug: str, user_id: str) -> Response:
     document = json_body(schemas.ENTRY_PUT)
     checked_user_id(user_id)
     clean = checked_fields(campaign, document["fields"])
+    late = superseded(campaign, slug, user_id)
+    if late is not None:
+        return late
     stored = entry_writes.lock_entry(campaign.id, user_id)
     live = stored if stored is not None and not stored.deleted else None
     check_preconditions(live)
     if live is not None and live.fields == clean:
-        db.session.rollback()
+        keep_unchanged(ordering.HEADER in request.headers)
         return entry_response(live, slug)
     saved = commit_change(campaign, user_id, clean, "update" if live else "create", stored)
     return entry_response(saved, slug, 200 if live is not None else 201)
@@ -215,9 +245,9 @@ def put_entry(slug: str, user_id: str) -> Response:
     scope="write",
     body=schemas.ENTRY_PATCH,
     body_types=("application/json", "application/merge-patch+json"),
-    headers=[IF_MATCH],
+    headers=[IF_MATCH, ordering.EVENT_TIME],
     responses={
-        200: ("Changed (or already equal)", "Entry"),
+        200: ("Changed, already equal, or superseded", "Entry"),
         412: ("If-Match did not hold", "Error"),
         **COMMON,
     },
@@ -226,6 +256,9 @@ def put_entry(slug: str, user_id: str) -> Response:
 def patch_entry(slug: str, user_id: str) -> Response:
     campaign = campaign_for(slug, write=True)
     document = json_body(schemas.ENTRY_PATCH, media_types=("application/merge-patch+json",))
+    late = superseded(campaign, slug, user_id)
+    if late is not None:
+        return late
     entry = entry_writes.lock_entry(campaign.id, user_id)
     if entry is None or entry.deleted:
         raise ApiError(404, "entry_not_found", "This user has no content in this campaign.")
@@ -235,7 +268,7 @@ def patch_entry(slug: str, user_id: str) -> Response:
         campaign, {name: value for name, value in merged.items() if value is not None}
     )
     if clean == entry.fields:
-        db.session.rollback()
+        keep_unchanged(ordering.HEADER in request.headers)
         return entry_response(entry, slug)
     return entry_response(commit_change(campaign, user_id, clean, "update", entry), slug)
 
@@ -246,14 +279,18 @@ def patch_entry(slug: str, user_id: str) -> Response:
     summary="Delete one user's entry",
     description="The entry becomes a tombstone version, so no older publish can bring it back.",
     scope="write",
-    headers=[IF_MATCH],
+    headers=[IF_MATCH, ordering.EVENT_TIME],
     responses={
+        200: ("Superseded: a newer event from this source is applied; nothing changed", "Entry"),
         204: ("Deleted", None),
         412: ("If-Match did not hold", "Error"),
     },
 )
 def delete_entry(slug: str, user_id: str) -> Response:
     campaign = campaign_for(slug, write=True)
+    late = superseded(campaign, slug, user_id)
+    if late is not None:
+        return late
     entry = entry_writes.lock_entry(campaign.id, user_id)
     if entry is None or entry.deleted:
         raise ApiError(404, "entry_not_found", "This user has no content in this campaign.")

@@ -68,7 +68,15 @@ BATCH_ROW = {
         "user_id": {
             "type": ["string", "integer"],
             "description": f"1-{USER_ID_MAX_LENGTH} characters.",
-        }
+        },
+        "$event_time": {
+            "type": "string",
+            "format": "date-time",
+            "description": (
+                "When the source produced this row (RFC 3339 with its offset); overrides the "
+                "`Event-Time` header. Not a field: no field name starts with `$`."
+            ),
+        },
     },
     "required": ["user_id"],
     "additionalProperties": {"type": ["string", "null"], "maxLength": MAX_FIELD_LENGTH},
@@ -89,6 +97,14 @@ ENTRY = {
         "version": {"type": "integer", "minimum": 1},
         "updated_at": {"type": "string", "format": "date-time"},
         "updated_by": {"type": ["string", "null"]},
+        "superseded": {
+            "type": "boolean",
+            "description": (
+                "Present (true) when the write carried an event time older than one its "
+                "source already applied: nothing changed, and this is the entry as it stands."
+            ),
+        },
+        "deleted": {"type": "boolean", "description": "With `superseded`: the entry is deleted."},
     },
     "required": ["campaign", "user_id", "fields", "version", "updated_at", "updated_by"],
 }
@@ -133,6 +149,28 @@ ROW_ERROR = {
     },
     "required": ["index", "errors"],
 }
+ROW_RESULT = {
+    "type": "object",
+    "description": "What happened to one row of the body.",
+    "properties": {
+        "index": {"type": "integer", "description": "Position of the row in the body, from 0."},
+        "user_id": {"type": ["string", "null"]},
+        "status": {
+            "type": "string",
+            "enum": ["created", "updated", "unchanged", "superseded", "invalid"],
+        },
+        "version": {
+            "type": ["integer", "null"],
+            "description": "The entry's version after the batch (not for invalid rows).",
+        },
+        "errors": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "Invalid rows: the problems by field.",
+        },
+    },
+    "required": ["index", "user_id", "status"],
+}
 BATCH_RESULT = {
     "type": "object",
     "properties": {
@@ -141,10 +179,21 @@ BATCH_RESULT = {
         "created": {"type": "integer"},
         "updated": {"type": "integer"},
         "unchanged": {"type": "integer"},
+        "superseded": {"type": "integer"},
         "invalid": {"type": "integer"},
         "errors": {"type": "array", "items": ROW_ERROR},
+        "results": {"type": "array", "items": ROW_RESULT},
     },
-    "required": ["rows", "created", "updated", "unchanged", "invalid", "errors"],
+    "required": [
+        "rows",
+        "created",
+        "updated",
+        "unchanged",
+        "superseded",
+        "invalid",
+        "errors",
+        "results",
+    ],
 }
 IMPORT_STATE = {
     "type": "object",
@@ -210,6 +259,7 @@ COMPONENTS = {
     "Campaign": CAMPAIGN,
     "CampaignList": CAMPAIGN_LIST,
     "RowError": ROW_ERROR,
+    "RowResult": ROW_RESULT,
     "BatchResult": BATCH_RESULT,
     "ImportState": IMPORT_STATE,
     "Error": ERROR,

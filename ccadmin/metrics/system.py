@@ -146,14 +146,18 @@ def set_aside_entries() -> dict[str, Any]:
 
 
 def write_counts(connection: redis.Redis) -> dict[str, int]:
-    """Entry writes the workers applied, and stale ones they refused (older versions).
+    """Entry writes the workers applied, stale ones they refused (older versions),
+    and ingest writes superseded by a newer event time from their source.
 
     Stale writes are normal after retries and replays; a steady climb means
-    jobs are arriving out of order or running twice.
+    jobs are arriving out of order or running twice. Superseded writes are a
+    sending tool's late retries, acknowledged and not applied.
     """
-    raw = connection.hmget(keys.STATS, keys.STAT_WRITES, keys.STAT_STALE_WRITES)
-    writes, stale = (int(value) if value else 0 for value in raw)
-    return {"writes": writes, "stale_writes": stale}
+    raw = connection.hmget(
+        keys.STATS, keys.STAT_WRITES, keys.STAT_STALE_WRITES, keys.STAT_SUPERSEDED_WRITES
+    )
+    writes, stale, superseded = (int(value) if value else 0 for value in raw)
+    return {"writes": writes, "stale_writes": stale, "superseded_writes": superseded}
 
 
 def redis_state(connection: redis.Redis) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from ccadmin.models.api_keys import ApiKey
 from ccadmin.models.audit import AuditEvent
 from ccadmin.models.campaign import Campaign
-from ccadmin.models.content import ContentEntry
+from ccadmin.models.content import ContentEntry, EntrySourceTime
 from ccadmin.models.idempotency import IdempotentRequest
 from ccadmin.models.imports import ContentImport, ImportRow
 from ccadmin.models.management_tokens import ManagementToken
@@ -18,6 +18,7 @@ __all__ = [
     "Campaign",
     "ContentEntry",
     "ContentImport",
+    "EntrySourceTime",
     "IdempotentRequest",
     "ImportRow",
     "ManagementToken",

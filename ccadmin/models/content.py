@@ -51,3 +51,20 @@ class ContentEntry(db.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} @ {self.campaign.slug if self.campaign else self.campaign_id}"
+
+
+class EntrySourceTime(db.Model):
+    """The newest event time applied to an entry from one source (event-time ordering).
+
+    A write carrying an older time from the same source is superseded; see
+    ccadmin/publishing/event_times.py.
+    """
+
+    __tablename__ = "entry_source_time"
+
+    campaign_id = db.Column(
+        BigId, db.ForeignKey("campaign.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id = db.Column(db.String(USER_ID_MAX_LENGTH), primary_key=True)
+    source = db.Column(db.String(200), primary_key=True)
+    event_time = db.Column(db.DateTime(timezone=True), nullable=False)

@@ -29,7 +29,15 @@ class ManagementToken(Credential, db.Model):
     # `read` or `write` (write includes read).
     scope = db.Column(db.String(8), nullable=False, default=SCOPE_READ)
     created_by = db.Column(db.String(200), nullable=True)
+    # Writes that carry an event time are ordered per entry and per source
+    # (ccadmin/publishing/event_times.py); NULL means the token's name. Two
+    # tokens of one sending system (a rotation) share a source.
+    source = db.Column(db.String(200), nullable=True)
 
     @property
     def can_write(self) -> bool:
         return self.scope == SCOPE_WRITE
+
+    @property
+    def event_source(self) -> str:
+        return self.source or self.name

@@ -138,6 +138,7 @@
     text("outbox-failing", number(publishing.failing));
     text("outbox-last-error", publishing.last_error || "–");
     text("write-counts", number(publishing.writes) + " / " + number(publishing.stale_writes));
+    text("superseded-writes", number(publishing.superseded_writes));
     text("queue-depth", number(publishing.queue_depth));
     text("set-aside-count", number(publishing.set_aside_count));
     replaceRows(

@@ -1,0 +1,97 @@
+"""Event-time ordering: a late write never puts older content live.
+
+The tools that push to the ingest API retry failed writes for hours, so a
+retry can arrive after newer writes for the same user. A write may carry the
+time its source produced it; per entry and per source (the management token's
+`source`), `entry_source_time` keeps the newest time applied. `advance` moves
+those times forward for the rows of one write in one upsert whose `WHERE`
+refuses an older time: the user ids it returns may be written, the others
+are superseded and change nothing. The upsert takes the time row's lock (or,
+for a new row, the key's), held to the commit, so two writes for one user and
+source wait on each other and the second compares against the first's
+committed time. Writers take this lock before the entry's, always in that
+order. Writes without a time are not ordered (an admin edit, an import).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+import redis
+from flask import current_app
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ccadmin import keys
+from ccadmin.extensions import db
+from ccadmin.models import EntrySourceTime
+from ccadmin.redis_client import get_store
+
+log = logging.getLogger(__name__)
+
+times = EntrySourceTime.__table__
+LEAP_SECOND = re.compile(r"(?<=T\d\d:\d\d):60(\.\d+)?")
+# Rows per upsert: SQLite allows 32,766 bound parameters, four per row.
+CHUNK = 5_000
+
+
+def parse_event_time(raw: str) -> datetime:
+    """An RFC 3339 / ISO 8601 time with its offset (`2026-12-07T10:00:00.123Z`), in UTC.
+
+    A time without an offset is refused: its source's zone is unknown, and
+    guessing would order writes wrongly by hours.
+    """
+    text = raw.strip().upper()
+    if LEAP_SECOND.search(text):
+        # RFC 3339 allows a leap second (23:59:60); it orders as the end of its minute.
+        text = LEAP_SECOND.sub(":59.999999", text, count=1)
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise ValueError("no UTC offset")
+    return value.astimezone(UTC)
+
+
+EVENT_TIME_FORMAT = "An RFC 3339 time with its offset, such as 2026-12-07T10:00:00.000Z."
+
+
+def advance(campaign_id: int, source: str, event_times: Mapping[str, datetime]) -> set[str]:
+    """Record each user's event time unless the source already sent a newer one.
+
+    Returns the user ids whose write may go ahead (their time is the newest
+    or equal); the rest are superseded. Rows are upserted in user id order,
+    so concurrent batches take their locks in the same order.
+    """
+    dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
+    allowed: set[str] = set()
+    ordered = sorted(event_times.items())
+    for start in range(0, len(ordered), CHUNK):
+        rows = [
+            {"campaign_id": campaign_id, "user_id": user_id, "source": source, "event_time": at}
+            for user_id, at in ordered[start : start + CHUNK]
+        ]
+        statement = dialect.insert(times).values(rows)
+        statement = statement.on_conflict_do_update(
+            index_elements=[times.c.campaign_id, times.c.user_id, times.c.source],
+            set_={"event_time": statement.excluded.event_time},
+            where=times.c.event_time <= statement.excluded.event_time,
+        ).returning(times.c.user_id)
+        allowed.update(db.session.execute(statement).scalars())
+    return allowed
+
+
+def count_superseded(count: int) -> None:
+    """Add to the superseded-writes counter the live metrics page shows (after commit).
+
+    Best effort: the writes are committed, and a Redis outage must not turn
+    their answer into an error.
+    """
+    if not count:
+        return
+    try:
+        get_store(current_app.config["CCADMIN_SETTINGS"]).hincrby(
+            keys.STATS, keys.STAT_SUPERSEDED_WRITES, count
+        )
+    except redis.RedisError as error:
+        log.warning("superseded writes not counted: %s", error)
