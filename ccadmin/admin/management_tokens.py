@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import url_for
 from flask_admin.actions import action
-from wtforms import SelectChoice, SelectField, SelectMultipleField, StringField
+from wtforms import PasswordField, SelectChoice, SelectField, SelectMultipleField, StringField
 from wtforms.validators import DataRequired, Length, Optional
 
 from ccadmin.admin.base import AdminForm, actor
@@ -27,6 +27,7 @@ def token_snapshot(token: ManagementToken) -> dict[str, Any]:
         "scope": token.scope,
         "campaigns": token.campaigns,
         "source": token.source,
+        "signed": token.signing_secret is not None,
         "revoked": token.revoked_at is not None,
     }
 
@@ -58,6 +59,14 @@ class ManagementTokenForm(AdminForm):
             "Writes that carry an event time are ordered per entry and per source: an older "
             "one is acknowledged and not applied. Empty: the token's name. Give a new token "
             "the old one's source when you rotate it."
+        ),
+    )
+    signing_secret = PasswordField(
+        "Signing secret",
+        validators=[Optional(), Length(max=200)],
+        description=(
+            "The shared secret you set in Segment's Webhooks destination: the events endpoint "
+            "then refuses bodies without its signature (X-Signature). Never shown again."
         ),
     )
 
@@ -94,6 +103,7 @@ class ManagementTokenView(CredentialView):
             scope=form.scope.data,
             campaigns=list(form.campaigns.data) or None,
             source=form.source.data or None,
+            signing_secret=form.signing_secret.data or None,
             created_by=actor(),
         )
         return token, secret

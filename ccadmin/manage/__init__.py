@@ -13,7 +13,15 @@ from flask import Flask, request
 from werkzeug.routing import PathConverter
 
 from ccadmin.extensions import csrf
-from ccadmin.manage import batch, campaigns, entries, imports, openapi, token_auth  # noqa: F401
+from ccadmin.manage import (  # noqa: F401  (each module registers its routes)
+    batch,
+    campaigns,
+    entries,
+    events,
+    imports,
+    openapi,
+    token_auth,
+)
 from ccadmin.manage.errors import ApiError, handle_any
 from ccadmin.manage.routes import bp, close_methods
 from ccadmin.security.errors import render_under

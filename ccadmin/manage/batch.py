@@ -338,6 +338,18 @@ def write_rows(
 
 @operation(
     "/campaigns/<slug>/content:batch",
+    "HEAD",
+    summary="Connection test for a sending tool",
+    scope="write",
+    responses={200: ("The token may write to this campaign", None)},
+)
+def head_batch(slug: str) -> Response:
+    campaign_for(slug, write=True)
+    return Response(status=200)
+
+
+@operation(
+    "/campaigns/<slug>/content:batch",
     "POST",
     summary="Create or change up to 10,000 entries in one transaction",
     description=(
@@ -346,11 +358,13 @@ def write_rows(
         "index), unless `partial=true`: then the valid rows are written and the answer has "
         "a result per row. Rows equal to the entry are left alone. A row may carry "
         "`$event_time` (else the `Event-Time` header applies): rows older than what the "
-        "token's source already applied are `superseded`."
+        "token's source already applied are `superseded`. An empty body is a connection "
+        "test: 200 with nothing written."
     ),
     scope="write",
     body=schemas.BATCH,
     body_types=BATCH_TYPES,
+    body_required=False,
     body_limit=MAX_BATCH_BYTES,
     query=[PARTIAL],
     headers=[ordering.EVENT_TIME],
@@ -359,8 +373,11 @@ def write_rows(
 def batch_entries(slug: str) -> Response:
     campaign = campaign_for(slug, write=True)
     partial = query_flag("partial")
-    media_type = require_media_type(BATCH_TYPES)
-    rows = parse_rows(media_type, read_body(MAX_BATCH_BYTES))
+    raw = read_body(MAX_BATCH_BYTES)
+    if not raw.strip():
+        rows: list[Any] = []
+    else:
+        rows = parse_rows(require_media_type(BATCH_TYPES), raw)
     response = jsonify(write_rows(campaign, rows, partial, ordering.request_event_time()))
     response.headers["Cache-Control"] = "no-store"
     return response

@@ -139,7 +139,7 @@ def operation_document(op: Operation) -> dict[str, Any]:
     if op.description:
         document["description"] = op.description
     if op.scope:
-        document["security"] = [{"bearer": []}]
+        document["security"] = [{"bearer": []}, {"basic": []}]
         document["x-token-scope"] = op.scope
     else:
         document["security"] = []
@@ -179,7 +179,15 @@ def build_document() -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "A management token (`ccm_...`) created in the admin.",
-                }
+                },
+                "basic": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": (
+                        "The same token as the user name (or the password), for tools that "
+                        "send credentials as HTTP Basic."
+                    ),
+                },
             },
         },
     }

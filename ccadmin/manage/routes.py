@@ -56,7 +56,7 @@ class Operation:
 
     @property
     def writes(self) -> bool:
-        return self.method != "GET"
+        return self.method not in ("GET", "HEAD")
 
 
 OPERATIONS: list[Operation] = []

@@ -171,6 +171,75 @@ ROW_RESULT = {
     },
     "required": ["index", "user_id", "status"],
 }
+EVENT = {
+    "type": "object",
+    "description": (
+        "A Segment / RudderStack event. Only `identify` and `track` with a `userId` set "
+        "fields; the rest of the event is read as the `map` parameter says."
+    ),
+    "properties": {
+        "type": {"type": "string", "examples": ["identify", "track"]},
+        "userId": {"type": ["string", "integer", "null"]},
+        "anonymousId": {"type": ["string", "null"]},
+        "event": {"type": "string", "description": "A track event's name."},
+        "traits": {"type": "object"},
+        "properties": {"type": "object"},
+        "context": {"type": "object"},
+        "timestamp": {"type": "string", "format": "date-time"},
+        "messageId": {"type": "string"},
+    },
+}
+EVENTS = {
+    "oneOf": [
+        EVENT,
+        {"type": "array", "items": EVENT, "maxItems": MAX_BATCH_ROWS},
+        {
+            "type": "object",
+            "properties": {"batch": {"type": "array", "items": EVENT}},
+            "required": ["batch"],
+        },
+    ],
+}
+EVENT_RESULT = {
+    "type": "object",
+    "description": "What happened to one event of the body.",
+    "properties": {
+        "index": {"type": "integer", "description": "Position of the event, from 0."},
+        "user_id": {"type": ["string", "null"]},
+        "status": {
+            "type": "string",
+            "enum": ["created", "updated", "unchanged", "superseded", "ignored", "invalid"],
+        },
+        "version": {"type": ["integer", "null"]},
+        "reason": {"type": "string", "description": "Why an event was ignored."},
+        "errors": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+    "required": ["index", "user_id", "status"],
+}
+EVENTS_RESULT = {
+    "type": "object",
+    "properties": {
+        "events": {"type": "integer"},
+        "created": {"type": "integer"},
+        "updated": {"type": "integer"},
+        "unchanged": {"type": "integer"},
+        "superseded": {"type": "integer"},
+        "ignored": {"type": "integer"},
+        "invalid": {"type": "integer"},
+        "import_id": {"type": ["integer", "null"]},
+        "results": {"type": "array", "items": EVENT_RESULT},
+    },
+    "required": [
+        "events",
+        "created",
+        "updated",
+        "unchanged",
+        "superseded",
+        "ignored",
+        "invalid",
+        "results",
+    ],
+}
 BATCH_RESULT = {
     "type": "object",
     "properties": {
@@ -261,6 +330,9 @@ COMPONENTS = {
     "RowError": ROW_ERROR,
     "RowResult": ROW_RESULT,
     "BatchResult": BATCH_RESULT,
+    "Event": EVENT,
+    "EventResult": EVENT_RESULT,
+    "EventsResult": EVENTS_RESULT,
     "ImportState": IMPORT_STATE,
     "Error": ERROR,
 }

@@ -1,4 +1,7 @@
-"""Bearer management tokens: who is calling, what they may touch, how often.
+"""Management tokens: who is calling, what they may touch, how often.
+
+A token arrives as `Authorization: Bearer ...`, or as HTTP Basic with the
+token as the user name or the password (what some sending tools offer).
 
 Tokens are looked up by the SHA-256 of the secret (they are long and random,
 so no slow hash is needed), compared in the database by that digest. The
@@ -9,6 +12,8 @@ through the database and the outbox, so a Redis restart must not stop them.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import time
 from datetime import timedelta
@@ -22,24 +27,55 @@ from ccadmin.extensions import db
 from ccadmin.manage.errors import ApiError
 from ccadmin.models import Campaign, ManagementToken
 from ccadmin.models.credentials import hash_secret
-from ccadmin.models.management_tokens import SCOPE_WRITE
+from ccadmin.models.management_tokens import SCOPE_WRITE, TOKEN_PREFIX
 from ccadmin.models.types import utcnow
 from ccadmin.redis_client import get_redis
 
 log = logging.getLogger(__name__)
 
+SIGNATURE_HEADER = "X-Signature"
+SIGNATURE = {
+    "name": SIGNATURE_HEADER,
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": (
+        "Required when the token has a signing secret: the HMAC-SHA1 of the body keyed by "
+        "that secret, in hex (what Segment's Webhooks destinations send)."
+    ),
+}
 RATE_WINDOW_SECONDS = 60
 # last_used_at is written at most this often per token, not on every request.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 
 
-def bearer_secret() -> str | None:
-    """The token from `Authorization: Bearer ...`, or None."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, secret = header.partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
+def presented_secret() -> str | None:
+    """The token from `Authorization` (Bearer, or Basic user name or password), or None."""
+    authorization = request.authorization
+    if authorization is None:
         return None
-    return secret.strip()
+    if authorization.type == "bearer":
+        return authorization.token or None
+    if authorization.type == "basic":
+        user, password = authorization.username or "", authorization.password or ""
+        return user if user.startswith(TOKEN_PREFIX) or not password else password
+    return None
+
+
+def verify_signature(body: bytes) -> None:
+    """With a signing secret on the token, the body's HMAC-SHA1 in `X-Signature` (Segment's
+    scheme: hex, keyed by the shared secret) must match; else 401."""
+    secret = token().signing_secret
+    if secret is None:
+        return
+    expected = hmac.new(secret.encode("utf-8"), body, hashlib.sha1).hexdigest()
+    presented = request.headers.get(SIGNATURE_HEADER, "").strip().lower()
+    if not hmac.compare_digest(expected, presented):
+        raise ApiError(
+            401,
+            "invalid_signature",
+            f"The body's {SIGNATURE_HEADER} does not match this token's signing secret.",
+        )
 
 
 def authenticate() -> ManagementToken:
@@ -48,9 +84,14 @@ def authenticate() -> ManagementToken:
     On a campaign's path the campaign is read in the same query (`campaign`),
     which saves every such request a database round trip.
     """
-    secret = bearer_secret()
+    secret = presented_secret()
     if secret is None:
-        raise ApiError(401, "unauthorized", "Send a management token as `Authorization: Bearer`.")
+        raise ApiError(
+            401,
+            "unauthorized",
+            "Send a management token as `Authorization: Bearer`, or as the user name of "
+            "HTTP Basic.",
+        )
     query = select(ManagementToken).where(ManagementToken.secret_hash == hash_secret(secret))
     slug = (request.view_args or {}).get("slug")
     if slug is not None:

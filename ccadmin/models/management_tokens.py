@@ -33,6 +33,10 @@ class ManagementToken(Credential, db.Model):
     # (ccadmin/publishing/event_times.py); NULL means the token's name. Two
     # tokens of one sending system (a rotation) share a source.
     source = db.Column(db.String(200), nullable=True)
+    # A sending tool's shared secret (Segment's): the events endpoint then
+    # requires its HMAC of each body in `X-Signature`. Kept as given, since
+    # checking an HMAC needs the key; never shown again.
+    signing_secret = db.Column(db.String(200), nullable=True)
 
     @property
     def can_write(self) -> bool:

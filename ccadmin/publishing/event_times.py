@@ -22,11 +22,13 @@ from datetime import UTC, datetime
 
 import redis
 from flask import current_app
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ccadmin import keys
 from ccadmin.extensions import db
 from ccadmin.models import EntrySourceTime
+from ccadmin.models.types import one_of
 from ccadmin.redis_client import get_store
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,24 @@ def advance(campaign_id: int, source: str, event_times: Mapping[str, datetime]) 
         ).returning(times.c.user_id)
         allowed.update(db.session.execute(statement).scalars())
     return allowed
+
+
+def recorded(campaign_id: int, source: str, user_ids: list[str]) -> dict[str, datetime]:
+    """The newest time the source applied to each of these entries (not locked:
+    a first sort of events; `advance` decides under lock)."""
+    found: dict[str, datetime] = {}
+    for start in range(0, len(user_ids), CHUNK):
+        rows = db.session.execute(
+            select(times.c.user_id, times.c.event_time).where(
+                times.c.campaign_id == campaign_id,
+                times.c.source == source,
+                one_of(times.c.user_id, user_ids[start : start + CHUNK]),
+            )
+        )
+        for user_id, at in rows:
+            # SQLite gives the stored UTC time back without its zone.
+            found[user_id] = at if at.tzinfo else at.replace(tzinfo=UTC)
+    return found
 
 
 def count_superseded(count: int) -> None:

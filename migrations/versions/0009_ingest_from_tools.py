@@ -1,4 +1,4 @@
-"""event-time ordering of ingest writes: newest event time per entry and source
+"""ingest from sending tools: newest event time per entry and source, token sources and signing secrets
 
 Revision ID: 0009
 Revises: 0008
@@ -25,9 +25,11 @@ def upgrade():
     )
     with op.batch_alter_table('management_token') as batch_op:
         batch_op.add_column(sa.Column('source', sa.String(length=200), nullable=True))
+        batch_op.add_column(sa.Column('signing_secret', sa.String(length=200), nullable=True))
 
 
 def downgrade():
     with op.batch_alter_table('management_token') as batch_op:
+        batch_op.drop_column('signing_secret')
         batch_op.drop_column('source')
     op.drop_table('entry_source_time')
