@@ -90,7 +90,7 @@ def test_context_traits_numbers_and_a_custom_map(client, campaign, token):
     assert response.json["results"][0]["status"] == "created"
     assert fields(campaign)["7"] == {"message": "From context", "cta": "42"}
     bad_map = client.post(URL + "?map=nope:traits.x", json=event, headers=bearer(token))
-    assert bad_map.status_code == 400 and "map" in bad_map.json["details"]
+    assert bad_map.status_code == 422 and "map" in bad_map.json["details"]
 
 
 def test_track_events_can_be_limited_by_name(client, campaign, token):

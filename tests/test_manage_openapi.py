@@ -45,6 +45,9 @@ def test_schemathesis_cli_finds_nothing_with_every_check_and_the_stateful_phase(
         str(SEED),
         "--max-examples",
         str(EXAMPLES),
+        # A generator-side check: the imports body (CSV or NDJSON text) is
+        # sometimes hard to generate; it says nothing about the API.
+        "--suppress-health-check=filter_too_much",
     ]
     run = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
     summary = run.stdout[-6000:]

@@ -150,7 +150,11 @@ def commit_change(
 
 def superseded(campaign: Campaign, slug: str, user_id: str) -> Response | None:
     """The answer to a write older than what its source already applied, else None."""
-    if not ordering.is_superseded(campaign, user_id, ordering.request_event_time()):
+    at = ordering.request_event_time()
+    if at is None:
+        return None
+    # The time is recorded under the user id: it must be one an entry can have.
+    if not ordering.is_superseded(campaign, checked_user_id(user_id), at):
         return None
     current = entry_writes.lock_entry(campaign.id, user_id)
     db.session.rollback()
@@ -284,6 +288,7 @@ def patch_entry(slug: str, user_id: str) -> Response:
         200: ("Superseded: a newer event from this source is applied; nothing changed", "Entry"),
         204: ("Deleted", None),
         412: ("If-Match did not hold", "Error"),
+        422: ("A malformed Event-Time, or with one, an invalid user id", "Error"),
     },
 )
 def delete_entry(slug: str, user_id: str) -> Response:

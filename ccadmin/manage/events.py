@@ -83,15 +83,15 @@ class Parsed(NamedTuple):
 
 
 def field_paths(campaign: Campaign) -> dict[str, tuple[str, ...] | None]:
-    """Field -> its mapped path, or None for the default places; 400 for a bad `map`."""
+    """Field -> its mapped path, or None for the default places; 422 for a bad `map`."""
     names = campaign.field_names
     paths: dict[str, tuple[str, ...] | None] = dict.fromkeys(names)
     for item in request.args.getlist("map"):
         field, _, path = item.partition(":")
         if field not in paths or not path.strip():
             raise ApiError(
-                400,
-                "bad_request",
+                422,
+                "validation_failed",
                 f"`map` takes field:path with one of the campaign's fields ({', '.join(names)}).",
                 {"map": item[:200]},
             )

@@ -52,11 +52,9 @@ def source() -> str:
     return token_auth.token().event_source
 
 
-def is_superseded(campaign: Campaign, user_id: str, at: datetime | None) -> bool:
+def is_superseded(campaign: Campaign, user_id: str, at: datetime) -> bool:
     """Move this source's time for the entry forward; True if a newer one is recorded.
 
     Call before locking the entry (the lock order of event_times).
     """
-    if at is None:
-        return False
     return user_id not in event_times.advance(campaign.id, source(), {user_id: at})

@@ -171,34 +171,35 @@ ROW_RESULT = {
     },
     "required": ["index", "user_id", "status"],
 }
+# Any JSON value is an event the endpoint answers for (an event it cannot use is
+# `ignored` or `invalid` in its result), so these describe without constraining.
 EVENT = {
-    "type": "object",
     "description": (
-        "A Segment / RudderStack event. Only `identify` and `track` with a `userId` set "
-        "fields; the rest of the event is read as the `map` parameter says."
+        "A Segment / RudderStack event, as the tool sends it. `identify` (with `traits`, "
+        "or `context.traits`) and `track` (with `properties`) set fields for `userId`; "
+        "other types, events without `userId` and events carrying none of the mapped "
+        "values are ignored; `timestamp` orders it."
     ),
     "properties": {
-        "type": {"type": "string", "examples": ["identify", "track"]},
-        "userId": {"type": ["string", "integer", "null"]},
-        "anonymousId": {"type": ["string", "null"]},
-        "event": {"type": "string", "description": "A track event's name."},
-        "traits": {"type": "object"},
-        "properties": {"type": "object"},
-        "context": {"type": "object"},
-        "timestamp": {"type": "string", "format": "date-time"},
-        "messageId": {"type": "string"},
+        "type": {
+            "description": "`identify` or `track`; others are ignored.",
+            "examples": ["identify"],
+        },
+        "userId": {"description": "The user the content is for (a string or a number)."},
+        "event": {"description": "A track event's name (see the `event` parameter)."},
+        "traits": {"description": "An identify's values, by name."},
+        "properties": {"description": "A track's values, by name."},
+        "context": {"description": "`context.traits` is read when `traits` lacks a value."},
+        "timestamp": {"description": "When it happened (RFC 3339): its event time."},
     },
 }
 EVENTS = {
-    "oneOf": [
-        EVENT,
-        {"type": "array", "items": EVENT, "maxItems": MAX_BATCH_ROWS},
-        {
-            "type": "object",
-            "properties": {"batch": {"type": "array", "items": EVENT}},
-            "required": ["batch"],
-        },
-    ],
+    "type": ["object", "array"],
+    "description": (
+        'One event, an array of events, or `{"batch": [events]}`; at most 10,000 events.'
+    ),
+    "items": EVENT,
+    "maxItems": MAX_BATCH_ROWS,
 }
 EVENT_RESULT = {
     "type": "object",
@@ -330,7 +331,6 @@ COMPONENTS = {
     "RowError": ROW_ERROR,
     "RowResult": ROW_RESULT,
     "BatchResult": BATCH_RESULT,
-    "Event": EVENT,
     "EventResult": EVENT_RESULT,
     "EventsResult": EVENTS_RESULT,
     "ImportState": IMPORT_STATE,
