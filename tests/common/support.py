@@ -55,12 +55,13 @@ def login(client, email: str, password: str = PASSWORD, next_url: str | None = N
     return client.post(url, data={"email": email, "password": password, "csrf_token": token})
 
 
-def start_admin(spawn) -> str:
+def start_admin(spawn, env: dict[str, str] | None = None) -> str:
     """The admin under waitress on a free port (via the `spawn` fixture); its base URL."""
     port = free_port()
     web = f"http://127.0.0.1:{port}"
     spawn(
         ["-m", "ccadmin.web", f"--listen=127.0.0.1:{port}"],
+        env=env,
         ready_url=f"{web}/login",
     )
     return web
