@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint bench bench-ingest bench-list clean
+.PHONY: run test test-fast lint bench bench-ingest bench-tools bench-list clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -36,6 +36,10 @@ bench: $(STAMP)
 # DATABASE_URL selects the database (default: a temporary SQLite file); BENCH_ARGS=--rows N.
 bench-ingest: $(STAMP)
 	$(BIN)/python -m bench.ingest $(BENCH_ARGS)
+
+# Sending tools: Segment batches against content:batch, a shuffled replay (docs/performance.md).
+bench-tools: $(STAMP)
+	$(BIN)/python -m bench.tools $(BENCH_ARGS)
 
 # The admin's content list at 2,000,000 entries (docs/performance.md); DATABASE_URL: PostgreSQL.
 bench-list: $(STAMP)

@@ -69,15 +69,23 @@ class ApiReader:
         self.connection = http.client.HTTPConnection(HOST, port, timeout=10)
         self.headers = {"X-API-Key": api_key}
 
-    def version(self, slug: str, user_id: str) -> int | None:
-        """The served version, None when the API serves no content for the user."""
+    def document(self, slug: str, user_id: str) -> dict | None:
+        """What the API serves for the user, None when it serves no content."""
         self.connection.request("GET", f"/v1/{slug}?user_id={quote(user_id)}", headers=self.headers)
         response = self.connection.getresponse()
         answer = response.read()
         if response.status != 200:
             return None
         document = json.loads(answer)
-        return document["version"] if document.get("has_content") else None
+        return document if document.get("has_content") else None
+
+    def version(self, slug: str, user_id: str) -> int | None:
+        document = self.document(slug, user_id)
+        return None if document is None else document["version"]
+
+    def message(self, slug: str, user_id: str) -> str | None:
+        document = self.document(slug, user_id)
+        return None if document is None else document.get("message")
 
 
 class LiveWatcher(threading.Thread):

@@ -124,7 +124,10 @@ class CheckedRows(NamedTuple):
 def take_event_times(
     rows: list[Any], default: datetime | None
 ) -> tuple[dict[int, datetime], dict[int, dict[str, str]]]:
-    """Each row's `$event_time` (removed from the row), else the header's time."""
+    """Each row's `$event_time` (removed from the row), else the header's time.
+
+    The events endpoint's folded rows carry it as a datetime already.
+    """
     found: dict[int, datetime] = {}
     errors: dict[int, dict[str, str]] = {}
     for index, row in enumerate(rows):
@@ -132,6 +135,9 @@ def take_event_times(
         if raw is None:
             if default is not None:
                 found[index] = default
+            continue
+        if isinstance(raw, datetime):
+            found[index] = raw
             continue
         try:
             found[index] = event_times.parse_event_time(raw if type(raw) is str else "")

@@ -82,8 +82,11 @@ class Parsed(NamedTuple):
     problem: dict[str, str] | str | None
 
 
-def field_paths(campaign: Campaign) -> dict[str, tuple[str, ...] | None]:
-    """Field -> its mapped path, or None for the default places; 422 for a bad `map`."""
+Paths = dict[str, dict[str, list[tuple[str, ...]]]]
+
+
+def field_paths(campaign: Campaign) -> Paths:
+    """Per event type, each field's paths to try in order; 422 for a bad `map`."""
     names = campaign.field_names
     paths: dict[str, tuple[str, ...] | None] = dict.fromkeys(names)
     for item in request.args.getlist("map"):
@@ -96,7 +99,13 @@ def field_paths(campaign: Campaign) -> dict[str, tuple[str, ...] | None]:
                 {"map": item[:200]},
             )
         paths[field] = tuple(path.strip().split("."))
-    return paths
+    return {
+        kind: {
+            field: [path] if path else [(*place.split("."), field) for place in places]
+            for field, path in paths.items()
+        }
+        for kind, places in VALUE_PLACES.items()
+    }
 
 
 def _at_path(event: dict[str, Any], path: tuple[str, ...]) -> tuple[bool, Any]:
@@ -117,7 +126,7 @@ def _as_text(value: Any) -> str | None:
     raise ValueError("an object or a list")
 
 
-def read_event(event: Any, paths: dict[str, tuple[str, ...] | None], tracked: set[str]) -> Parsed:
+def read_event(event: Any, paths: Paths, tracked: set[str]) -> Parsed:
     if not isinstance(event, dict):
         return Parsed("invalid", None, {}, None, {"event": "An event is a JSON object."})
     kind = event.get("type")
@@ -138,10 +147,7 @@ def read_event(event: Any, paths: dict[str, tuple[str, ...] | None], tracked: se
         except ValueError:
             problems["timestamp"] = event_times.EVENT_TIME_FORMAT
     values: dict[str, str | None] = {}
-    for field, path in paths.items():
-        candidates = (
-            [path] if path else [(*place.split("."), field) for place in VALUE_PLACES[kind]]
-        )
+    for field, candidates in paths[kind].items():
         for candidate in candidates:
             found, value = _at_path(event, candidate)
             if found:
@@ -190,7 +196,10 @@ def fold(
     for index, event in enumerate(parsed):
         if event.status is None:
             by_user.setdefault(event.user_id, []).append(index)
-    applied = event_times.recorded(campaign.id, ordering.source(), list(by_user))
+    # A user's only event is judged under lock by the batch; several are
+    # sorted against what is recorded first, so no late one is folded in.
+    several = [user_id for user_id, indexes in by_user.items() if len(indexes) > 1]
+    applied = event_times.recorded(campaign.id, ordering.source(), several) if several else {}
     rows: list[dict[str, Any]] = []
     row_of: dict[int, int] = {}
     late: set[int] = set()
@@ -214,7 +223,7 @@ def fold(
             row_of[index] = len(rows)
         times = [parsed[index].at for index in current if parsed[index].at is not None]
         if times:
-            row[ordering.ROW_KEY] = max(times).isoformat()
+            row[ordering.ROW_KEY] = max(times)
         rows.append(row)
     return rows, row_of, late
 

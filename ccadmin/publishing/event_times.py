@@ -15,6 +15,7 @@ order. Writes without a time are not ordered (an admin edit, an import).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Mapping
@@ -22,8 +23,7 @@ from datetime import UTC, datetime
 
 import redis
 from flask import current_app
-from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select, text
 
 from ccadmin import keys
 from ccadmin.extensions import db
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 times = EntrySourceTime.__table__
 LEAP_SECOND = re.compile(r"(?<=T\d\d:\d\d):60(\.\d+)?")
-# Rows per upsert: SQLite allows 32,766 bound parameters, four per row.
+# User ids per query of recorded times.
 CHUNK = 5_000
 
 
@@ -58,6 +58,37 @@ def parse_event_time(raw: str) -> datetime:
 EVENT_TIME_FORMAT = "An RFC 3339 time with its offset, such as 2026-12-07T10:00:00.000Z."
 
 
+# One statement per dialect, compiled once: the rows travel as arrays (PostgreSQL)
+# or one JSON document (SQLite), not as four bound parameters each.
+_ADVANCE = {
+    "postgresql": text(
+        """
+INSERT INTO entry_source_time (campaign_id, user_id, source, event_time)
+SELECT :campaign_id, row.user_id, :source, row.event_time
+FROM unnest(CAST(:user_ids AS varchar[]), CAST(:event_times AS timestamptz[]))
+    AS row (user_id, event_time)
+ORDER BY row.user_id
+ON CONFLICT (campaign_id, user_id, source) DO UPDATE SET event_time = excluded.event_time
+WHERE entry_source_time.event_time <= excluded.event_time
+RETURNING user_id
+"""
+    ),
+    # SQLite needs a WHERE on an upsert's SELECT; its times are UTC text, in
+    # the format SQLAlchemy stores, so they compare in order.
+    "sqlite": text(
+        """
+INSERT INTO entry_source_time (campaign_id, user_id, source, event_time)
+SELECT :campaign_id, json_extract(value, '$[0]'), :source, json_extract(value, '$[1]')
+FROM json_each(:rows) WHERE true
+ON CONFLICT (campaign_id, user_id, source) DO UPDATE SET event_time = excluded.event_time
+WHERE entry_source_time.event_time <= excluded.event_time
+RETURNING user_id
+"""
+    ),
+}
+SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
+
+
 def advance(campaign_id: int, source: str, event_times: Mapping[str, datetime]) -> set[str]:
     """Record each user's event time unless the source already sent a newer one.
 
@@ -65,22 +96,21 @@ def advance(campaign_id: int, source: str, event_times: Mapping[str, datetime]) 
     or equal); the rest are superseded. Rows are upserted in user id order,
     so concurrent batches take their locks in the same order.
     """
-    dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
-    allowed: set[str] = set()
     ordered = sorted(event_times.items())
-    for start in range(0, len(ordered), CHUNK):
-        rows = [
-            {"campaign_id": campaign_id, "user_id": user_id, "source": source, "event_time": at}
-            for user_id, at in ordered[start : start + CHUNK]
-        ]
-        statement = dialect.insert(times).values(rows)
-        statement = statement.on_conflict_do_update(
-            index_elements=[times.c.campaign_id, times.c.user_id, times.c.source],
-            set_={"event_time": statement.excluded.event_time},
-            where=times.c.event_time <= statement.excluded.event_time,
-        ).returning(times.c.user_id)
-        allowed.update(db.session.execute(statement).scalars())
-    return allowed
+    if db.engine.dialect.name == "postgresql":
+        parameters = {
+            "user_ids": [user_id for user_id, _ in ordered],
+            "event_times": [at for _, at in ordered],
+        }
+    else:
+        rows = [[user_id, at.astimezone(UTC).strftime(SQLITE_TIME)] for user_id, at in ordered]
+        parameters = {"rows": json.dumps(rows)}
+    statement = _ADVANCE[db.engine.dialect.name]
+    return set(
+        db.session.execute(
+            statement, {"campaign_id": campaign_id, "source": source, **parameters}
+        ).scalars()
+    )
 
 
 def recorded(campaign_id: int, source: str, user_ids: list[str]) -> dict[str, datetime]:
