@@ -13,7 +13,7 @@ from common.publishing_support import make_campaign
 from sqlalchemy import select
 
 from ccadmin.extensions import db
-from ccadmin.models import ContentEntry, ManagementToken
+from ccadmin.models import AuditEvent, ContentEntry, ManagementToken
 
 URL = "/manage/v1/campaigns/spring/events"
 
@@ -183,3 +183,36 @@ def test_a_signed_token_needs_segments_signature(client, campaign, token):
     assert fields(campaign) == {}
     good = client.post(URL, data=body, headers={**headers, "X-Signature": signature})
     assert good.status_code == 200 and fields(campaign) == {"1": {"message": "signed"}}
+
+
+def test_a_single_event_is_written_like_a_patch(client, campaign, token):
+    """One event a request (Segment classic, RudderStack): no change set, a single write."""
+    first = client.post(URL, json=identify("9", 1, message="Hi", cta="Go"), headers=bearer(token))
+    assert first.json["results"][0] == {
+        "index": 0,
+        "user_id": "9",
+        "status": "created",
+        "version": 1,
+    }
+    assert first.json["import_id"] is None
+    # Traits it leaves out keep their values; the same values again change nothing.
+    partial = client.post(URL, json=identify("9", 2, message="Hello"), headers=bearer(token))
+    assert partial.json["results"][0]["status"] == "updated"
+    assert fields(campaign)["9"] == {"message": "Hello", "cta": "Go"}
+    same = client.post(URL, json=identify("9", 3, message="Hello"), headers=bearer(token))
+    assert same.json["results"][0] == {
+        "index": 0,
+        "user_id": "9",
+        "status": "unchanged",
+        "version": 2,
+    }
+    # Its time was still recorded: an older event with other content is late.
+    late = client.post(URL, json=identify("9", 2, cta="Old"), headers=bearer(token))
+    assert late.json["results"][0]["status"] == "superseded"
+    too_long = client.post(URL, json=identify("9", 4, message="x" * 21), headers=bearer(token))
+    assert too_long.status_code == 200
+    assert "message" in too_long.json["results"][0]["errors"]
+    audit = db.session.scalars(
+        select(AuditEvent.action).where(AuditEvent.actor == "token:segment")
+    ).all()
+    assert sorted(audit) == ["create", "update"]

@@ -14,8 +14,10 @@ Each event's `timestamp` is its event time (event_times.py). Several events
 for one user in one request are folded, oldest first, into one row: fields a
 later event sets win. Events older than what the token's source already
 applied are dropped before folding, so an older event's fields never ride
-along with a newer one. The rows then go through the batch's path
-(`batch.write_rows`, valid rows applied), and every event gets a result.
+along with a newer one. One row (a single event, as Segment's classic
+webhooks and RudderStack send) is written like a single `PATCH`; more go
+through the batch's path (`batch.write_rows`, valid rows applied). Every
+event gets a result.
 
 Answers are 200 with a result per event, so neither tool retries a request
 for one bad event (they retry 5xx, 408 and 429, and drop other 4xx).
@@ -30,8 +32,10 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from flask import jsonify, request
+from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
 
+from ccadmin.content.schema import user_id_error, validate_fields
 from ccadmin.extensions import db
 from ccadmin.imports.parsing import USER_ID_COLUMN
 from ccadmin.manage import ordering, schemas, token_auth
@@ -40,7 +44,7 @@ from ccadmin.manage.campaigns import campaign_for
 from ccadmin.manage.errors import ApiError
 from ccadmin.manage.routes import operation, parse_json, read_body, require_media_type
 from ccadmin.models import Campaign
-from ccadmin.publishing import event_times
+from ccadmin.publishing import entry_writes, event_times
 
 RULE = "/campaigns/<slug>/events"
 # Where each event type keeps the values it sets, in the order they are tried.
@@ -242,11 +246,62 @@ def _empty_answer() -> dict[str, Any]:
     }
 
 
+def write_one(campaign: Campaign, row: dict[str, Any]) -> dict[str, Any]:
+    """One user's row the way a single write goes (a few statements, no change set):
+    what Segment's classic webhooks and RudderStack send, one event a request.
+
+    Two requests creating the same user at once: the second one's insert
+    fails on the unique key, and it runs again as an update.
+    """
+    try:
+        return _write_one(campaign, dict(row))
+    except IntegrityError:
+        db.session.rollback()
+        return _write_one(campaign, dict(row))
+
+
+def _write_one(campaign: Campaign, row: dict[str, Any]) -> dict[str, Any]:
+    user_id = row.pop(USER_ID_COLUMN)
+    at = row.pop(ordering.ROW_KEY, None)
+    error = user_id_error(user_id)
+    if error:
+        return {"status": "invalid", "errors": {USER_ID_COLUMN: error}}
+    if at is not None and ordering.is_superseded(campaign, user_id, at):
+        current = entry_writes.lock_entry(campaign.id, user_id)
+        db.session.rollback()
+        event_times.count_superseded(1)
+        return {"status": "superseded", "version": None if current is None else current.version}
+    stored = entry_writes.lock_entry(campaign.id, user_id)
+    live = stored if stored is not None and not stored.deleted else None
+    names = set(campaign.field_names)
+    base = {name: value for name, value in live.fields.items() if name in names} if live else {}
+    texts = {name: "" if value is None else value for name, value in row.items()}
+    clean, problems = validate_fields(campaign.field_schema, {**base, **texts})
+    if problems:
+        db.session.rollback()
+        return {"status": "invalid", "errors": problems}
+    if live is not None and clean == live.fields:
+        # Still commit a time that moved forward, as a PUT does.
+        db.session.commit()
+        return {"status": "unchanged", "version": live.version}
+    action = "update" if live is not None else "create"
+    saved = entry_writes.write_entry(
+        campaign.id, user_id, clean, token_auth.actor(), action, stored
+    )
+    db.session.commit()
+    return {"status": "created" if live is None else "updated", "version": saved.version}
+
+
 def apply_events(campaign: Campaign, events: list[Any]) -> dict[str, Any]:
     paths = field_paths(campaign)
     parsed = [read_event(event, paths, set(request.args.getlist("event"))) for event in events]
     rows, row_of, late = fold(campaign, parsed)
-    written = write_rows(campaign, rows, True, None) if rows else None
+    import_id = None
+    if len(rows) == 1:
+        row_results = [write_one(campaign, rows[0])]
+    elif rows:
+        written = write_rows(campaign, rows, True, None)
+        row_results, import_id = written["results"], written["import_id"]
     results = []
     for index, event in enumerate(parsed):
         result: dict[str, Any] = {"index": index, "user_id": event.user_id}
@@ -257,7 +312,7 @@ def apply_events(campaign: Campaign, events: list[Any]) -> dict[str, Any]:
         elif index in late:
             result.update(status="superseded")
         else:
-            row_result = written["results"][row_of[index]]
+            row_result = row_results[row_of[index]]
             result.update(status=row_result["status"])
             if "errors" in row_result:
                 result["errors"] = row_result["errors"]
@@ -270,7 +325,7 @@ def apply_events(campaign: Campaign, events: list[Any]) -> dict[str, Any]:
     answer.update({status: counts[status] for status in answer if status in counts})
     answer.update(
         events=len(events),
-        import_id=None if written is None else written["import_id"],
+        import_id=import_id,
         results=results,
     )
     return answer
