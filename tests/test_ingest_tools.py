@@ -15,6 +15,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import queue
+import random
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -196,3 +199,45 @@ def test_a_census_connection_test(campaign, spawn):
         status, _, _ = send("HEAD", web + path, headers={"Authorization": "Bearer ccm_wrong"})
         assert status == 401
     assert stored(campaign) == {}
+
+
+def test_a_shuffled_concurrent_replay_ends_with_the_newest_event(campaign, spawn):
+    """Retries and parallel deliveries: batches and single events from four connections."""
+    token = make_token("replay")
+    web = start_admin(spawn)
+    users, per_user = 40, 25
+    stream = [
+        segment_identify(
+            str(user), f"2026-12-07T10:{step:02d}:00.000Z", f"{user}-{step}", message=f"step {step}"
+        )
+        for user in range(users)
+        for step in range(per_user)
+    ]
+    random.Random(18).shuffle(stream)
+    # Every fifth delivery is a single event (classic), the rest batches of 50 (Actions).
+    deliveries: queue.Queue = queue.Queue()
+    position = 0
+    while position < len(stream):
+        size = 1 if deliveries.qsize() % 5 == 4 else 50
+        deliveries.put(json.dumps(stream[position : position + size]).encode())
+        position += size
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    statuses: list[int] = []
+
+    def sender() -> None:
+        while True:
+            try:
+                body = deliveries.get_nowait()
+            except queue.Empty:
+                return
+            statuses.append(send("POST", web + EVENTS, body, headers)[0])
+
+    threads = [threading.Thread(target=sender) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert set(statuses) == {200}
+    assert stored(campaign) == {
+        str(user): {"message": f"step {per_user - 1}"} for user in range(users)
+    }
