@@ -25,7 +25,7 @@ from ccadmin.extensions import db
 from ccadmin.imports import applying, bulk, staging
 from ccadmin.imports.parsing import USER_ID_COLUMN
 from ccadmin.manage import ordering, schemas, token_auth
-from ccadmin.manage.campaigns import campaign_for
+from ccadmin.manage.campaigns import campaign_for, connection_test
 from ccadmin.manage.errors import ApiError
 from ccadmin.manage.routes import (
     operation,
@@ -342,16 +342,7 @@ def write_rows(
     }
 
 
-@operation(
-    "/campaigns/<slug>/content:batch",
-    "HEAD",
-    summary="Connection test for a sending tool",
-    scope="write",
-    responses={200: ("The token may write to this campaign", None)},
-)
-def head_batch(slug: str) -> Response:
-    campaign_for(slug, write=True)
-    return Response(status=200)
+connection_test("/campaigns/<slug>/content:batch", "head_batch")
 
 
 @operation(

@@ -39,6 +39,26 @@ def campaign_for(slug: str, write: bool = False) -> Campaign:
     return campaign
 
 
+def connection_test(rule: str, operation_id: str) -> None:
+    """`HEAD` on a write path: 200 when the token may write to the campaign.
+
+    Sending tools (Census, Hightouch) check a destination this way before a sync.
+    """
+
+    def view(slug: str) -> Response:
+        campaign_for(slug, write=True)
+        return Response(status=200)
+
+    view.__name__ = operation_id
+    operation(
+        rule,
+        "HEAD",
+        summary="Connection test for a sending tool",
+        scope="write",
+        responses={200: ("The token may write to this campaign", None)},
+    )(view)
+
+
 def entry_count(campaign: Campaign) -> dict[str, Any]:
     """Live entries of a campaign: exact when small, PostgreSQL's estimate when large.
 

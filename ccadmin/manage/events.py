@@ -40,7 +40,7 @@ from ccadmin.extensions import db
 from ccadmin.imports.parsing import USER_ID_COLUMN
 from ccadmin.manage import ordering, schemas, token_auth
 from ccadmin.manage.batch import MAX_BATCH_BYTES, write_rows
-from ccadmin.manage.campaigns import campaign_for
+from ccadmin.manage.campaigns import campaign_for, connection_test
 from ccadmin.manage.errors import ApiError
 from ccadmin.manage.routes import operation, parse_json, read_body, require_media_type
 from ccadmin.models import Campaign
@@ -331,16 +331,7 @@ def apply_events(campaign: Campaign, events: list[Any]) -> dict[str, Any]:
     return answer
 
 
-@operation(
-    RULE,
-    "HEAD",
-    summary="Connection test for a sending tool",
-    scope="write",
-    responses={200: ("The token may write to this campaign", None)},
-)
-def head_events(slug: str) -> Response:
-    campaign_for(slug, write=True)
-    return Response(status=200)
+connection_test(RULE, "head_events")
 
 
 @operation(
