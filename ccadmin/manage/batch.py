@@ -7,6 +7,10 @@ written by applying.apply_batch (one outbox event for the batch) and recorded
 by applying.finish (one audit event, the entry histories), all before one
 commit. Any invalid row means nothing is written,
 unless `?partial=true`, which writes the valid rows and reports the others.
+Rows that carry an event time older than their source already applied are
+acknowledged as superseded and not written (ccadmin/publishing/event_times.py).
+The answer has a result per row; the events endpoint writes through the same
+`write_rows`.
 """
 
 from __future__ import annotations
