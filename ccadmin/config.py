@@ -238,6 +238,10 @@ class Settings:
     # second. `API_METRICS=0` turns both off (the dashboard and `/metrics` go
     # quiet); it exists to measure their overhead, which stays under 5%.
     api_metrics: bool = setting("API_METRICS", boolean, True)
+    # Where the API processes of one host and port share their counts, so one
+    # scrape of /metrics sees them all (ccadmin/api/host_counts.py). Unset: a
+    # folder in the instance folder named for the port.
+    api_metrics_dir: Path | None = setting("API_METRICS_DIR", path)
     # Pin each waitress process to one CPU of its affinity mask (docs/performance.md).
     # 0 where the mask is not this process's own: a container without
     # exclusive CPUs sees the host's, and every pod would pin to the same ones.

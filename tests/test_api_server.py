@@ -18,6 +18,7 @@ from common.api_support import (
     publish_entry,
 )
 from common.support import free_port, wait_until
+from prometheus_client.parser import text_string_to_metric_families
 
 store = api_support.store
 start_api = api_support.start_api
@@ -106,6 +107,36 @@ def test_several_processes_share_one_port(store, spawn):
     assert parent.wait(timeout=15) == 0
     for child in replaced:
         assert not Path(f"/proc/{child}").exists()
+
+
+def test_one_scrape_counts_every_process_and_never_goes_down(store, spawn):
+    """Two processes share the port: a scrape shows the host's total, across a child's death."""
+    _, port, parent, children = _two_process_api(store, spawn)
+    sample = 'ccadmin_api_requests_total{campaign="promo",status="200"}'
+
+    def scraped() -> float:
+        text = call(port, "/metrics").body.decode()
+        families = {family.name for family in text_string_to_metric_families(text)}
+        assert "ccadmin_api_requests" in families
+        return metric_value(text, sample) or 0
+
+    answered: set[int] = set()
+    requests = 0
+    while answered != children or requests < 40:
+        assert call(port, "/data?user_id=1").status == 200
+        requests += 1
+        answered.add(_answering_pid(port))
+    # A sibling's counts reach the scrape within a second; never more than were made.
+    assert wait_until(lambda: (value := scraped()) == requests and value, timeout=5) == requests
+
+    victim = next(iter(children))
+    time.sleep(1.2)  # the victim's last counts are in its file
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: (now := _children(parent.pid)) and len(now) == 2 and victim not in now)
+    assert scraped() == requests
+    for _ in range(10):
+        call(port, "/data?user_id=1")
+    assert wait_until(lambda: scraped() == requests + 10, timeout=5)
 
 
 def test_children_of_a_killed_parent_drain_and_exit(store, spawn):

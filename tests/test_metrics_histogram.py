@@ -122,7 +122,8 @@ def test_rendered_counters_parse_as_prometheus_text():
     counters.observe("promo", 200, 100, 0.3)
     counters.observe('we"ird', 404, 10, 0.0001)
     families = {
-        family.name: family for family in text_string_to_metric_families(counters.render().decode())
+        family.name: family
+        for family in text_string_to_metric_families(counters.render(counters.totals()).decode())
     }
     histogram = families["ccadmin_api_request_duration_seconds"]
     assert histogram.type == "histogram"

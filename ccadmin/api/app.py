@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from ccadmin import config, payload
-from ccadmin.api import caller_access
+from ccadmin.api import caller_access, host_counts
 from ccadmin.api.breaker import RedisUnavailable
 from ccadmin.api.config_snapshot import Campaign, ConfigSnapshot
 from ccadmin.api.counters import (
@@ -226,9 +226,13 @@ class ConnectedContentApp:
         store: Store,
         counters: Counters,
         allowlist: caller_access.CallerAllowlist | None = None,
+        flusher: MetricsFlusher | None = None,
     ) -> None:
         self.store = store
         self.counters = counters
+        # Shares this process's counts with the host's other API processes
+        # (host_counts.py) and with Redis; None: this process alone.
+        self.flusher = flusher
         # None: every address may call (keys still apply).
         self.allowlist = allowlist
 
@@ -417,9 +421,17 @@ class ConnectedContentApp:
             return error_response(not_ready())
         return _json_ok({"status": "ready"})
 
+    def close(self) -> None:
+        """The last counts of a process that stops, for the host's scrapes and Redis."""
+        if self.flusher is not None:
+            self.flusher.final()
+
     def metrics(self) -> Response:
-        """This process's counters in the Prometheus text format."""
-        body = self.counters.render()
+        """The counters of every API process on this host and port, in Prometheus text."""
+        totals = self.counters.totals()
+        if self.flusher is not None:
+            totals = host_counts.host_totals(self.flusher.settings, totals)
+        body = self.counters.render(totals)
         return (
             200,
             [
@@ -462,5 +474,6 @@ def create_app(settings: config.Settings | None = None) -> ConnectedContentApp:
     if not settings.api_metrics:
         return ConnectedContentApp(store, DisabledCounters(), allowlist)
     counters = Counters()
-    MetricsFlusher(counters, settings).start()
-    return ConnectedContentApp(store, counters, allowlist)
+    flusher = MetricsFlusher(counters, settings)
+    flusher.start()
+    return ConnectedContentApp(store, counters, allowlist, flusher)

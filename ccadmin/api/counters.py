@@ -3,8 +3,9 @@
 Each serving thread increments its own dict, so a request never waits on a
 lock and no increment is lost; readers (`/metrics`, the flusher that copies
 the counts to Redis once a second) sum the per-thread dicts. The counts are
-cumulative and belong to one process: a scrape sees the process that
-answered it (the `pid` label on `ccadmin_api_info` says which).
+cumulative; a scrape renders the sum over the host's processes on the port
+(host_counts.py), and the `pid` label on `ccadmin_api_info` names the one
+that answered.
 """
 
 from __future__ import annotations
@@ -107,9 +108,8 @@ class Counters:
             total.update(table.copy())
         return total
 
-    def render(self) -> bytes:
-        """Prometheus text exposition format (version 0.0.4)."""
-        totals = self.totals()
+    def render(self, totals: Counter[Key]) -> bytes:
+        """`totals` in the Prometheus text exposition format (version 0.0.4)."""
         lines = [
             "# HELP ccadmin_api_info The process that answered this scrape.",
             "# TYPE ccadmin_api_info gauge",

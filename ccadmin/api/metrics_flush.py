@@ -26,6 +26,7 @@ from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from ccadmin import keys
+from ccadmin.api import host_counts
 from ccadmin.api.counters import (
     AUTH_FAILURES,
     BYTES,
@@ -129,8 +130,10 @@ class MetricsFlusher(threading.Thread):
                 log.exception("metrics flush failed")
 
     def collect(self, second: int) -> None:
-        """File the counts since the last collect under `second`."""
+        """File the counts since the last collect under `second`, and share the totals
+        with the host's other API processes."""
         totals = self.counters.totals()
+        host_counts.publish(self.settings, totals)
         delta = totals - self._last
         self._last = totals
         fields = bucket_fields(delta, self.process)
@@ -138,6 +141,14 @@ class MetricsFlusher(threading.Thread):
             self.pending.setdefault(second, Counter()).update(fields)
         while len(self.pending) > MAX_PENDING_SECONDS:
             del self.pending[min(self.pending)]
+
+    def final(self) -> None:
+        """The counts of a process that stops: shared, and sent if Redis answers."""
+        try:
+            self.collect(int(time.time()))
+            self.flush()
+        except Exception:
+            log.exception("last metrics flush failed")
 
     def flush(self) -> bool:
         """Send the oldest pending seconds and the alive mark in one pipeline."""

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 from waitress.server import create_server
 
 from ccadmin import embedded_redis
-from ccadmin.api import connections
+from ccadmin.api import connections, host_counts
 from ccadmin.config import Settings
 
 log = logging.getLogger("ccadmin.api")
@@ -169,13 +169,16 @@ def serve_socket(
     up to API_SHUTDOWN_SECONDS to finish (connections.serve_until_stopped).
     """
     stop = connections.StopSignal()
-    create_app = load_app_factory(app)
-    server = create_server(create_app(settings), sockets=[listener], **waitress_options(settings))
+    application = load_app_factory(app)(settings)
+    server = create_server(application, sockets=[listener], **waitress_options(settings))
     # JSON bodies for requests waitress refuses itself (431, 413, 400), and
     # `Connection: close` on answers given while draining.
     server.channel_class = connections.ApiChannel
     connections.adapt(server)
     connections.serve_until_stopped(server, stop, settings.api_shutdown_seconds, listeners)
+    close = getattr(application, "close", None)
+    if close is not None:
+        close()
 
 
 PR_SET_PDEATHSIG = 1
@@ -321,6 +324,8 @@ def serve(settings: Settings, app: str = API_APP) -> None:
     if settings.embedded_redis:
         embedded_redis.ensure_running(settings.instance_path)
     open_files = raise_file_limit(settings)
+    if settings.api_metrics:
+        host_counts.reset(settings)
     if settings.api_server == "granian":
         serve_granian(settings, app)
         return
