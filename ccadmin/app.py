@@ -90,13 +90,16 @@ def register_security(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    """Login pages, the admin (views are built per app: see admin/__init__.py), the ingest API."""
+    """Login pages, the admin (views are built per app: see admin/__init__.py), the ingest
+    API, and Prometheus's `/metrics`."""
     from ccadmin import admin, manage
+    from ccadmin.metrics import exposition
     from ccadmin.security import login
 
     login.init_app(app)
     admin.init_app(app)
     manage.init_app(app)
+    exposition.init_app(app)
 
 
 def register_cli(app: Flask) -> None:

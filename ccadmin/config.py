@@ -262,6 +262,9 @@ class Settings:
     # this many hours after its login, whatever the activity.
     session_idle_minutes: int = setting("CCADMIN_SESSION_IDLE_MINUTES", integer(1), 30)
     session_max_hours: int = setting("CCADMIN_SESSION_MAX_HOURS", integer(1), 12)
+    # The bearer token Prometheus sends to scrape the admin's /metrics (the
+    # publishing pipeline); unset, that endpoint answers 404.
+    metrics_token: str | None = setting("CCADMIN_METRICS_TOKEN", text)
     # Requests per minute each management token may make to /manage/v1; past
     # it, 429 with Retry-After. A batch counts as one request. 0 turns it off.
     manage_rate_limit: int = setting("CCADMIN_MANAGE_RATE_LIMIT", integer(0), 6000)

@@ -175,6 +175,10 @@ def entry_changes_channel(db: int) -> str:
 METRICS_TAG = "{m}"
 # Sorted set of API processes ("host|pid") scored by their last flush time.
 METRIC_PROCESSES = f"{PREFIX}:{METRICS_TAG}:processes"
+# Hash of the publish lag's cumulative histogram, for Prometheus: a field per
+# bucket index (buckets.LAG_BOUNDS) and `sum` (seconds); never expires.
+PUBLISH_LAG_TOTALS = f"{PREFIX}:{METRICS_TAG}:publish_lag_totals"
+PUBLISH_LAG_SUM = "sum"
 
 
 def metric_bucket_key(resolution: int, start: int) -> str:
