@@ -67,15 +67,15 @@ def start_admin(spawn, env: dict[str, str] | None = None) -> str:
     return web
 
 
-def start_stack(spawn) -> tuple[str, str]:
+def start_stack(spawn, env: dict[str, str] | None = None) -> tuple[str, str]:
     """Admin, one worker and one API process, as `make run` has them; (admin, API) URLs."""
-    web = start_admin(spawn)
-    spawn(["-m", "workers"])
+    web = start_admin(spawn, env)
+    spawn(["-m", "workers"], env=env)
     api_port = free_port()
     api = f"http://127.0.0.1:{api_port}"
     spawn(
         ["-m", "ccadmin.api"],
-        env={"API_PORT": str(api_port), "API_PROCESSES": "1"},
+        env={**(env or {}), "API_PORT": str(api_port), "API_PROCESSES": "1"},
         ready_url=f"{api}/healthz",
     )
     return web, api

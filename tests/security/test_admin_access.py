@@ -32,8 +32,10 @@ PUBLIC_ENDPOINTS = {
     "auth.logout",
     "auth.index",
 }
-# The ingest API authenticates with management tokens, not logins.
+# The ingest API authenticates with management tokens, not logins; Prometheus's
+# /metrics with CCADMIN_METRICS_TOKEN (tests/test_prometheus.py).
 TOKEN_API = "manage."
+SCRAPE = "prometheus."
 TOKEN_API_DOCS = {"manage.openapi_document", "manage.reference", "manage.not_found"}
 
 
@@ -53,7 +55,7 @@ def admin_rules(app, method: str):
     for rule in sorted(app.url_map.iter_rules(), key=lambda rule: rule.rule):
         if rule.endpoint in PUBLIC_ENDPOINTS or method not in rule.methods:
             continue
-        if rule.endpoint.startswith(TOKEN_API):
+        if rule.endpoint.startswith((TOKEN_API, SCRAPE)):
             continue
         assert rule.rule.startswith("/admin/"), rule.rule
         yield rule
