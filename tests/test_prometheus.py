@@ -8,6 +8,7 @@ import re
 import urllib.error
 import urllib.request
 
+import promql_parser
 import pytest
 import yaml
 from common.api_support import ENV_KEY
@@ -120,6 +121,14 @@ def test_every_rule_says_what_and_links_a_runbook_section_that_exists():
     dashboard = json.loads(DASHBOARD.read_text())
     assert dashboard["__inputs"][0]["pluginId"] == "prometheus"
     assert len(dashboard_expressions()) >= 20
+
+
+def test_every_expression_is_valid_promql():
+    expressions = [rule["expr"] for rule in rules()] + dashboard_expressions()
+    for expression in expressions:
+        promql_parser.parse(expression)  # raises on a syntax error
+    with pytest.raises(ValueError):
+        promql_parser.parse("sum(rate(ccadmin_api_requests_total[1m])")
 
 
 def served_names(url: str, headers: dict[str, str]) -> set[str]:
