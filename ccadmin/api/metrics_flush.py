@@ -116,6 +116,7 @@ class MetricsFlusher(threading.Thread):
         self.client = client
         self.process = process_name()
         self._last: Counter[Key] = Counter()
+        self._shared = False
         self.pending: dict[int, Counter[str]] = {}
         self._failing = False
 
@@ -133,8 +134,11 @@ class MetricsFlusher(threading.Thread):
         """File the counts since the last collect under `second`, and share the totals
         with the host's other API processes."""
         totals = self.counters.totals()
-        host_counts.publish(self.settings, totals)
         delta = totals - self._last
+        if delta or not self._shared:
+            # An idle process's file stays as it is.
+            host_counts.publish(self.settings, totals)
+            self._shared = True
         self._last = totals
         fields = bucket_fields(delta, self.process)
         if fields:
