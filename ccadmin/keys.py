@@ -121,6 +121,10 @@ def coverage_uncovered_key(token: str) -> str:
 REBUILD_QUEUE = "ccadmin-rebuild"
 # The queues a worker takes jobs from, in order of priority.
 WORKER_QUEUES = (REBUILD_QUEUE, IMPORT_QUEUE)
+# Workers send RQ a heartbeat every WORKER_HEARTBEAT_SECONDS from a thread of
+# their own, whatever the job does; one silent for WORKER_SILENCE_SECONDS is dead.
+WORKER_HEARTBEAT_SECONDS = 2.0
+WORKER_SILENCE_SECONDS = 10.0
 
 # The worker's functions, by dotted path: RQ imports them in the worker, and
 # the web process and the CLI name them without importing the workers package.

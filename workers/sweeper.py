@@ -65,11 +65,6 @@ SWEEPER_LOCK_TTL = 10
 # A stored import body whose staging job has not started for this long has
 # lost it (after-commit enqueues take milliseconds).
 STALE_AFTER = 3.0
-# A worker that has not sent a heartbeat for this long is dead. Ours send
-# one every HEARTBEAT_INTERVAL from a thread of their own, whatever the job
-# does; a worker on this host is also dead as soon as its process is gone.
-HEARTBEAT_INTERVAL = 2.0
-WORKER_SILENCE = 10.0
 # A retry scheduled this far in the past has no scheduler to run it.
 OVERDUE_RETRY = 60.0
 SWEEP_BATCH = 1_000
@@ -77,7 +72,8 @@ _WAITING = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.READY_TO_ENQUEUE}
 
 
 def worker_is_dead(connection: redis.Redis, worker_name: str | None) -> bool:
-    """True when an RQ worker is gone, shut down, or silent for WORKER_SILENCE."""
+    """True when an RQ worker is gone, shut down, or silent for keys.WORKER_SILENCE_SECONDS;
+    a worker on this host is also dead as soon as its process is gone."""
     if not worker_name:
         return True
     worker_key = BaseWorker.redis_worker_namespace_prefix + worker_name
@@ -90,7 +86,7 @@ def worker_is_dead(connection: redis.Redis, worker_name: str | None) -> bool:
         if not process_alive(int(pid)):
             return True
     silence = utcnow() - utcparse(last_heartbeat.decode())
-    return silence.total_seconds() > WORKER_SILENCE
+    return silence.total_seconds() > keys.WORKER_SILENCE_SECONDS
 
 
 def process_alive(pid: int) -> bool:
@@ -259,7 +255,7 @@ class Sweeper(threading.Thread):
                     self.heartbeat(queue_connection())
             except Exception:
                 log.exception("heartbeat failed")
-            self.stopping.wait(HEARTBEAT_INTERVAL)
+            self.stopping.wait(keys.WORKER_HEARTBEAT_SECONDS)
 
     def heartbeat(self, connection: redis.Redis) -> None:
         """Say this process is alive (see worker_is_dead): the job runs in the main thread.

@@ -15,7 +15,7 @@ import hmac
 import logging
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -204,9 +204,21 @@ def _from_redis(store: redis.Redis, queues: redis.Redis) -> Iterator[Metric]:
     yield depth
     yield failed
     yield _gauge(
-        "ccadmin_workers", "Worker processes alive (RQ's heartbeats).", Worker.count(queues)
+        "ccadmin_workers",
+        "Worker processes alive: a heartbeat to RQ within the last 10 seconds.",
+        sum(
+            1
+            for worker in Worker.all(connection=queues)
+            if worker.last_heartbeat is not None
+            and time.time() - _epoch(worker.last_heartbeat) <= keys.WORKER_SILENCE_SECONDS
+        ),
     )
     yield from _rebuild(store)
+
+
+def _epoch(moment: datetime) -> float:
+    """RQ's naive UTC datetimes as Unix time."""
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def _lag_histogram(store: redis.Redis) -> HistogramMetricFamily:
