@@ -27,6 +27,7 @@ from ccadmin.metrics import system
 from ccadmin.models import ApiKey, Campaign, ContentEntry, OutboxEvent, PublishFailure
 from ccadmin.models.credentials import hash_secret
 from ccadmin.models.types import utcnow
+from ccadmin.publishing.wake import redis_is_full, wake_failure_reason
 from workers import redis_writes
 from workers.drain import FRESH, Drainer, claim, drain_batch
 from workers.publish import config_json
@@ -361,3 +362,20 @@ def test_each_commit_wakes_only_the_lane_of_its_events(app, redis_client):
     assert not redis_client.exists(keys.PUBLISH_WAKE)
     save_entry(campaign, "42", "a single edit")
     assert redis_client.lrange(keys.PUBLISH_WAKE, 0, -1) == [b"1"]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
+        # A write refused inside the entry script: Redis answers the script with -OOM.
+        redis.ResponseError(
+            "@user_script:9: @user_script: 9: -OOM command not allowed when used memory > "
+            "'maxmemory'."
+        ),
+    ],
+)
+def test_a_full_redis_is_named_so_however_it_refuses(error):
+    assert redis_is_full(error)
+    assert wake_failure_reason(error).startswith("Redis is full: ")
+    assert not redis_is_full(redis.ResponseError("WRONGTYPE Operation against a key"))

@@ -44,6 +44,7 @@ from ccadmin.publishing.wake import (
     FRESH_LANE_MAX_ENTRIES,
     LANE_BULK,
     LANE_FRESH,
+    redis_is_full,
     wait_for_wake,
     wake_drainers,
     wake_failure_reason,
@@ -141,7 +142,7 @@ def mark_published(event_ids: list[int]) -> None:
 
 def _failure_text(error: BaseException) -> str:
     """What the admin shows for a failed publish: a full Redis named as the web says it."""
-    if isinstance(error, redis.exceptions.OutOfMemoryError):
+    if redis_is_full(error):
         return wake_failure_reason(error)
     return f"{type(error).__name__}: {error}"[:_ERROR_MAX_LENGTH]
 

@@ -45,9 +45,17 @@ def wait_for_wake(connection: redis.Redis, lane: str, timeout: float) -> bool:
     return connection.blpop([WAKE_KEYS[lane]], timeout=timeout) is not None
 
 
+def redis_is_full(error: BaseException) -> bool:
+    """Redis at its maxmemory: refused before a command runs (OutOfMemoryError), or
+    inside a Lua script whose write it refused (a ResponseError naming -OOM)."""
+    if isinstance(error, redis.exceptions.OutOfMemoryError):
+        return True
+    return isinstance(error, redis.ResponseError) and "OOM command not allowed" in str(error)
+
+
 def wake_failure_reason(error: BaseException) -> str:
     """One line for the marketer and the operator: what Redis said, named plainly."""
-    if isinstance(error, redis.exceptions.OutOfMemoryError):
+    if redis_is_full(error):
         cause = "Redis is full"
     elif isinstance(error, (redis.ConnectionError, redis.TimeoutError, OSError)):
         cause = "Redis is unreachable"
