@@ -73,3 +73,32 @@ def test_every_job_path_names_a_function_rq_can_import():
     for path in keys.JOB_PATHS:
         assert callable(import_attribute(path)), path
     assert len(set(keys.JOB_PATHS)) == len(keys.JOB_PATHS) == 8
+
+
+def test_a_stop_asked_before_rq_takes_the_signals_is_handed_on(app, redis_client):
+    """RQ installs its SIGTERM handler only after its bootstrap and the scheduler's start;
+    a SIGTERM in that window must still stop the worker, which then deregisters."""
+    from workers.__main__ import PublishWorker, StopRequest
+
+    def too_long(signum, frame):
+        raise TimeoutError("the worker kept working after SIGTERM")
+
+    previous = {
+        signum: signal.getsignal(signum)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM)
+    }
+    try:
+        stop = StopRequest()
+        worker = PublishWorker(list(keys.WORKER_QUEUES), connection=redis_client, stop=stop)
+        signal.raise_signal(signal.SIGTERM)  # caught by StopRequest, as in that window
+        assert stop.requested
+        signal.signal(signal.SIGALRM, too_long)
+        signal.alarm(15)
+        worker.work(logging_level=None)
+        signal.alarm(0)
+        assert worker.shutdown_requested
+        assert worker.name not in {w.name for w in type(worker).all(connection=redis_client)}
+    finally:
+        signal.alarm(0)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

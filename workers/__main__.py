@@ -62,12 +62,24 @@ class PublishWorker(SimpleWorker):
         *args,
         imminent_shutdown_seconds: float = 20.0,
         drainers: Sequence[Drainer] = (),
+        stop: StopRequest | None = None,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.imminent_shutdown_seconds = imminent_shutdown_seconds
         self.drainers = drainers
+        self.stop = stop
         self.shutdown_requested = False
+
+    def _install_signal_handlers(self) -> None:
+        """RQ takes SIGTERM and SIGINT only after its bootstrap and the scheduler's
+        start; a signal in that window reached StopRequest, so it is handed on here."""
+        super()._install_signal_handlers()
+        if self.stop is not None and self.stop.requested:
+            # What RQ's handler does outside a job: its loop then stops before
+            # taking one, and deregisters the worker.
+            self.handle_warm_shutdown_request()
+            self._stop_requested = True
 
     def handle_warm_shutdown_request(self) -> None:
         """Let the current job finish, but not past the deadline (signal, not SIGALRM:
@@ -139,6 +151,7 @@ def main() -> None:
                     job_class=AppJob,
                     imminent_shutdown_seconds=settings.worker_shutdown_seconds,
                     drainers=drainers,
+                    stop=stop,
                 )
                 sweeper.worker = worker
                 # The scheduler moves scheduled imports and changes to their queue.
