@@ -99,14 +99,19 @@ def parse_rows(media_type: str, raw: bytes) -> list[Any]:
                 ) from None
     if not rows:
         raise ApiError(422, "validation_failed", "The batch has no rows.", {"body": {}})
-    if len(rows) > schemas.MAX_BATCH_ROWS:
+    refuse_too_many(len(rows), "rows per batch; use the imports endpoint for more")
+    return rows
+
+
+def refuse_too_many(count: int, what: str) -> None:
+    """413 past MAX_BATCH_ROWS rows or events in one request."""
+    if count > schemas.MAX_BATCH_ROWS:
         raise ApiError(
             413,
             "too_many_rows",
-            f"At most {schemas.MAX_BATCH_ROWS} rows per batch; use the imports endpoint for more.",
-            {"rows": len(rows), "limit": schemas.MAX_BATCH_ROWS},
+            f"At most {schemas.MAX_BATCH_ROWS} {what}.",
+            {"rows": count, "limit": schemas.MAX_BATCH_ROWS},
         )
-    return rows
 
 
 def _user_id(row: dict[str, Any]) -> str:

@@ -39,7 +39,7 @@ from ccadmin.content.schema import user_id_error, validate_fields
 from ccadmin.extensions import db
 from ccadmin.imports.parsing import USER_ID_COLUMN
 from ccadmin.manage import ordering, schemas, token_auth
-from ccadmin.manage.batch import MAX_BATCH_BYTES, write_rows
+from ccadmin.manage.batch import MAX_BATCH_BYTES, refuse_too_many, write_rows
 from ccadmin.manage.campaigns import campaign_for, connection_test
 from ccadmin.manage.errors import ApiError
 from ccadmin.manage.routes import operation, parse_json, read_body, require_media_type
@@ -181,13 +181,7 @@ def events_of(document: Any) -> list[Any]:
             'The body must be an event, an array of events or {"batch": [...]}.',
             {"body": {"body": "Must be object or array."}},
         )
-    if len(events) > schemas.MAX_BATCH_ROWS:
-        raise ApiError(
-            413,
-            "too_many_rows",
-            f"At most {schemas.MAX_BATCH_ROWS} events per request.",
-            {"rows": len(events), "limit": schemas.MAX_BATCH_ROWS},
-        )
+    refuse_too_many(len(events), "events per request")
     return events
 
 
@@ -294,7 +288,8 @@ def _write_one(campaign: Campaign, row: dict[str, Any]) -> dict[str, Any]:
 
 def apply_events(campaign: Campaign, events: list[Any]) -> dict[str, Any]:
     paths = field_paths(campaign)
-    parsed = [read_event(event, paths, set(request.args.getlist("event"))) for event in events]
+    tracked = set(request.args.getlist("event"))
+    parsed = [read_event(event, paths, tracked) for event in events]
     rows, row_of, late = fold(campaign, parsed)
     import_id = None
     if len(rows) == 1:
