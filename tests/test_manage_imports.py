@@ -8,7 +8,7 @@ import pytest
 from common.manage_support import SCHEMA, bearer, make_token
 from common.publishing_support import make_campaign, publish_pending, stored_entry
 from common.support import wait_until
-from rq.job import Job
+from rq.job import Job, JobStatus
 from sqlalchemy import func, select, update
 
 from ccadmin import keys
@@ -148,6 +148,22 @@ def test_the_sweeper_requeues_a_stored_body_whose_job_was_lost(client, token, re
     Job.fetch(f"import-{created['id']}", connection=redis_client).delete()
     assert requeue_ingests(redis_client, older_than=0) == [created["id"]]
     assert Job.fetch(f"import-{created['id']}", connection=redis_client).get_status() == "queued"
+
+
+def test_the_sweeper_rechecks_its_list_before_it_requeues(client, token, redis_client, monkeypatch):
+    created = client.post(URL, data="user_id,message\n1,one\n", headers=bearer(token, **CSV)).json
+    stale = uploads.waiting_ingests(0, 10)
+    assert [item.id for item in stale] == [created["id"]]
+    # Since the list was read: staging finished and left the change set previewed.
+    db.session.execute(
+        update(ContentImport).where(ContentImport.id == created["id"]).values(status="ready")
+    )
+    db.session.commit()
+    job = Job.fetch(f"import-{created['id']}", connection=redis_client)
+    job.set_status(JobStatus.FINISHED)
+    monkeypatch.setattr(uploads, "waiting_ingests", lambda older_than, limit: stale)
+    assert requeue_ingests(redis_client, older_than=0) == []
+    assert Job.fetch(job.id, connection=redis_client).get_status() == "finished"
 
 
 def test_a_real_worker_stages_and_applies_with_progress(client, token, redis_client, spawn):

@@ -145,16 +145,22 @@ def requeue_ingests(connection: redis.Redis, older_than: float = STALE_AFTER) ->
     if not waiting:
         db.session.rollback()
         return []
-    jobs = Job.fetch_many([item.job_id for item in waiting], connection=connection)
     failed = FailedJobRegistry(keys.IMPORT_QUEUE, connection=connection)
     due = []
-    for content_import, job in zip(waiting, jobs, strict=True):
-        if not needs_enqueue(connection, job):
+    for content_import in waiting:
+        # The list is a snapshot: staging may have finished since, and the
+        # marketer's apply enqueued under the same job id. Locking the row
+        # while it still waits makes the job's status read below current, and
+        # keeps a re-enqueue from replacing a job queued after it.
+        if not uploads.hold_waiting(content_import.id):
+            db.session.rollback()
             continue
-        failed.remove(content_import.job_id)
-        if uploads.enqueue_ingest(content_import, connection):
-            due.append(content_import.id)
-    db.session.rollback()
+        job = Job.fetch_many([content_import.job_id], connection=connection)[0]
+        if needs_enqueue(connection, job):
+            failed.remove(content_import.job_id)
+            if uploads.enqueue_ingest(content_import, connection):
+                due.append(content_import.id)
+        db.session.commit()
     if due:
         log.info("re-enqueued the staging of imports %s", due)
     return due
