@@ -116,6 +116,20 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
+def issuer_url(name: str, raw: str) -> str:
+    """An OpenID Connect issuer: https, or http on a loopback host (a local provider)."""
+    value = raw.strip().rstrip("/")
+    parts = urlsplit(value)
+    loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and loopback)):
+        raise ConfigError(f"{name} must be an https:// issuer URL, got {raw!r}")
+    return value
+
+
+def lowercase(name: str, raw: str) -> str:
+    return raw.strip().lower()
+
+
 def database_url(name: str, raw: str) -> str:
     return normalize_database_url(raw)
 
@@ -262,6 +276,27 @@ class Settings:
     # this many hours after its login, whatever the activity.
     session_idle_minutes: int = setting("CCADMIN_SESSION_IDLE_MINUTES", integer(1), 30)
     session_max_hours: int = setting("CCADMIN_SESSION_MAX_HOURS", integer(1), 12)
+    # Single sign-on (docs/security.md): the OpenID Connect provider's issuer
+    # URL (discovery is read from its /.well-known/openid-configuration) and
+    # this app's client there. Unset, the admin has password login only.
+    oidc_issuer: str | None = setting("CCADMIN_OIDC_ISSUER", issuer_url)
+    oidc_client_id: str | None = setting("CCADMIN_OIDC_CLIENT_ID", text)
+    oidc_client_secret: str | None = setting("CCADMIN_OIDC_CLIENT_SECRET", text)
+    # The label of the sign-in button ("Sign in with Okta").
+    oidc_name: str = setting("CCADMIN_OIDC_NAME", text, "single sign-on")
+    # Scopes asked for; Okta sends `groups` only when that scope is asked.
+    oidc_scopes: str = setting("CCADMIN_OIDC_SCOPES", text, "openid email profile")
+    # The ID token claim that lists the user's groups, and which of its values
+    # give each role; the highest role a user's groups give wins. A user with
+    # none of them is refused.
+    oidc_role_claim: str = setting("CCADMIN_OIDC_ROLE_CLAIM", text, "groups")
+    oidc_admin_groups: tuple[str, ...] = setting("CCADMIN_OIDC_ADMIN_GROUPS", word_list, ())
+    oidc_editor_groups: tuple[str, ...] = setting("CCADMIN_OIDC_EDITOR_GROUPS", word_list, ())
+    oidc_viewer_groups: tuple[str, ...] = setting("CCADMIN_OIDC_VIEWER_GROUPS", word_list, ())
+    # Turn password login off, except for the one break-glass admin named
+    # here, who can still sign in when the provider is down.
+    sso_only: bool = setting("CCADMIN_SSO_ONLY", boolean, False)
+    break_glass_email: str | None = setting("CCADMIN_BREAK_GLASS_EMAIL", lowercase)
     # The bearer token Prometheus sends to scrape the admin's /metrics (the
     # publishing pipeline); unset, that endpoint answers 404.
     metrics_token: str | None = setting("CCADMIN_METRICS_TOKEN", text)
@@ -334,4 +369,30 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError("REDIS_READ_URLS needs REDIS_URL: the primary they replicate")
     if values["redis_read_urls"] and values["redis_cluster_urls"]:
         raise ConfigError("set REDIS_CLUSTER_URLS or REDIS_READ_URLS, not both")
+    _check_single_sign_on(values)
     return Settings(**values)
+
+
+def _check_single_sign_on(values: Mapping[str, Any]) -> None:
+    """SSO settings that cannot work together fail at start-up, not at the first sign-in."""
+    if values["oidc_issuer"]:
+        for key, variable in (
+            ("oidc_client_id", "CCADMIN_OIDC_CLIENT_ID"),
+            ("oidc_client_secret", "CCADMIN_OIDC_CLIENT_SECRET"),
+        ):
+            if not values[key]:
+                raise ConfigError(f"CCADMIN_OIDC_ISSUER needs {variable}")
+        groups = ("oidc_admin_groups", "oidc_editor_groups", "oidc_viewer_groups")
+        if not any(values[key] for key in groups):
+            raise ConfigError(
+                "CCADMIN_OIDC_ISSUER needs at least one of CCADMIN_OIDC_ADMIN_GROUPS, "
+                "CCADMIN_OIDC_EDITOR_GROUPS, CCADMIN_OIDC_VIEWER_GROUPS: nobody could sign in"
+            )
+    if values["sso_only"]:
+        if not values["oidc_issuer"]:
+            raise ConfigError("CCADMIN_SSO_ONLY needs CCADMIN_OIDC_ISSUER")
+        if not values["break_glass_email"]:
+            raise ConfigError(
+                "CCADMIN_SSO_ONLY needs CCADMIN_BREAK_GLASS_EMAIL: the admin who can sign in "
+                "with a password while the identity provider is down"
+            )

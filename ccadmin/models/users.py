@@ -28,10 +28,21 @@ class AdminUser(UserMixin, db.Model):
     active = db.Column(db.Boolean, nullable=False, default=True)
     created_at = db.Column(db.DateTime(timezone=True), nullable=False, default=utcnow)
     last_login_at = db.Column(db.DateTime(timezone=True), nullable=True)
+    # Who the user is at the identity provider, once they signed in through it
+    # (ccadmin/security/single_sign_on.py); the email may change there, these do not.
+    sso_issuer = db.Column(db.String(255), nullable=True)
+    sso_subject = db.Column(db.String(255), nullable=True)
+
+    __table_args__ = (db.UniqueConstraint("sso_issuer", "sso_subject", name="uq_admin_user_sso"),)
 
     @property
     def is_active(self) -> bool:  # Flask-Login refuses inactive users
         return bool(self.active)
+
+    @property
+    def has_password(self) -> bool:
+        """False for a user created by single sign-on, who has no password to log in with."""
+        return bool(self.password_hash)
 
     def set_password(self, password: str) -> None:
         """Hash with werkzeug's default (scrypt)."""

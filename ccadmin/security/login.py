@@ -34,7 +34,7 @@ from ccadmin import publishing
 from ccadmin.extensions import db, login_manager
 from ccadmin.models import AdminUser
 from ccadmin.models.types import utcnow
-from ccadmin.security import login_limits, sessions
+from ccadmin.security import login_limits, sessions, single_sign_on
 from ccadmin.web.forms import UntruncatedForm
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ bp = Blueprint("auth", __name__)
 
 LOGIN_FAILED = "Invalid email or password."
 LOGIN_THROTTLED = "Too many failed logins."
+PASSWORD_LOGIN_OFF = "Password login is off here: use the single sign-on button."
 # Checked when no user matches, so an unknown email costs as long as a wrong password.
 _DUMMY_HASH = generate_password_hash("not-a-real-password")
 # werkzeug's current method and parameters ("scrypt:32768:8:1"): a stored hash
@@ -64,6 +65,7 @@ def init_app(app: Flask) -> None:
     login_manager.login_view = "auth.login"
     login_manager.user_loader(load_user)
     login_manager.unauthorized_handler(unauthorized)
+    single_sign_on.init_app(app)
     app.register_blueprint(bp)
 
 
@@ -130,6 +132,12 @@ def throttled_message(seconds: int) -> str:
     )
 
 
+def _login_page(form: LoginForm, next_url: str | None) -> str:
+    return render_template(
+        "auth/login.html", form=form, next_url=next_url, **single_sign_on.login_page_context()
+    )
+
+
 @bp.route("/")
 def index() -> Response:
     """The site root is the admin."""
@@ -144,40 +152,74 @@ def login() -> Response | str | tuple[str, int]:
         return redirect(next_url or url_for("admin.index"))
     form = LoginForm()
     if not form.validate_on_submit():
-        return render_template("auth/login.html", form=form, next_url=next_url)
+        return _login_page(form, next_url)
     email = form.email.data.strip().lower()
     address = request.remote_addr or ""
+    if not single_sign_on.password_login_allowed(email):
+        # The password is not checked: in SSO-only mode it proves nothing here.
+        _audit_failure(email, None, "sso_only")
+        flash(PASSWORD_LOGIN_OFF, "danger")
+        return _login_page(form, next_url), 403
     wait = login_limits.blocked_for(email, address)
     if wait is not None:
         # The password is not even checked: guesses stop counting as guesses.
         _audit_failure(email, None, "throttled")
         flash(throttled_message(wait), "danger")
-        return render_template("auth/login.html", form=form, next_url=next_url), 429
+        return _login_page(form, next_url), 429
     user = find_user(email)
-    password_ok = check_password_hash(
-        user.password_hash if user else _DUMMY_HASH, form.password.data
+    # A user created by single sign-on has no password; the dummy hash keeps
+    # the time the same as a wrong password.
+    has_password = user is not None and user.has_password
+    password_ok = (
+        check_password_hash(user.password_hash if has_password else _DUMMY_HASH, form.password.data)
+        and has_password
     )
     if user is None or not password_ok or not user.active:
         login_limits.record_failure(email, address)
         if user is None:
             reason = "unknown_email"
+        elif not has_password:
+            reason = "no_password"
         elif not password_ok:
             reason = "wrong_password"
         else:
             reason = "inactive"
         _audit_failure(email, user, reason)
         flash(LOGIN_FAILED, "danger")
-        return render_template("auth/login.html", form=form, next_url=next_url)
+        return _login_page(form, next_url)
     login_limits.record_success(email)
     if needs_rehash(user.password_hash):
         user.set_password(form.password.data)
     sessions.start(user.id)
     login_user(user)
     user.last_login_at = utcnow()
+    if single_sign_on.settings().sso_only:
+        # The break-glass admin: every use should be looked into.
+        publishing.record_audit(user.email, "break_glass_login", "admin_user", user.id)
     db.session.commit()
     # Successful logins and logouts go to the log; the audit log records
     # changes and refusals, and the user's last login time is on their record.
     log.info("admin login: user %s from %s", user.id, address)
+    return redirect(next_url or url_for("admin.index"))
+
+
+@bp.route("/login/sso")
+def sso_start() -> Response | tuple[str, int]:
+    """Start a sign-in at the identity provider (GET: the provider's `state` guards the return)."""
+    try:
+        return single_sign_on.start(safe_next_url(request.args.get("next")))
+    except single_sign_on.SignInRefused as refusal:
+        return single_sign_on.refuse(refusal)
+
+
+@bp.route("/login/sso/callback")
+def sso_callback() -> Response | tuple[str, int]:
+    """Where the provider sends the browser back with a code (or an error)."""
+    try:
+        user, next_url = single_sign_on.finish()
+    except single_sign_on.SignInRefused as refusal:
+        return single_sign_on.refuse(refusal)
+    log.info("admin login: user %s from %s (single sign-on)", user.id, request.remote_addr)
     return redirect(next_url or url_for("admin.index"))
 
 

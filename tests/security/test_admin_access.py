@@ -31,6 +31,9 @@ PUBLIC_ENDPOINTS = {
     "auth.login",
     "auth.logout",
     "auth.index",
+    # Single sign-on: 404 unless a provider is configured (tests/test_single_sign_on.py).
+    "auth.sso_start",
+    "auth.sso_callback",
 }
 # The ingest API authenticates with management tokens, not logins; Prometheus's
 # /metrics with CCADMIN_METRICS_TOKEN (tests/test_prometheus.py).
