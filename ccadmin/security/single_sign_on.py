@@ -21,7 +21,7 @@ from typing import Any
 import requests
 from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.flask_client import OAuth
-from flask import Flask, abort, current_app, redirect, render_template, request, session, url_for
+from flask import Flask, abort, current_app, render_template, request, session, url_for
 from flask_login import login_user
 from joserfc.errors import JoseError
 from sqlalchemy import func, select
