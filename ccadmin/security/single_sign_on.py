@@ -152,6 +152,7 @@ def finish() -> tuple[AdminUser, str | None]:
         metadata = provider.load_server_metadata()
     except (AuthlibBaseError, JoseError) as error:
         log.warning("single sign-on refused: %s", error)
+        _forget_pending(provider.name)
         raise SignInRefused(
             "sso_invalid",
             f"The answer from {settings().oidc_name} could not be verified ({_describe(error)}). "
@@ -174,6 +175,13 @@ def finish() -> tuple[AdminUser, str | None]:
         raise SignInRefused("sso_invalid", "The identity provider sent no ID token.", 400)
     user = sign_in(identity_from(claims, settings()))
     return user, next_url
+
+
+def _forget_pending(name: str) -> None:
+    """Drop every sign-in this browser started: after a forged or broken answer, the
+    person starts again rather than the genuine answer being accepted later."""
+    for key in [key for key in session if key.startswith(f"_state_{name}_")]:
+        session.pop(key)
 
 
 def _describe(error: Exception) -> str:
