@@ -1,4 +1,4 @@
-"""Single sign-on against a real OpenID Connect provider on loopback (tests/common/oidc_provider.py).
+"""Single sign-on against a real OpenID Connect provider on loopback (common/oidc_provider.py).
 
 The admin runs in this process; the browser's part (the provider's login
 form) is played by `requests`, and the app talks to the provider over HTTP.

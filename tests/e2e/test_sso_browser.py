@@ -14,12 +14,8 @@ from ccadmin.models import AdminUser
 pytestmark = BROWSER_MARKS
 
 
-def test_a_marketer_signs_in_at_the_provider_and_lands_where_they_were_going(
-    app,
-    spawn,
-    browser,
-    oidc_provider,  # noqa: F811
-):
+def test_sign_in_at_the_provider(app, spawn, browser, oidc_provider):  # noqa: F811
+    """A marketer signs in at the provider's page and lands where they were going."""
     oidc_provider.add_user("ann", email="ann@example.com", groups=["marketing"])
     web = start_admin(
         spawn,
