@@ -12,6 +12,7 @@ from ccadmin.admin.audit import AuditView
 from ccadmin.admin.base import format_list_time
 from ccadmin.admin.campaign_tools import CampaignToolsView
 from ccadmin.admin.campaigns import CampaignView
+from ccadmin.admin.change_requests import ChangeRequestView, ReviewMenu
 from ccadmin.admin.content import ContentView
 from ccadmin.admin.home import HomeView
 from ccadmin.admin.imports import ImportView
@@ -23,6 +24,7 @@ from ccadmin.models import (
     ApiKey,
     AuditEvent,
     Campaign,
+    ChangeRequest,
     ContentEntry,
     ManagementToken,
 )
@@ -46,6 +48,16 @@ def init_app(app: Flask) -> Admin:
         csp_nonce_generator=csp_nonce,
     )
     admin.add_view(ContentView(ContentEntry, db, name="Content", endpoint="content"))
+    add_with_badge(
+        admin,
+        ChangeRequestView(
+            ChangeRequest,
+            db,
+            name="Change requests",
+            endpoint="change_requests",
+            url="change-requests",
+        ),
+    )
     admin.add_view(CampaignView(Campaign, db, name="Campaigns", endpoint="campaigns"))
     admin.add_view(ImportView(name="Imports", endpoint="imports"))
     admin.add_view(
@@ -65,3 +77,11 @@ def init_app(app: Flask) -> Admin:
     )
     live_metrics.init_app(app, admin)
     return admin
+
+
+def add_with_badge(admin: Admin, view: ChangeRequestView) -> None:
+    """Add the view; its menu item counts the open requests waiting for the user."""
+    admin.add_view(view)
+    menu = admin.menu()
+    position = menu.index(view.menu)
+    menu[position] = ReviewMenu(view.name, view)

@@ -61,6 +61,7 @@ def campaign_snapshot(campaign: Campaign) -> dict[str, Any]:
         "public": bool(campaign.public),
         "active": bool(campaign.active),
         "is_default": bool(campaign.is_default),
+        "changes_need_approval": bool(campaign.changes_need_approval),
         "version": campaign.version,
     }
 
@@ -101,6 +102,11 @@ class CampaignForm(AdminForm):
     public = BooleanField("Public (no API key needed)")
     active = BooleanField("Active", default=True)
     is_default = BooleanField("Served at /data (replaces the current one)")
+    changes_need_approval = BooleanField(
+        "Changes need approval",
+        description="Edits, imports, reverts and scheduled changes of this campaign's content "
+        "become change requests that someone other than their author approves.",
+    )
 
     def validate_slug(self, field: StringField) -> None:
         if not SLUG_PATTERN.match(field.data or ""):
@@ -166,7 +172,13 @@ class CampaignView(ProtectedModelView):
         "version",
         "updated_at",
     )
-    column_details_list = (*column_list, "field_schema", "default_fields", "created_at")
+    column_details_list = (
+        *column_list,
+        "changes_need_approval",
+        "field_schema",
+        "default_fields",
+        "created_at",
+    )
     column_export_list = column_details_list
     column_labels = {
         "is_default": "Serves /data",
@@ -234,6 +246,7 @@ class CampaignView(ProtectedModelView):
         campaign.public = form.public.data
         campaign.active = form.active.data
         campaign.is_default = form.is_default.data
+        campaign.changes_need_approval = form.changes_need_approval.data
         if before is not None:
             campaign.version = before["version"] + 1
         campaign.updated_at = utcnow()

@@ -13,12 +13,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
-from flask import current_app, flash, g, redirect, request
+from flask import current_app, flash, g, redirect, request, url_for
 from flask_admin import expose
 from flask_admin.contrib.sqla.filters import DateTimeBetweenFilter, FilterEqual, IntEqualFilter
-from flask_admin.helpers import get_form_data
+from flask_admin.helpers import get_form_data, get_redirect_target
 from markupsafe import Markup
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Query
 from werkzeug.wrappers import Response
@@ -30,11 +30,12 @@ from ccadmin.admin.base import AdminForm, actor
 from ccadmin.admin.campaign_tools import run_preview
 from ccadmin.admin.content_list import PublishStatusFilter, search_condition
 from ccadmin.admin.keyset import KeysetModelView
+from ccadmin.approvals import workflow
 from ccadmin.content import history
 from ccadmin.content.preview import CALLER_BODY_LIMIT
 from ccadmin.content.schema import REQUIRED_FIELD, printable, user_id_error, validate_fields
 from ccadmin.extensions import db
-from ccadmin.models import Campaign, ContentEntry, OutboxEvent
+from ccadmin.models import Campaign, ChangeRequest, ContentEntry, OutboxEvent
 from ccadmin.models.content import USER_ID_MAX_LENGTH
 from ccadmin.models.users import ROLE_EDITOR
 from ccadmin.publishing import entry_writes
@@ -76,6 +77,14 @@ class CampaignOptions:
     def __iter__(self) -> Iterator[tuple[int, str]]:
         rows = db.session.execute(select(Campaign.id, Campaign.slug).order_by(Campaign.slug))
         return iter([(campaign_id, slug) for campaign_id, slug in rows])
+
+
+class RequestOpened(Exception):
+    """A change to a campaign that needs approval became a change request instead."""
+
+    def __init__(self, change_request: ChangeRequest) -> None:
+        super().__init__(change_request.id)
+        self.change_request = change_request
 
 
 class EntryForm(AdminForm):
@@ -379,6 +388,7 @@ class ContentView(KeysetModelView):
     def create_model(self, form: EntryForm) -> ContentEntry | bool:
         """Insert the entry at version 1, or revive the user's tombstone at its next version."""
         campaign_id, user_id = form.campaign.id, form.user_id.data
+        self.ask_if_needed(form.campaign, user_id, "create", form.clean_fields)
         try:
             # The tombstone a create revives, locked; None for a new user.
             before = entry_writes.lock_entry(campaign_id, user_id) if form.tombstone else None
@@ -413,7 +423,72 @@ class ContentView(KeysetModelView):
 
     def update_model(self, form: EntryForm, model: ContentEntry) -> bool:
         """Save new field values as the next version."""
+        self.ask_if_needed(model.campaign, model.user_id, "update", form.clean_fields)
         return self.commit_or_report(lambda: self.write_version(model, form.clean_fields, "update"))
+
+    @staticmethod
+    def ask_if_needed(
+        campaign: Campaign, user_id: str, action: str, fields: dict[str, Any]
+    ) -> None:
+        """On a campaign whose changes need approval, open a change request instead
+        (committed) and raise RequestOpened; otherwise do nothing."""
+        if not workflow.needs_approval(campaign):
+            return
+        change = workflow.EntryChange(user_id, action, fields)
+        change_request = workflow.open_entries(campaign, [change], actor())
+        db.session.commit()
+        raise RequestOpened(change_request)
+
+    @staticmethod
+    def to_request(opened: RequestOpened) -> Response:
+        change_request = opened.change_request
+        flash(
+            f"This campaign's changes need approval: change request #{change_request.id} "
+            "is open. It goes live when someone else approves it.",
+            "info",
+        )
+        return redirect(url_for("change_requests.details_view", id=change_request.id))
+
+    @expose("/new/", methods=("GET", "POST"))
+    def create_view(self) -> Any:
+        try:
+            return super().create_view()
+        except RequestOpened as opened:
+            return self.to_request(opened)
+
+    @expose("/edit/", methods=("GET", "POST"))
+    def edit_view(self) -> Any:
+        try:
+            return super().edit_view()
+        except RequestOpened as opened:
+            return self.to_request(opened)
+
+    @expose("/delete/", methods=("POST",))
+    def delete_view(self) -> Any:
+        try:
+            return super().delete_view()
+        except RequestOpened as opened:
+            return self.to_request(opened)
+
+    def handle_action(self, return_view: str | None = None) -> Any:
+        """A bulk delete touching a campaign whose changes need approval is refused whole."""
+        if request.form.get("action") == "delete" and self.user_can_write():
+            ids = [number for number in map(record_id, request.form.getlist("rowid")) if number]
+            guarded = db.session.scalar(
+                select(func.count())
+                .select_from(ContentEntry)
+                .join(Campaign, Campaign.id == ContentEntry.campaign_id)
+                .where(ContentEntry.id.in_(ids), Campaign.changes_need_approval.is_(True))
+            )
+            if guarded:
+                flash(
+                    f"{guarded} of the selected entries are in campaigns whose changes need "
+                    "approval; nothing was deleted. Delete those one by one: each becomes a "
+                    "change request.",
+                    "error",
+                )
+                return redirect(get_redirect_target() or self.get_url(".index_view"))
+        return super().handle_action(return_view)
 
     @staticmethod
     def write_version(model: ContentEntry, fields: dict[str, Any], action: str) -> None:
@@ -452,6 +527,10 @@ class ContentView(KeysetModelView):
                 "error",
             )
             return redirect(here)
+        try:
+            self.ask_if_needed(entry.campaign, entry.user_id, "restore", clean)
+        except RequestOpened as opened:
+            return self.to_request(opened)
         if not self.commit_or_report(lambda: self.write_version(entry, clean, "restore")):
             return redirect(here)
         flash(f"Version {number} restored as version {entry.version}.", "success")
@@ -459,6 +538,7 @@ class ContentView(KeysetModelView):
 
     def delete_model(self, model: ContentEntry) -> bool:
         """Keep the row as a tombstone version, so no older publish can bring it back."""
+        self.ask_if_needed(model.campaign, model.user_id, "delete", {})
         return self.commit_or_report(
             lambda: self.write_version(model, dict(model.fields or {}), "delete")
         )

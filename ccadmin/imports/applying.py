@@ -102,7 +102,7 @@ def _entry_versions(campaign_id: int, user_ids: list[str]) -> dict[str, int]:
     return dict(rows.all())
 
 
-def _recheck(content_import: ContentImport, drifted: list[Any]) -> list[dict[str, Any]]:
+def recheck(content_import: ContentImport, drifted: list[Any]) -> list[dict[str, Any]]:
     """Outcome and state before of rows whose entry changed since the preview."""
     entries = staging.current_entries(
         content_import.campaign_id, [row.user_id for row in drifted], lock=True
@@ -163,7 +163,7 @@ def apply_batch(content_import: ContentImport, rows: list[Any], actor: str) -> i
     """
     versions = _entry_versions(content_import.campaign_id, [row.user_id for row in rows])
     drifted = [row for row in rows if versions.get(row.user_id) != row.before_version]
-    corrections = _recheck(content_import, drifted) if drifted else []
+    corrections = recheck(content_import, drifted) if drifted else []
     staging.update_rows(content_import.id, corrections)
     outcomes = {row.line: row.outcome for row in rows}
     outcomes.update({change["at_line"]: change["new_outcome"] for change in corrections})

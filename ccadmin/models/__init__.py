@@ -3,6 +3,7 @@
 from ccadmin.models.api_keys import ApiKey
 from ccadmin.models.audit import AuditEvent
 from ccadmin.models.campaign import Campaign
+from ccadmin.models.change_requests import ChangeRequest, ChangeRequestComment
 from ccadmin.models.content import ContentEntry, EntrySourceTime
 from ccadmin.models.idempotency import IdempotentRequest
 from ccadmin.models.imports import ContentImport, ImportRow
@@ -16,6 +17,8 @@ __all__ = [
     "ApiKey",
     "AuditEvent",
     "Campaign",
+    "ChangeRequest",
+    "ChangeRequestComment",
     "ContentEntry",
     "ContentImport",
     "EntrySourceTime",

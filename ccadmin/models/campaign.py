@@ -32,6 +32,11 @@ class Campaign(db.Model):
     public = db.Column(db.Boolean, nullable=False, default=False)
     active = db.Column(db.Boolean, nullable=False, default=True)
     is_default = db.Column(db.Boolean, nullable=False, default=False)
+    # Editors' content changes become change requests that someone else
+    # approves (ccadmin/approvals/); admins' changes to the campaign do not.
+    changes_need_approval = db.Column(
+        db.Boolean, nullable=False, default=False, server_default=db.false()
+    )
     # +1 on every change, so the published config never goes back in time.
     version = db.Column(db.Integer, nullable=False, default=1)
     created_at = db.Column(db.DateTime(timezone=True), nullable=False, default=utcnow)

@@ -38,6 +38,10 @@ class ManagementToken(Credential, db.Model):
     # checking an HMAC needs the key; never shown again.
     signing_secret = db.Column(db.String(200), nullable=True)
 
+    # Writes to a campaign whose changes need approval become change requests
+    # (202 with the request's URL) instead of going live.
+    needs_approval = db.Column(db.Boolean, nullable=False, default=False, server_default=db.false())
+
     @property
     def can_write(self) -> bool:
         return self.scope == SCOPE_WRITE

@@ -1,0 +1,8 @@
+"""Four-eyes approval: content changes that wait as change requests until someone else
+approves them (campaigns with `changes_need_approval`).
+
+workflow.py opens, refreshes and decides requests; the admin's forms and the
+ingest API call it instead of writing when the campaign (and, for the API,
+the token) needs approval. An approval goes through the same write as a
+direct change: entry versions, the outbox and the audit log.
+"""

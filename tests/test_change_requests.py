@@ -1,0 +1,240 @@
+"""Four-eyes approval in the admin: entry changes on a campaign that needs approval wait as
+change requests, and only someone else with the editor role applies them."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from common.publishing_support import make_campaign, save_fields
+from common.security_support import audit_events
+from common.support import FRESH_REQUEST_STATE, csrf_token, login
+from sqlalchemy import select
+
+from ccadmin.extensions import db
+from ccadmin.models import ChangeRequest, ContentEntry, OutboxEvent
+
+SCHEMA = [{"name": "message", "max_length": 140}, {"name": "cta", "max_length": 20}]
+
+
+@pytest.fixture
+def campaign(app, make_user):
+    # Several people's clients share the test's app context: no login cached in `g`.
+    app.config[FRESH_REQUEST_STATE] = True
+    for email, role in (
+        ("ann@example.com", "editor"),
+        ("bob@example.com", "editor"),
+        ("vic@example.com", "viewer"),
+    ):
+        make_user(email, role=role)
+    campaign = make_campaign("spring", field_schema=SCHEMA, changes_need_approval=True)
+    save_fields(campaign, "42", {"message": "Hello", "cta": "Go"})
+    return campaign
+
+
+@pytest.fixture
+def ann(app, campaign):
+    client = app.test_client()
+    login(client, "ann@example.com")
+    return client
+
+
+@pytest.fixture
+def bob(app, campaign):
+    client = app.test_client()
+    login(client, "bob@example.com")
+    return client
+
+
+def entry(user_id: str = "42") -> ContentEntry | None:
+    db.session.expire_all()
+    return db.session.scalars(select(ContentEntry).where(ContentEntry.user_id == user_id)).first()
+
+
+def edit(client, user_id: str = "42", **fields):
+    url = f"/admin/content/edit/?id={entry(user_id).id}"
+    data = {f"field_{name}": value for name, value in fields.items()}
+    return client.post(url, data={**data, "csrf_token": csrf_token(client, url)})
+
+
+def post(client, request_id: int, step: str, **data):
+    page = f"/admin/change-requests/details/?id={request_id}"
+    token = csrf_token(client, page)
+    return client.post(
+        f"/admin/change-requests/{request_id}/{step}", data={**data, "csrf_token": token}
+    )
+
+
+def the_request(request_id: int = 1) -> ChangeRequest:
+    db.session.expire_all()
+    return db.session.get(ChangeRequest, request_id)
+
+
+def flashed(client, request_id: int) -> str:
+    return client.get(f"/admin/change-requests/details/?id={request_id}").get_data(as_text=True)
+
+
+def test_an_edit_becomes_a_request_that_someone_else_approves(ann, bob, redis_client):
+    response = edit(ann, message="Hello again", cta="Go")
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith("/admin/change-requests/details/?id=1")
+    assert (entry().version, entry().fields["message"]) == (1, "Hello")  # not live yet
+    page = flashed(ann, 1)
+    assert "change request #1" in page and "<ins>Hello again</ins>" in page
+    assert 'id="approve"' not in page and 'id="own-request"' in page
+    assert audit_events("request")[-1].actor == "ann@example.com"
+
+    # The author cannot approve it, even by posting the form.
+    post(ann, 1, "approve")
+    assert the_request().status == "open" and entry().version == 1
+    assert "Nobody approves or rejects their own request" in flashed(ann, 1)
+
+    assert post(bob, 1, "approve").status_code == 302
+    saved = entry()
+    assert (saved.version, saved.fields, saved.updated_by) == (
+        2,
+        {"message": "Hello again", "cta": "Go"},
+        "ann@example.com",
+    )
+    # The same write as a direct save: an outbox event and the entry's audit row.
+    assert db.session.get(OutboxEvent, saved.last_event_id).version == 2
+    update = audit_events("update")[-1]
+    assert (update.actor, update.after["version"]) == ("ann@example.com", 2)
+    request_row = the_request()
+    assert (request_row.status, request_row.decided_by) == ("applied", "bob@example.com")
+    assert request_row.result == {"versions": {"42": 2}}
+    approved = audit_events("approve")[-1]
+    assert (approved.actor, approved.target_type, approved.target_id) == (
+        "bob@example.com",
+        "change_request",
+        "1",
+    )
+    # Decided once: a second approval changes nothing.
+    post(bob, 1, "approve")
+    assert entry().version == 2
+
+
+def test_a_viewer_cannot_approve(app, ann, campaign):
+    edit(ann, message="Hello again", cta="Go")
+    viewer = app.test_client()
+    login(viewer, "vic@example.com")
+    token = csrf_token(viewer, "/admin/change-requests/details/?id=1")
+    refused = viewer.post("/admin/change-requests/1/approve", data={"csrf_token": token})
+    assert refused.status_code == 403
+    assert the_request().status == "open" and entry().version == 1
+    assert audit_events("forbidden")[-1].actor == "vic@example.com"
+    assert 'id="approve"' not in viewer.get("/admin/change-requests/details/?id=1").get_data(
+        as_text=True
+    )
+
+
+def test_a_stale_request_must_be_refreshed_before_approval(ann, bob, campaign):
+    edit(ann, message="Hello again", cta="Go")
+    # The entry moves after the request was made (another approved change, an import...).
+    save_fields(campaign, "42", {"message": "Changed meanwhile", "cta": "Shop"})
+    page = flashed(bob, 1)
+    assert 'id="request-conflict"' in page and "users 42" in page
+    post(bob, 1, "approve")
+    assert "Refresh the request" in flashed(bob, 1)
+    assert the_request().status == "open" and entry().fields["message"] == "Changed meanwhile"
+
+    post(bob, 1, "refresh")
+    refreshed = the_request()
+    assert refreshed.changes[0]["base_version"] == 2
+    assert refreshed.changes[0]["before"] == {"message": "Changed meanwhile", "cta": "Shop"}
+    page = flashed(bob, 1)
+    assert "<del>Changed meanwhile</del>" in page and 'id="request-conflict"' not in page
+    post(bob, 1, "approve")
+    assert entry().fields == {"message": "Hello again", "cta": "Go"} and entry().version == 3
+
+
+def test_a_rejection_needs_a_reason_and_applies_nothing(ann, bob):
+    edit(ann, message="Typo", cta="Go")
+    post(bob, 1, "reject", reason="  ")
+    assert the_request().status == "open"
+    post(bob, 1, "reject", reason="The message has a typo.")
+    rejected = the_request()
+    assert (rejected.status, rejected.decided_by) == ("rejected", "bob@example.com")
+    assert [comment.body for comment in rejected.comments] == ["The message has a typo."]
+    assert entry().version == 1
+    assert audit_events("reject")[-1].after["reason"] == "The message has a typo."
+    assert "The message has a typo." in flashed(ann, 1)
+
+
+def test_only_the_author_withdraws_and_anyone_with_the_role_comments(ann, bob):
+    edit(ann, message="Maybe", cta="Go")
+    post(bob, 1, "comment", body="Is this for the spring send?")
+    post(bob, 1, "withdraw")
+    assert the_request().status == "open"
+    post(ann, 1, "comment", body="Yes <b>it is</b>")
+    page = flashed(bob, 1)
+    assert "Yes &lt;b&gt;it is&lt;/b&gt;" in page  # escaped
+    post(ann, 1, "withdraw")
+    assert the_request().status == "withdrawn" and entry().version == 1
+    assert [c.author for c in the_request().comments] == ["bob@example.com", "ann@example.com"]
+
+
+def test_create_delete_and_restore_become_requests_too(ann, bob, campaign):
+    url = "/admin/content/new/"
+    created = ann.post(
+        url,
+        data={
+            "campaign_id": str(campaign.id),
+            "user_id": "7",
+            "field_message": "New",
+            "field_cta": "",
+            "csrf_token": csrf_token(ann, url),
+        },
+    )
+    assert created.headers["Location"].endswith("?id=1") and entry("7") is None
+    token = csrf_token(ann, "/admin/content/")
+    deleted = ann.post("/admin/content/delete/", data={"id": str(entry().id), "csrf_token": token})
+    assert deleted.headers["Location"].endswith("?id=2") and not entry().deleted
+    save_fields(campaign, "42", {"message": "Second", "cta": "Go"})
+    details = f"/admin/content/details/?id={entry().id}"
+    restored = ann.post(
+        "/admin/content/restore/",
+        data={"id": str(entry().id), "version": "1", "csrf_token": csrf_token(ann, details)},
+    )
+    assert restored.headers["Location"].endswith("?id=3")
+    requests = db.session.scalars(select(ChangeRequest).order_by(ChangeRequest.id))
+    assert [r.changes[0]["action"] for r in requests] == [
+        "create",
+        "delete",
+        "restore",
+    ]
+    post(bob, 1, "approve")
+    assert entry("7").fields == {"message": "New"}
+    post(bob, 3, "approve")
+    assert entry().fields == {"message": "Hello", "cta": "Go"} and entry().version == 3
+    assert "Entries changed since" in flashed(bob, 2)  # the delete saw version 1
+    post(bob, 2, "refresh")
+    post(bob, 2, "approve")
+    assert entry().deleted and entry().version == 4
+
+
+def test_a_bulk_delete_on_such_a_campaign_is_refused_whole(ann):
+    token = csrf_token(ann, "/admin/content/")
+    response = ann.post(
+        "/admin/content/action/",
+        data={"action": "delete", "rowid": [str(entry().id)], "csrf_token": token},
+        follow_redirects=True,
+    )
+    assert "need approval; nothing was deleted" in response.get_data(as_text=True)
+    assert not entry().deleted and the_request() is None
+
+
+def test_the_menu_counts_open_requests_for_reviewers_but_not_their_own(app, ann, bob):
+    edit(ann, message="One", cta="Go")
+    badge = re.compile(r'id="review-badge"[^>]*>(\d+)<')
+    assert badge.search(bob.get("/admin/").get_data(as_text=True)).group(1) == "1"
+    assert not badge.search(ann.get("/admin/").get_data(as_text=True))
+    listed = bob.get("/admin/change-requests/?flt1_0=open").get_data(as_text=True)
+    assert "Update the entry of user 42" in listed
+
+
+def test_campaigns_without_the_setting_save_directly(ann, campaign):
+    campaign.changes_need_approval = False
+    db.session.commit()
+    edit(ann, message="Direct", cta="Go")
+    assert entry().version == 2 and the_request() is None
