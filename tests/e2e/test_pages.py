@@ -10,6 +10,7 @@ from common.publishing_support import make_campaign, save_fields
 from common.support import login, start_admin
 from sqlalchemy import select
 
+from ccadmin.approvals import workflow
 from ccadmin.extensions import db
 from ccadmin.models import AdminUser, ApiKey, AuditEvent, ContentEntry, ManagementToken
 
@@ -45,6 +46,11 @@ def pages(app, client, make_user) -> list[str]:
     db.session.commit()
     api_key = db.session.scalars(select(ApiKey)).one()
     token = db.session.scalars(select(ManagementToken)).first()
+    # A change request with a long value and a comment, seen by someone who may decide it.
+    change = workflow.EntryChange("42", "update", {"message": "Changed", "image_url": LONG_URL})
+    change_request = workflow.open_entries(campaign, [change], "editor@example.com")
+    workflow.add_comment(change_request, "editor@example.com", "For the spring send. " * 20)
+    db.session.commit()
     paths = [
         "/admin/",
         "/admin/content/",
@@ -71,6 +77,8 @@ def pages(app, client, make_user) -> list[str]:
         "/admin/management-tokens/",
         "/admin/management-tokens/new/",
         "/admin/metrics/",
+        "/admin/change-requests/",
+        f"/admin/change-requests/details/?id={change_request.id}",
     ]
     if token is not None:
         paths.append(f"/admin/management-tokens/details/?id={token.id}")

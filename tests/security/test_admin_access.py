@@ -23,7 +23,7 @@ ADMIN_WRITES = (
     "audit.",
     "metrics.requeue",
 )
-EDITOR_WRITES = ("content.", "campaign_tools.", "imports.")
+EDITOR_WRITES = ("content.", "campaign_tools.", "imports.", "change_requests.")
 PUBLIC_ENDPOINTS = {
     "static",
     "admin.static",
