@@ -4,15 +4,30 @@ change requests, and only someone else with the editor role applies them."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from common.import_support import (
+    IMPORTS,
+    apply,
+    apply_refused,
+    latest_import,
+    upload_and_stage,
+)
 from common.publishing_support import make_campaign, save_fields
 from common.security_support import audit_events
-from common.support import FRESH_REQUEST_STATE, csrf_token, login
+from common.support import FRESH_REQUEST_STATE, csrf_token, login, post_confirmed
 from sqlalchemy import select
 
 from ccadmin.extensions import db
-from ccadmin.models import ChangeRequest, ContentEntry, OutboxEvent
+from ccadmin.models import (
+    ChangeRequest,
+    ContentEntry,
+    ContentImport,
+    OutboxEvent,
+    ScheduledChange,
+)
+from workers.imports import apply_import
 
 SCHEMA = [{"name": "message", "max_length": 140}, {"name": "cta", "max_length": 20}]
 
@@ -238,3 +253,97 @@ def test_campaigns_without_the_setting_save_directly(ann, campaign):
     db.session.commit()
     edit(ann, message="Direct", cta="Go")
     assert entry().version == 2 and the_request() is None
+
+
+CSV = b"user_id,message,cta\n42,Imported,Go\n7,New,Go\n"
+
+
+def test_an_import_waits_for_approval_and_applies_through_the_worker_path(ann, bob, campaign):
+    staged = upload_and_stage(ann, campaign.id, "spring.csv", CSV)
+    response = apply(ann, staged.id)
+    assert response.headers["Location"].endswith("/admin/change-requests/details/?id=1")
+    asked = the_request()
+    assert (asked.kind, asked.content_import_id) == ("change_set", staged.id)
+    assert asked.details["counts"] == {
+        "new": 1,
+        "changed": 1,
+        "deleted": 0,
+        "unchanged": 0,
+        "invalid": 0,
+    }
+    assert [row["user_id"] for row in asked.details["sample"]] == ["42", "7"]
+    assert "<ins>Imported</ins>" in flashed(bob, 1)
+    assert latest_import().status == "ready" and entry("7") is None
+    detail = ann.get(f"{IMPORTS}{staged.id}/").get_data(as_text=True)
+    assert 'id="pending-request"' in detail and 'id="apply-form"' not in detail
+    # A second ask, or discarding it, is refused while the request is open.
+    apply_refused(ann, staged.id)
+    assert "already asks to apply" in ann.get(f"{IMPORTS}{staged.id}/").get_data(as_text=True)
+    token = csrf_token(ann, f"{IMPORTS}{staged.id}/")
+    ann.post(f"{IMPORTS}{staged.id}/discard", data={"csrf_token": token})
+    assert latest_import() is not None
+
+    post(bob, 1, "approve")
+    assert latest_import().status == "queued" and the_request().status == "applied"
+    apply_import(staged.id)
+    assert entry("7").fields == {"message": "New", "cta": "Go"}
+    assert (entry().fields["message"], entry().updated_by) == ("Imported", "ann@example.com")
+
+
+def test_an_import_whose_entries_moved_is_refreshed_before_it_applies(ann, bob, campaign):
+    staged = upload_and_stage(ann, campaign.id, "spring.csv", CSV)
+    apply(ann, staged.id)
+    save_fields(campaign, "7", {"message": "Created meanwhile", "cta": "Go"})
+    post(bob, 1, "approve")
+    assert "users 7" in flashed(bob, 1) and latest_import().status == "ready"
+    post(bob, 1, "refresh")
+    assert the_request().details["counts"]["changed"] == 2
+    assert the_request().details["counts"]["new"] == 0
+    post(bob, 1, "approve")
+    apply_import(staged.id)
+    assert entry("7").fields["message"] == "New"
+
+
+def test_a_rollback_is_a_request_and_a_rejected_one_can_be_discarded(ann, bob, campaign):
+    campaign.changes_need_approval = False
+    db.session.commit()
+    staged = upload_and_stage(ann, campaign.id, "spring.csv", CSV)
+    apply(ann, staged.id)
+    apply_import(staged.id)
+    campaign.changes_need_approval = True
+    db.session.commit()
+
+    token = csrf_token(ann, f"{IMPORTS}{staged.id}/")
+    response = post_confirmed(ann, f"{IMPORTS}{staged.id}/rollback", {"csrf_token": token})
+    assert response.headers["Location"].endswith("/admin/change-requests/details/?id=1")
+    rollback = latest_import()
+    assert (rollback.kind, rollback.status) == ("rollback", "ready")
+    assert the_request().content_import_id == rollback.id and entry("7") is not None
+    post(bob, 1, "reject", reason="Keep the import.")
+    token = csrf_token(ann, f"{IMPORTS}{rollback.id}/")
+    ann.post(f"{IMPORTS}{rollback.id}/discard", data={"csrf_token": token})
+    db.session.expire_all()
+    assert db.session.get(ContentImport, rollback.id) is None
+    # The import can be rolled back again later.
+    assert db.session.get(ContentImport, staged.id).rolled_back_by_id is None
+
+
+def test_a_scheduled_change_is_created_only_on_approval(ann, bob, campaign):
+    run_at = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    tools = f"/admin/campaign-tools/{campaign.id}/"
+    response = ann.post(
+        f"{tools}schedule",
+        data={
+            "user_id": "42",
+            "field_message": "Tomorrow",
+            "run_at": run_at,
+            "csrf_token": csrf_token(ann, tools),
+        },
+    )
+    assert response.headers["Location"].endswith("/admin/change-requests/details/?id=1")
+    assert db.session.scalars(select(ScheduledChange)).first() is None
+    assert "Tomorrow" in flashed(bob, 1)
+    post(bob, 1, "approve")
+    scheduled = db.session.scalars(select(ScheduledChange)).one()
+    assert (scheduled.fields, scheduled.created_by) == ({"message": "Tomorrow"}, "ann@example.com")
+    assert the_request().result == {"scheduled_change_id": scheduled.id}

@@ -22,7 +22,9 @@ from werkzeug.wrappers import Response
 
 from ccadmin import keys
 from ccadmin.admin.base import AccessControlled, actor
+from ccadmin.admin.change_requests import to_request
 from ccadmin.admin.schedule_form import CLEAR_PREFIX, FIELD_PREFIX, LOADED_PREFIX, ScheduleInput
+from ccadmin.approvals import workflow
 from ccadmin.content import preview, snippets
 from ccadmin.content.schema import REQUIRED_FIELD, user_id_error
 from ccadmin.extensions import db
@@ -154,6 +156,12 @@ class CampaignToolsView(AccessControlled, BaseView):
             typed.errors = {"run_at": str(error)}
             return self._render_tools(campaign, schedule=typed)
         try:
+            if workflow.needs_approval(campaign):
+                change_request = workflow.open_schedule(
+                    campaign, typed.user_id, typed.changed_values(), typed.clear, run_at, actor()
+                )
+                db.session.commit()
+                return to_request(change_request)
             scheduling.schedule_change(
                 campaign,
                 typed.user_id,

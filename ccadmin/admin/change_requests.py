@@ -19,7 +19,7 @@ from markupsafe import Markup
 from werkzeug.wrappers import Response
 
 from ccadmin.admin.base import ProtectedModelView, actor
-from ccadmin.admin.content import CampaignOptions
+from ccadmin.admin.content_list import CampaignOptions
 from ccadmin.approvals import workflow
 from ccadmin.content.schema import REQUIRED_FIELD
 from ccadmin.extensions import db
@@ -218,6 +218,11 @@ class ChangeRequestView(ProtectedModelView):
         return self._back(change_request)
 
 
-def request_url(change_request: ChangeRequest, external: bool = False) -> str:
-    """The admin page of a request."""
-    return url_for("change_workflow.details_view", id=change_request.id, _external=external)
+def to_request(change_request: ChangeRequest) -> Response:
+    """Where a change that became a request sends its author: the request's page."""
+    flash(
+        f"This campaign's changes need approval: change request #{change_request.id} is open. "
+        "It goes live when someone else approves it.",
+        "info",
+    )
+    return redirect(url_for("change_requests.details_view", id=change_request.id))

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
-from flask import current_app, flash, g, redirect, request, url_for
+from flask import current_app, flash, g, redirect, request
 from flask_admin import expose
 from flask_admin.contrib.sqla.filters import DateTimeBetweenFilter, FilterEqual, IntEqualFilter
 from flask_admin.helpers import get_form_data, get_redirect_target
@@ -28,7 +27,8 @@ from wtforms.validators import ValidationError
 from ccadmin import keys
 from ccadmin.admin.base import AdminForm, actor
 from ccadmin.admin.campaign_tools import run_preview
-from ccadmin.admin.content_list import PublishStatusFilter, search_condition
+from ccadmin.admin.change_requests import to_request
+from ccadmin.admin.content_list import CampaignOptions, PublishStatusFilter, search_condition
 from ccadmin.admin.keyset import KeysetModelView
 from ccadmin.approvals import workflow
 from ccadmin.content import history
@@ -66,17 +66,6 @@ _STATUS_BADGES = {
     STATUS_UNKNOWN: "badge-secondary",
     STATUS_FAILING: "badge-danger",
 }
-
-
-class CampaignOptions:
-    """Filter choices read at every render (Flask-Admin keeps the object, not a copy)."""
-
-    def __bool__(self) -> bool:
-        return True
-
-    def __iter__(self) -> Iterator[tuple[int, str]]:
-        rows = db.session.execute(select(Campaign.id, Campaign.slug).order_by(Campaign.slug))
-        return iter([(campaign_id, slug) for campaign_id, slug in rows])
 
 
 class RequestOpened(Exception):
@@ -439,36 +428,26 @@ class ContentView(KeysetModelView):
         db.session.commit()
         raise RequestOpened(change_request)
 
-    @staticmethod
-    def to_request(opened: RequestOpened) -> Response:
-        change_request = opened.change_request
-        flash(
-            f"This campaign's changes need approval: change request #{change_request.id} "
-            "is open. It goes live when someone else approves it.",
-            "info",
-        )
-        return redirect(url_for("change_requests.details_view", id=change_request.id))
-
     @expose("/new/", methods=("GET", "POST"))
     def create_view(self) -> Any:
         try:
             return super().create_view()
         except RequestOpened as opened:
-            return self.to_request(opened)
+            return to_request(opened.change_request)
 
     @expose("/edit/", methods=("GET", "POST"))
     def edit_view(self) -> Any:
         try:
             return super().edit_view()
         except RequestOpened as opened:
-            return self.to_request(opened)
+            return to_request(opened.change_request)
 
     @expose("/delete/", methods=("POST",))
     def delete_view(self) -> Any:
         try:
             return super().delete_view()
         except RequestOpened as opened:
-            return self.to_request(opened)
+            return to_request(opened.change_request)
 
     def handle_action(self, return_view: str | None = None) -> Any:
         """A bulk delete touching a campaign whose changes need approval is refused whole."""
@@ -530,7 +509,7 @@ class ContentView(KeysetModelView):
         try:
             self.ask_if_needed(entry.campaign, entry.user_id, "restore", clean)
         except RequestOpened as opened:
-            return self.to_request(opened)
+            return to_request(opened.change_request)
         if not self.commit_or_report(lambda: self.write_version(entry, clean, "restore")):
             return redirect(here)
         flash(f"Version {number} restored as version {entry.version}.", "success")

@@ -11,6 +11,7 @@ values with LIKE.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from flask_admin.contrib.sqla.filters import BaseSQLAFilter
@@ -18,7 +19,7 @@ from sqlalchemy import and_, exists, func, literal_column, or_, select, text
 from sqlalchemy.sql.elements import ColumnElement
 
 from ccadmin.extensions import db
-from ccadmin.models import ContentEntry, OutboxEvent, PublishFailure
+from ccadmin.models import Campaign, ContentEntry, OutboxEvent, PublishFailure
 
 # Shorter searches are user ids only: a word or two letters long matches too much.
 MIN_TEXT_SEARCH = 3
@@ -103,3 +104,14 @@ class PublishStatusFilter(BaseSQLAFilter):
 
     def operation(self) -> str:
         return "is"
+
+
+class CampaignOptions:
+    """Filter choices read at every render (Flask-Admin keeps the object, not a copy)."""
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        rows = db.session.execute(select(Campaign.id, Campaign.slug).order_by(Campaign.slug))
+        return iter([(campaign_id, slug) for campaign_id, slug in rows])

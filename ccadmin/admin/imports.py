@@ -34,7 +34,9 @@ from werkzeug.wrappers import Response
 from wtforms.validators import ValidationError
 
 from ccadmin.admin.base import AccessControlled, actor
+from ccadmin.admin.change_requests import to_request
 from ccadmin.admin.confirmation import Confirmation, confirmed
+from ccadmin.approvals import workflow
 from ccadmin.extensions import csrf, db
 from ccadmin.imports import changesets, export, uploads
 from ccadmin.imports.parsing import detect_format
@@ -173,6 +175,8 @@ class ImportView(AccessControlled, BaseView):
             mode_all=MODE_ALL,
             mode_valid_only=MODE_VALID_ONLY,
             scheduled=content_import.status == STATUS_SCHEDULED,
+            needs_approval=workflow.needs_approval(content_import.campaign),
+            pending_request=workflow.pending_for_change_set(content_import.id),
         )
 
     @expose("/<int:import_id>/status")
@@ -195,10 +199,15 @@ class ImportView(AccessControlled, BaseView):
         try:
             mode = request.form.get("mode", MODE_ALL)
             if not confirmed(content_import.writes):
-                changesets.check_applicable(content_import, mode)
+                workflow.check_change_set(content_import, mode)
                 return self._confirm_apply(content_import, mode, run_at, here)
+            if workflow.needs_approval(content_import.campaign):
+                change_request = workflow.open_change_set(content_import, mode, run_at, actor())
+                db.session.commit()
+                return to_request(change_request)
             changesets.start_apply(content_import, mode, actor(), redis_connection(), run_at)
         except ValueError as error:
+            db.session.rollback()
             flash(str(error), "error")
             return redirect(here)
         if run_at is not None:
@@ -217,6 +226,8 @@ class ImportView(AccessControlled, BaseView):
         ]
         if mode == MODE_VALID_ONLY and content_import.invalid_rows:
             details.append(f"{content_import.invalid_rows} invalid rows skipped")
+        if workflow.needs_approval(content_import.campaign):
+            details.append("The campaign's changes need approval: this opens a change request.")
         confirmation = Confirmation.for_request(
             title=f"Apply {label} #{content_import.id}?",
             question=(
@@ -253,10 +264,16 @@ class ImportView(AccessControlled, BaseView):
             count = changesets.rollback_size(content_import)
             if not confirmed(count):
                 return self._confirm_rollback(content_import, count, here)
+            if workflow.needs_approval(content_import.campaign):
+                rollback = changesets.create_rollback(content_import, actor(), stalled=stalled)
+                change_request = workflow.open_change_set(rollback, MODE_ALL, None, actor())
+                db.session.commit()
+                return to_request(change_request)
             rollback = changesets.queue_rollback(
                 content_import, actor(), redis_connection(), stalled=stalled
             )
         except ValueError as error:
+            db.session.rollback()
             flash(str(error), "error")
             return redirect(here)
         return redirect(url_for(".detail_view", import_id=rollback.id))
@@ -313,6 +330,15 @@ class ImportView(AccessControlled, BaseView):
         if content_import.status not in (STATUS_READY, STATUS_INVALID):
             flash(f"Only a {label} not applied can be discarded.", "error")
             return redirect(url_for(".detail_view", import_id=import_id))
+        waiting = workflow.pending_for_change_set(import_id)
+        if waiting is not None:
+            flash(
+                f"Change request #{waiting.id} asks to apply this {label}: it is withdrawn or "
+                "rejected first.",
+                "error",
+            )
+            return redirect(url_for(".detail_view", import_id=import_id))
+        changesets.forget_undo(content_import)
         db.session.execute(delete(ImportRow).where(ImportRow.import_id == import_id))
         db.session.delete(content_import)
         db.session.commit()

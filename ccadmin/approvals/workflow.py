@@ -195,12 +195,7 @@ def open_change_set(
     via: str = "admin",
 ) -> ChangeRequest:
     """A request to apply a previewed change set (import, revert, rollback, roll forward)."""
-    changesets.check_applicable(content_import, mode)
-    waiting = pending_for_change_set(content_import.id)
-    if waiting is not None:
-        raise ApprovalError(
-            f"Change request #{waiting.id} already asks to apply this {content_import.label}."
-        )
+    check_change_set(content_import, mode)
     # The preview may be older than the request: take its diff against now.
     _recheck_drifted(content_import)
     when = f" at {run_at:%Y-%m-%d %H:%M} UTC" if run_at else ""
@@ -214,6 +209,16 @@ def open_change_set(
         details=_change_set_details(content_import, mode, run_at),
         content_import_id=content_import.id,
     )
+
+
+def check_change_set(content_import: ContentImport, mode: str) -> None:
+    """Refuse (ApprovalError, ChangeSetError) asking to apply what cannot be, or twice."""
+    changesets.check_applicable(content_import, mode)
+    waiting = pending_for_change_set(content_import.id)
+    if waiting is not None:
+        raise ApprovalError(
+            f"Change request #{waiting.id} already asks to apply this {content_import.label}."
+        )
 
 
 def _change_set_details(

@@ -36,6 +36,7 @@ from ccadmin.models.imports import (
     STATUS_READY,
     STATUS_SCHEDULED,
     STATUS_VALIDATING,
+    UNDO_KINDS,
     WRITING_OUTCOMES,
 )
 
@@ -243,6 +244,15 @@ def create_rollback(
     source.rolled_back_by_id = rollback.id
     db.session.commit()
     return rollback
+
+
+def forget_undo(undo: ContentImport) -> None:
+    """A rollback (or roll forward) discarded before it ran: its source can be undone again."""
+    if undo.kind not in UNDO_KINDS or undo.source_import_id is None:
+        return
+    source = db.session.get(ContentImport, undo.source_import_id)
+    if source is not None and source.rolled_back_by_id == undo.id:
+        source.rolled_back_by_id = None
 
 
 def rollback_size(source: ContentImport) -> int:
