@@ -15,6 +15,7 @@ from typing import Any
 from flask import current_app
 from rq import get_current_job
 
+from ccadmin.approvals import workflow
 from ccadmin.imports import coverage, scheduling, uploads
 from ccadmin.imports.applying import apply_change_set
 from ccadmin.models.imports import STATUS_QUEUED
@@ -50,6 +51,9 @@ def ingest_import(import_id: int) -> dict[str, Any]:
     content_import = uploads.stage_upload(import_id, staged)
     if content_import is None:
         return {"import_id": import_id, "skipped": "not waiting to be staged"}
+    if content_import.approval_via:
+        change_request = workflow.ask_for_staged(content_import)
+        return {"import_id": import_id, "change_request": change_request and change_request.id}
     # An admin upload waits for its preview to be confirmed: the marketer's
     # apply queues its own job, which this one must not race once staged.
     if not content_import.apply_when_staged or content_import.status != STATUS_QUEUED:

@@ -6,7 +6,14 @@ from typing import Any
 
 from flask import url_for
 from flask_admin.actions import action
-from wtforms import PasswordField, SelectChoice, SelectField, SelectMultipleField, StringField
+from wtforms import (
+    BooleanField,
+    PasswordField,
+    SelectChoice,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+)
 from wtforms.validators import DataRequired, Length, Optional
 
 from ccadmin.admin.base import AdminForm, actor
@@ -28,6 +35,7 @@ def token_snapshot(token: ManagementToken) -> dict[str, Any]:
         "campaigns": token.campaigns,
         "source": token.source,
         "signed": token.signing_secret is not None,
+        "needs_approval": bool(token.needs_approval),
         "revoked": token.revoked_at is not None,
     }
 
@@ -61,6 +69,13 @@ class ManagementTokenForm(AdminForm):
             "the old one's source when you rotate it."
         ),
     )
+    needs_approval = BooleanField(
+        "Changes need approval",
+        description=(
+            "On campaigns whose changes need approval, this token's writes become change "
+            "requests (202 with their address) that a person approves in the admin."
+        ),
+    )
     signing_secret = PasswordField(
         "Signing secret",
         validators=[Optional(), Length(max=200)],
@@ -81,6 +96,7 @@ class ManagementTokenView(CredentialView):
         "scope",
         "campaigns",
         "source",
+        "needs_approval",
         "created_at",
         "created_by",
         "revoked_at",
@@ -104,6 +120,7 @@ class ManagementTokenView(CredentialView):
             campaigns=list(form.campaigns.data) or None,
             source=form.source.data or None,
             signing_secret=form.signing_secret.data or None,
+            needs_approval=form.needs_approval.data,
             created_by=actor(),
         )
         return token, secret

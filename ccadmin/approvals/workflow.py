@@ -43,7 +43,12 @@ from ccadmin.models.change_requests import (
     STATUS_REJECTED,
     STATUS_WITHDRAWN,
 )
-from ccadmin.models.imports import OUTCOME_INVALID, WRITING_OUTCOMES
+from ccadmin.models.imports import (
+    OUTCOME_INVALID,
+    STATUS_INVALID,
+    STATUS_READY,
+    WRITING_OUTCOMES,
+)
 from ccadmin.models.types import one_of, utcnow
 from ccadmin.publishing import entry_writes
 
@@ -209,6 +214,30 @@ def open_change_set(
         details=_change_set_details(content_import, mode, run_at),
         content_import_id=content_import.id,
     )
+
+
+def ask_for_staged(content_import: ContentImport) -> ChangeRequest | None:
+    """Open the request for an import the ingest API staged for approval (commits).
+
+    One that cannot be applied as asked (all or nothing, with invalid rows)
+    is marked invalid with the reason, as its apply would have failed.
+    """
+    if content_import.status != STATUS_READY or pending_for_change_set(content_import.id):
+        return None
+    try:
+        change_request = open_change_set(
+            content_import,
+            content_import.mode,
+            None,
+            content_import.created_by,
+            via=content_import.approval_via or "api",
+        )
+    except ValueError as error:
+        content_import.status = STATUS_INVALID
+        content_import.error = str(error)
+        change_request = None
+    db.session.commit()
+    return change_request
 
 
 def check_change_set(content_import: ContentImport, mode: str) -> None:

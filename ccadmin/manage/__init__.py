@@ -14,6 +14,7 @@ from werkzeug.routing import PathConverter
 
 from ccadmin.extensions import csrf
 from ccadmin.manage import (  # noqa: F401  (each module registers its routes)
+    approval,
     batch,
     campaigns,
     entries,

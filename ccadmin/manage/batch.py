@@ -24,11 +24,12 @@ from flask import jsonify
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
+from ccadmin.approvals import workflow
 from ccadmin.content.schema import nested_deeper_than, printable, user_id_error, validate_fields
 from ccadmin.extensions import db
 from ccadmin.imports import applying, bulk, staging
 from ccadmin.imports.parsing import USER_ID_COLUMN
-from ccadmin.manage import ordering, schemas, token_auth
+from ccadmin.manage import approval, ordering, schemas, token_auth
 from ccadmin.manage.campaigns import campaign_for, connection_test
 from ccadmin.manage.errors import ApiError
 from ccadmin.manage.routes import (
@@ -308,6 +309,8 @@ def write_rows(
             {"rows": error_list(rows, errors)},
         )
     late = supersede(campaign, checked)
+    if checked.valid and approval.needed(campaign):
+        ask_approval(campaign, rows, checked, len(late))
     outcomes: dict[int, str] = {}
     content_import = None
     if checked.valid:
@@ -351,6 +354,25 @@ def write_rows(
     }
 
 
+def ask_approval(campaign: Campaign, rows: list[Any], checked: CheckedRows, late: int) -> None:
+    """The valid rows that change something become one change request (202)."""
+    changes = []
+    for index in sorted(checked.valid):
+        user_id, clean, entry = checked.valid[index]
+        live = entry is not None and not entry.deleted
+        if live and entry.fields == clean:
+            continue
+        changes.append(workflow.EntryChange(user_id, "update" if live else "create", clean))
+    if changes:
+        approval.ask(
+            campaign,
+            changes,
+            invalid=len(checked.errors),
+            superseded=late,
+            errors=error_list(rows, checked.errors),
+        )
+
+
 connection_test("/campaigns/<slug>/content:batch", "head_batch")
 
 
@@ -374,7 +396,11 @@ connection_test("/campaigns/<slug>/content:batch", "head_batch")
     body_limit=MAX_BATCH_BYTES,
     query=[PARTIAL],
     headers=[ordering.EVENT_TIME],
-    responses={200: ("Applied; counts and a result per row", "BatchResult")},
+    responses={
+        200: ("Applied; counts and a result per row", "BatchResult"),
+        202: ("Waiting for approval as a change request; poll `Location`", "ChangeRequest"),
+    },
+    response_headers={202: ["Location"]},
 )
 def batch_entries(slug: str) -> Response:
     campaign = campaign_for(slug, write=True)

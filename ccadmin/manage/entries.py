@@ -17,9 +17,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
 
+from ccadmin.approvals import workflow
 from ccadmin.content.schema import user_id_error, validate_fields
 from ccadmin.extensions import db
-from ccadmin.manage import ordering, schemas, token_auth
+from ccadmin.manage import approval, ordering, schemas, token_auth
 from ccadmin.manage.campaigns import campaign_for
 from ccadmin.manage.errors import ApiError
 from ccadmin.manage.routes import json_body, operation
@@ -134,7 +135,12 @@ def commit_change(
     action: str,
     before: StoredEntry | None,
 ) -> StoredEntry:
-    """Write the change (entry, outbox, audit) and commit; a concurrent create is a 409."""
+    """Write the change (entry, outbox, audit) and commit; a concurrent create is a 409.
+
+    Where the change needs approval, it becomes a change request (202) instead.
+    """
+    if approval.needed(campaign):
+        approval.ask(campaign, [workflow.EntryChange(user_id, action, fields)])
     try:
         saved = entry_writes.write_entry(
             campaign.id, user_id, fields, token_auth.actor(), action, before
@@ -179,6 +185,7 @@ def keep_unchanged(at_given: bool) -> None:
         db.session.rollback()
 
 
+ACCEPTED = ("Waiting for approval as a change request; poll `Location`", "ChangeRequest")
 COMMON = {
     422: (
         "Invalid body, user id or address (not UTF-8, an unpaired surrogate, nested too "
@@ -217,11 +224,12 @@ def get_entry(slug: str, user_id: str) -> Response:
     responses={
         200: ("Replaced, already equal (version unchanged), or superseded", "Entry"),
         201: ("Created", "Entry"),
+        202: ACCEPTED,
         409: ("Created concurrently by another request; retry", "Error"),
         412: ("If-Match or If-None-Match did not hold", "Error"),
         **COMMON,
     },
-    response_headers={200: ["ETag"], 201: ["ETag", "Location"]},
+    response_headers={200: ["ETag"], 201: ["ETag", "Location"], 202: ["Location"]},
     links={status: ["get_entry", "patch_entry", "delete_entry"] for status in (200, 201)},
 )
 def put_entry(slug: str, user_id: str) -> Response:
@@ -252,10 +260,11 @@ def put_entry(slug: str, user_id: str) -> Response:
     headers=[IF_MATCH, ordering.EVENT_TIME],
     responses={
         200: ("Changed, already equal, or superseded", "Entry"),
+        202: ACCEPTED,
         412: ("If-Match did not hold", "Error"),
         **COMMON,
     },
-    response_headers={200: ["ETag"]},
+    response_headers={200: ["ETag"], 202: ["Location"]},
 )
 def patch_entry(slug: str, user_id: str) -> Response:
     campaign = campaign_for(slug, write=True)
@@ -286,10 +295,12 @@ def patch_entry(slug: str, user_id: str) -> Response:
     headers=[IF_MATCH, ordering.EVENT_TIME],
     responses={
         200: ("Superseded: a newer event from this source is applied; nothing changed", "Entry"),
+        202: ACCEPTED,
         204: ("Deleted", None),
         412: ("If-Match did not hold", "Error"),
         422: ("A malformed Event-Time, or with one, an invalid user id", "Error"),
     },
+    response_headers={202: ["Location"]},
 )
 def delete_entry(slug: str, user_id: str) -> Response:
     campaign = campaign_for(slug, write=True)

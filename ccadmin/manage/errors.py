@@ -44,6 +44,26 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+class Accepted(Exception):
+    """A 202 raised from deep in a write: the change waits as a change request.
+
+    Raised after the request is committed; routes.operation turns it into
+    the answer, so an `Idempotency-Key` retry gets the same one.
+    """
+
+    def __init__(self, document: dict[str, Any], location: str) -> None:
+        super().__init__(location)
+        self.document = document
+        self.location = location
+
+    def response(self) -> Response:
+        response = jsonify(self.document)
+        response.status_code = 202
+        response.headers["Location"] = self.location
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+
 def error_response(
     status: int,
     error: str,

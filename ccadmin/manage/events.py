@@ -38,7 +38,7 @@ from werkzeug.wrappers import Response
 from ccadmin.content.schema import user_id_error, validate_fields
 from ccadmin.extensions import db
 from ccadmin.imports.parsing import USER_ID_COLUMN
-from ccadmin.manage import ordering, schemas, token_auth
+from ccadmin.manage import approval, ordering, schemas, token_auth
 from ccadmin.manage.batch import MAX_BATCH_BYTES, refuse_too_many, write_rows
 from ccadmin.manage.campaigns import campaign_for, connection_test
 from ccadmin.manage.errors import ApiError
@@ -292,7 +292,8 @@ def apply_events(campaign: Campaign, events: list[Any]) -> dict[str, Any]:
     parsed = [read_event(event, paths, tracked) for event in events]
     rows, row_of, late = fold(campaign, parsed)
     import_id = None
-    if len(rows) == 1:
+    # A change that needs approval takes the batch's path, which opens the request.
+    if len(rows) == 1 and not approval.needed(campaign):
         row_results = [write_one(campaign, rows[0])]
     elif rows:
         written = write_rows(campaign, rows, True, None)
@@ -349,8 +350,10 @@ connection_test(RULE, "head_events")
     headers=[token_auth.SIGNATURE],
     responses={
         200: ("A result per event", "EventsResult"),
+        202: ("Waiting for approval as a change request; poll `Location`", "ChangeRequest"),
         401: ("No valid token, or a bad signature", "Error"),
     },
+    response_headers={202: ["Location"]},
 )
 def post_events(slug: str) -> Response:
     campaign = campaign_for(slug, write=True)

@@ -24,11 +24,11 @@ from ccadmin.extensions import db
 from ccadmin.imports import changesets, staging, uploads
 from ccadmin.imports.parsing import FORMAT_CSV, FORMAT_JSONL
 from ccadmin.imports.progress import import_state, redis_connection
-from ccadmin.manage import token_auth
+from ccadmin.manage import approval, token_auth
 from ccadmin.manage.campaigns import campaign_for
 from ccadmin.manage.errors import ApiError
 from ccadmin.manage.routes import operation, query_flag, require_media_type
-from ccadmin.models import ContentImport
+from ccadmin.models import ChangeRequest, ContentImport
 from ccadmin.models.imports import MODE_ALL, MODE_VALID_ONLY, STATUS_RECEIVING
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,25 @@ def state_document(content_import: ContentImport) -> dict[str, Any]:
             ],
             "apply": content_import.error,
         },
+        "change_request": _change_request(content_import),
+    }
+
+
+def _change_request(content_import: ContentImport) -> dict[str, Any] | None:
+    """The request an import made with a token that needs approval waits as, once staged."""
+    if not content_import.approval_via:
+        return None
+    change_request = db.session.scalars(
+        select(ChangeRequest)
+        .where(ChangeRequest.content_import_id == content_import.id)
+        .order_by(ChangeRequest.id.desc())
+    ).first()
+    if change_request is None:
+        return None
+    return {
+        "id": change_request.id,
+        "status": change_request.status,
+        "url": approval.location(change_request),
     }
 
 
@@ -140,7 +159,10 @@ def create_import(slug: str) -> Response:
     content_import.mode = mode
     content_import.upload_format = file_format
     content_import.upload_bytes = 0
-    content_import.apply_when_staged = True
+    if approval.needed(campaign):
+        # Staged, then waiting as a change request instead of applied.
+        content_import.approval_via = approval.via()
+    content_import.apply_when_staged = content_import.approval_via is None
     db.session.commit()
     # No limit of its own (None would mean the app's); the rows are checked one by one.
     request.max_content_length = sys.maxsize

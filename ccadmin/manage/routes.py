@@ -7,6 +7,7 @@ record, so a route cannot exist without being documented, or the reverse.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from werkzeug.exceptions import MethodNotAllowed
 
 from ccadmin.content.schema import nested_deeper_than
 from ccadmin.manage import errors, idempotency, schemas
-from ccadmin.manage.errors import ApiError
+from ccadmin.manage.errors import Accepted, ApiError
 
 bp = Blueprint("manage", __name__, url_prefix="/manage/v1")
 # Repeated slashes can belong to a user id: never redirect them away. OPTIONS
@@ -69,13 +70,27 @@ def operation(rule: str, method: str, **spec: Any) -> Callable[[Callable], Calla
         op = Operation(operation_id=view.__name__, method=method, rule=rule, **spec)
         OPERATIONS.append(op)
         view.manage_operation = op  # type: ignore[attr-defined]
-        served = idempotency.idempotent(view, op.body_limit) if op.writes else view
+        answered = _answering_accepted(view) if op.writes else view
+        served = idempotency.idempotent(answered, op.body_limit) if op.writes else view
         bp.add_url_rule(
             rule, endpoint=view.__name__, view_func=served, methods=[method], **RULE_OPTIONS
         )
         return view
 
     return register
+
+
+def _answering_accepted(view: Callable) -> Callable:
+    """The view, with a change that became a change request answered 202."""
+
+    @functools.wraps(view)
+    def answered(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return view(*args, **kwargs)
+        except Accepted as accepted:
+            return accepted.response()
+
+    return answered
 
 
 def require_media_type(allowed: tuple[str, ...]) -> str:

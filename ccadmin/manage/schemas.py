@@ -305,6 +305,18 @@ IMPORT_STATE = {
                 "apply": {"type": ["string", "null"]},
             },
         },
+        "change_request": {
+            "type": ["object", "null"],
+            "description": (
+                "With a token that needs approval: the change request the staged import "
+                "waits as (null until it is staged)."
+            ),
+            "properties": {
+                "id": {"type": "integer"},
+                "status": {"type": "string"},
+                "url": {"type": "string"},
+            },
+        },
     },
     "required": ["id", "campaign", "status", "rows", "progress", "errors"],
 }
@@ -321,6 +333,30 @@ ERROR = {
     "required": ["error", "message"],
 }
 
+CHANGE_REQUEST = {
+    "type": "object",
+    "description": (
+        "A change that waits for a person's approval (a campaign whose changes need "
+        "approval, written with a token that needs it)."
+    ),
+    "properties": {
+        "id": {"type": "integer"},
+        "campaign": {"type": "string"},
+        "kind": {"type": "string", "enum": ["entries", "schedule", "change_set"]},
+        "title": {"type": "string"},
+        "status": {"type": "string", "enum": ["open", "applied", "rejected", "withdrawn"]},
+        "entries": {"type": "integer", "description": "Entries the request changes."},
+        "requested_by": {"type": "string"},
+        "requested_at": {"type": "string", "format": "date-time"},
+        "decided_by": {"type": ["string", "null"]},
+        "decided_at": {"type": ["string", "null"], "format": "date-time"},
+        "result": {"type": ["object", "null"]},
+        "url": {"type": "string", "description": "This document's address, to poll."},
+        "review_url": {"type": "string", "description": "Its page in the admin."},
+    },
+    "required": ["id", "campaign", "kind", "title", "status", "url", "review_url"],
+}
+
 COMPONENTS = {
     "EntryPut": ENTRY_PUT,
     "EntryPatch": ENTRY_PATCH,
@@ -334,6 +370,7 @@ COMPONENTS = {
     "EventResult": EVENT_RESULT,
     "EventsResult": EVENTS_RESULT,
     "ImportState": IMPORT_STATE,
+    "ChangeRequest": CHANGE_REQUEST,
     "Error": ERROR,
 }
 

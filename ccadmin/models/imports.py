@@ -102,6 +102,9 @@ class ContentImport(db.Model):
     upload_bytes = db.Column(BigInteger, nullable=True)
     received_at = db.Column(db.DateTime(timezone=True), nullable=True)
     apply_when_staged = db.Column(db.Boolean, nullable=True, default=False)
+    # Set when a write with a token that needs approval made it: once staged,
+    # it waits as a change request (ccadmin/approvals/) made "via" this.
+    approval_via = db.Column(db.String(220), nullable=True)
 
     campaign = db.relationship("Campaign", lazy="joined")
 

@@ -23,6 +23,8 @@ def upgrade():
         batch_op.add_column(sa.Column('changes_need_approval', sa.Boolean(), nullable=False, server_default=sa.false()))
     with op.batch_alter_table('management_token') as batch_op:
         batch_op.add_column(sa.Column('needs_approval', sa.Boolean(), nullable=False, server_default=sa.false()))
+    with op.batch_alter_table('content_import') as batch_op:
+        batch_op.add_column(sa.Column('approval_via', sa.String(length=220), nullable=True))
     op.create_table('change_request',
     sa.Column('id', BIG_ID, nullable=False),
     sa.Column('campaign_id', BIG_ID, nullable=False),
@@ -63,6 +65,8 @@ def downgrade():
     op.drop_index('ix_change_request_campaign', table_name='change_request')
     op.drop_index('ix_change_request_status_requested_at', table_name='change_request')
     op.drop_table('change_request')
+    with op.batch_alter_table('content_import') as batch_op:
+        batch_op.drop_column('approval_via')
     with op.batch_alter_table('management_token') as batch_op:
         batch_op.drop_column('needs_approval')
     with op.batch_alter_table('campaign') as batch_op:

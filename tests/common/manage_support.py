@@ -11,7 +11,10 @@ SCHEMA = [{"name": "message", "max_length": 20}, {"name": "cta", "max_length": 1
 
 
 def make_token(
-    name: str = "crm-sync", scope: str = SCOPE_WRITE, campaigns: list[str] | None = None
+    name: str = "crm-sync",
+    scope: str = SCOPE_WRITE,
+    campaigns: list[str] | None = None,
+    needs_approval: bool = False,
 ) -> str:
     """A committed token; returns its secret."""
     secret = new_token_secret()
@@ -22,6 +25,7 @@ def make_token(
             secret_hash=hash_secret(secret),
             scope=scope,
             campaigns=campaigns,
+            needs_approval=needs_approval,
         )
     )
     db.session.commit()
