@@ -347,3 +347,16 @@ def test_a_scheduled_change_is_created_only_on_approval(ann, bob, campaign):
     scheduled = db.session.scalars(select(ScheduledChange)).one()
     assert (scheduled.fields, scheduled.created_by) == ({"message": "Tomorrow"}, "ann@example.com")
     assert the_request().result == {"scheduled_change_id": scheduled.id}
+
+
+def test_the_audit_log_names_each_step_and_who_took_it(ann, bob):
+    edit(ann, message="Audited", cta="Go")
+    post(bob, 1, "approve")
+    page = bob.get("/admin/audit/").get_data(as_text=True)
+    assert page.count("change request #1</a>: Update the entry of user 42") == 2
+    steps = [
+        (event.action, event.actor)
+        for event in audit_events()
+        if event.target_type == "change_request"
+    ]
+    assert steps == [("request", "ann@example.com"), ("approve", "bob@example.com")]

@@ -111,6 +111,11 @@ def describe_target(model: AuditEvent, names: Names) -> Markup:
                 link, model.action.replace("_", " "), snapshot["import_id"], slug
             )
         return Markup("campaign {}").format(slug)
+    if model.target_type == "change_request" and (model.target_id or "").isdigit():
+        link = url_for("change_requests.details_view", id=model.target_id)
+        return Markup('<a href="{}">change request #{}</a>: {}').format(
+            link, model.target_id, snapshot.get("title", "")
+        )
     label = snapshot.get("email") or snapshot.get("name")
     kind = model.target_type.replace("_", " ")
     if label:
