@@ -100,6 +100,15 @@ def _login_lock(view: Any, context: Any, model: AdminUser, name: str) -> Markup 
     )
 
 
+def _sign_in(view: Any, context: Any, model: AdminUser, name: str) -> str:
+    ways = []
+    if model.sso_subject:
+        ways.append("single sign-on")
+    if model.has_password:
+        ways.append("password")
+    return ", ".join(ways) or "nothing yet"
+
+
 class UserView(ProtectedModelView):
     """Admins only, not even in the menu for others."""
 
@@ -108,10 +117,18 @@ class UserView(ProtectedModelView):
     record_noun = "users"
     confirmed_actions = frozenset({"delete", "unlock"})
     can_view_details = True
-    column_list = ("email", "role", "active", "login_lock", "created_at", "last_login_at")
+    column_list = (
+        "email",
+        "role",
+        "active",
+        "sign_in",
+        "login_lock",
+        "created_at",
+        "last_login_at",
+    )
     column_details_list = column_list
-    column_labels = {"login_lock": "Login"}
-    column_formatters = {"login_lock": _login_lock}
+    column_labels = {"login_lock": "Login", "sign_in": "Signs in with"}
+    column_formatters = {"login_lock": _login_lock, "sign_in": _sign_in}
     column_formatters_detail = column_formatters
     column_searchable_list = ("email",)
     column_sortable_list = ("email", "role", "created_at")
