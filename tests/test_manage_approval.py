@@ -61,6 +61,17 @@ def test_a_put_answers_202_with_the_request_to_poll(client, token, app):
     assert (entry().fields, entry().updated_by) == ({"message": "Changed"}, "token:crm-sync")
 
 
+def test_a_retried_write_gets_its_open_request_back(client, token):
+    body = {"fields": {"message": "Changed"}}
+    first = client.put(f"{BASE}/content/42", json=body, headers=bearer(token))
+    again = client.put(f"{BASE}/content/42", json=body, headers=bearer(token))
+    assert first.json["id"] == again.json["id"] == 1
+    other = client.put(
+        f"{BASE}/content/42", json={"fields": {"message": "Else"}}, headers=bearer(token)
+    )
+    assert other.json["id"] == 2 and len(requests_made()) == 2
+
+
 def test_checks_still_come_first(client, token):
     invalid = client.put(
         f"{BASE}/content/42", json={"fields": {"message": ""}}, headers=bearer(token)

@@ -59,6 +59,8 @@ ACTION_RESTORE = "restore"
 # Rows of a change set shown on its request, and user ids named in a conflict.
 SAMPLE_ROWS = 20
 NAMED_CONFLICTS = 5
+# Open requests of one author compared with a new one, to spot a retried write.
+RETRY_WINDOW = 20
 # Rows of a change set rechecked per statement when it is refreshed.
 REFRESH_BATCH = 1_000
 COMMENT_MAX_LENGTH = 5_000
@@ -166,6 +168,35 @@ def open_entries(
     return _open(
         campaign, KIND_ENTRIES, title or _title(changes), actor, via, changes=recorded, details={}
     )
+
+
+def same_open_request(
+    campaign: Campaign, changes: list[EntryChange], actor: str
+) -> ChangeRequest | None:
+    """An open request by `actor` asking for exactly these changes: a retried write
+    (a sending tool's timeout) finds its request rather than opening a second one."""
+    wanted = [_asked(change.user_id, change.action, change.fields) for change in changes]
+    recent = db.session.scalars(
+        select(ChangeRequest)
+        .where(
+            ChangeRequest.campaign_id == campaign.id,
+            ChangeRequest.kind == KIND_ENTRIES,
+            ChangeRequest.status == STATUS_OPEN,
+            ChangeRequest.requested_by == actor,
+        )
+        .order_by(ChangeRequest.id.desc())
+        .limit(RETRY_WINDOW)
+    )
+    for candidate in recent:
+        asked = [_asked(c["user_id"], c["action"], c["fields"]) for c in candidate.changes]
+        if asked == wanted:
+            return candidate
+    return None
+
+
+def _asked(user_id: str, action: str, fields: Mapping[str, Any]) -> tuple:
+    # A delete records the fields it keeps in the tombstone; what was asked is the delete.
+    return (user_id, action, {} if action == ACTION_DELETE else dict(fields))
 
 
 def open_schedule(

@@ -34,9 +34,12 @@ def via() -> str:
 def ask(campaign: Campaign, changes: list[workflow.EntryChange], **extra: Any) -> None:
     """Open (and commit) a request for these entry changes; raises Accepted (202).
 
+    A retry of a write whose request is still open gets that request back.
     `extra` joins the answer (a batch's invalid rows, say).
     """
-    change_request = workflow.open_entries(campaign, changes, token_auth.actor(), via())
+    change_request = workflow.same_open_request(campaign, changes, token_auth.actor())
+    if change_request is None:
+        change_request = workflow.open_entries(campaign, changes, token_auth.actor(), via())
     db.session.commit()
     raise Accepted({**document(change_request), **extra}, location(change_request))
 
