@@ -244,7 +244,9 @@ def test_the_menu_counts_open_requests_for_reviewers_but_not_their_own(app, ann,
     badge = re.compile(r'id="review-badge"[^>]*>(\d+)<')
     assert badge.search(bob.get("/admin/").get_data(as_text=True)).group(1) == "1"
     assert not badge.search(ann.get("/admin/").get_data(as_text=True))
-    listed = bob.get("/admin/change-requests/?flt1_0=open").get_data(as_text=True)
+    home = bob.get("/admin/").get_data(as_text=True)
+    assert "1 change request</a> waiting for someone other than its author" in home
+    listed = bob.get("/admin/change-requests/?flt0_0=open").get_data(as_text=True)
     assert "Update the entry of user 42" in listed
 
 

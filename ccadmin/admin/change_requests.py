@@ -52,7 +52,7 @@ class ReviewMenu(MenuView):
 
     @property
     def name(self) -> str | Markup:
-        count = _reviewable()
+        count = reviewable()
         if not count:
             return self._label
         return Markup(
@@ -64,7 +64,7 @@ class ReviewMenu(MenuView):
         self._label = value
 
 
-def _reviewable() -> int:
+def reviewable() -> int:
     if not current_user.is_authenticated or not current_user.has_role(ROLE_EDITOR):
         return 0
     cached = g.get("ccadmin_reviewable")

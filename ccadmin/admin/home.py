@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from ccadmin.admin.audit import describe_actor, describe_target, target_names
 from ccadmin.admin.base import AccessControlled
+from ccadmin.admin.change_requests import reviewable
 from ccadmin.extensions import db
 from ccadmin.metrics.system import outbox_backlog
 from ccadmin.models import AuditEvent, Campaign, ContentImport, PublishFailure, ScheduledChange
@@ -66,6 +67,7 @@ def home_context() -> dict[str, Any]:
         "scheduled_count": scheduled,
         "set_aside_count": set_aside,
         "backlog": outbox_backlog(),
+        "reviewable": reviewable(),
     }
 
 
