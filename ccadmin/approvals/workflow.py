@@ -18,21 +18,19 @@ from datetime import datetime
 from typing import Any
 
 import redis
-from sqlalchemy import and_, func, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from ccadmin import publishing
+from ccadmin.approvals import drift
 from ccadmin.content.schema import validate_fields
 from ccadmin.extensions import db
-from ccadmin.imports import changesets, scheduling, staging
-from ccadmin.imports.applying import recheck
+from ccadmin.imports import changesets, scheduling
 from ccadmin.models import (
     Campaign,
     ChangeRequest,
     ChangeRequestComment,
-    ContentEntry,
     ContentImport,
-    ImportRow,
 )
 from ccadmin.models.change_requests import (
     KIND_CHANGE_SET,
@@ -44,30 +42,22 @@ from ccadmin.models.change_requests import (
     STATUS_WITHDRAWN,
 )
 from ccadmin.models.imports import (
-    OUTCOME_INVALID,
     STATUS_INVALID,
     STATUS_READY,
-    WRITING_OUTCOMES,
 )
-from ccadmin.models.types import one_of, utcnow
+from ccadmin.models.types import utcnow
 from ccadmin.publishing import entry_writes
 
 ACTION_CREATE = "create"
 ACTION_UPDATE = "update"
 ACTION_DELETE = "delete"
 ACTION_RESTORE = "restore"
-# Rows of a change set shown on its request, and user ids named in a conflict.
-SAMPLE_ROWS = 20
+# User ids named in a conflict.
 NAMED_CONFLICTS = 5
 # Open requests of one author compared with a new one, to spot a retried write.
 RETRY_WINDOW = 20
-# Rows of a change set rechecked per statement when it is refreshed.
-REFRESH_BATCH = 1_000
 COMMENT_MAX_LENGTH = 5_000
 TITLE_MAX_LENGTH = 200
-
-row_table = ImportRow.__table__
-entry_columns = ContentEntry.__table__.c
 
 
 class ApprovalError(ValueError):
@@ -90,16 +80,6 @@ class EntryChange:
 def needs_approval(campaign: Campaign) -> bool:
     """Whether content changes to this campaign wait for a second person."""
     return bool(campaign.changes_need_approval)
-
-
-def _states(campaign_id: int, user_ids: list[str], lock: bool = False) -> dict[str, Any]:
-    """user_id -> (version, deleted, fields) of the users' rows (tombstones included)."""
-    query = select(
-        entry_columns.user_id, entry_columns.version, entry_columns.deleted, entry_columns.fields
-    ).where(entry_columns.campaign_id == campaign_id, one_of(entry_columns.user_id, user_ids))
-    if lock:
-        query = query.with_for_update()
-    return {row.user_id: row for row in db.session.execute(query)}
 
 
 def _recorded(change: EntryChange, state: Any) -> dict[str, Any]:
@@ -163,7 +143,7 @@ def open_entries(
     title: str | None = None,
 ) -> ChangeRequest:
     """A request to write these entry changes (create, update, delete, restore)."""
-    states = _states(campaign.id, [change.user_id for change in changes])
+    states = drift.entry_states(campaign.id, [change.user_id for change in changes])
     recorded = [_recorded(change, states.get(change.user_id)) for change in changes]
     return _open(
         campaign, KIND_ENTRIES, title or _title(changes), actor, via, changes=recorded, details={}
@@ -210,7 +190,7 @@ def open_schedule(
 ) -> ChangeRequest:
     """A request to schedule a change; checked now as scheduling it would be."""
     clean, clear_list = scheduling.check_change(campaign, user_id, values, clear)
-    state = _states(campaign.id, [user_id]).get(user_id)
+    state = drift.entry_states(campaign.id, [user_id]).get(user_id)
     change = _recorded(EntryChange(user_id, ACTION_UPDATE, clean), state)
     return _open(
         campaign,
@@ -233,7 +213,7 @@ def open_change_set(
     """A request to apply a previewed change set (import, revert, rollback, roll forward)."""
     check_change_set(content_import, mode)
     # The preview may be older than the request: take its diff against now.
-    _recheck_drifted(content_import)
+    drift.recheck_drifted(content_import)
     when = f" at {run_at:%Y-%m-%d %H:%M} UTC" if run_at else ""
     return _open(
         content_import.campaign,
@@ -242,7 +222,7 @@ def open_change_set(
         actor,
         via,
         changes=[],
-        details=_change_set_details(content_import, mode, run_at),
+        details=drift.change_set_summary(content_import, mode, run_at),
         content_import_id=content_import.id,
     )
 
@@ -281,49 +261,6 @@ def check_change_set(content_import: ContentImport, mode: str) -> None:
         )
 
 
-def _change_set_details(
-    content_import: ContentImport, mode: str, run_at: datetime | None
-) -> dict[str, Any]:
-    return {
-        "mode": mode,
-        "run_at": run_at.isoformat() if run_at else None,
-        "counts": {
-            "new": content_import.new_rows,
-            "changed": content_import.changed_rows,
-            "deleted": content_import.deleted_rows,
-            "unchanged": content_import.unchanged_rows,
-            "invalid": content_import.invalid_rows,
-        },
-        "sample": _sample(content_import.id),
-    }
-
-
-def _sample(import_id: int) -> list[dict[str, Any]]:
-    rows = db.session.execute(
-        select(
-            row_table.c.user_id,
-            row_table.c.outcome,
-            row_table.c.fields,
-            row_table.c.before_fields,
-            row_table.c.before_deleted,
-        )
-        .where(row_table.c.import_id == import_id, row_table.c.outcome.in_(WRITING_OUTCOMES))
-        .order_by(row_table.c.line)
-        .limit(SAMPLE_ROWS)
-    )
-    return [
-        {
-            "user_id": row.user_id,
-            "outcome": row.outcome,
-            "before": None
-            if row.before_deleted or row.before_fields is None
-            else row.before_fields,
-            "fields": row.fields,
-        }
-        for row in rows
-    ]
-
-
 def pending_for_change_set(import_id: int) -> ChangeRequest | None:
     """The open request to apply this change set, if there is one."""
     return db.session.scalars(
@@ -336,45 +273,20 @@ def pending_for_change_set(import_id: int) -> ChangeRequest | None:
 def conflicts(change_request: ChangeRequest, lock: bool = False) -> list[str]:
     """User ids whose entry changed since the request was made or refreshed."""
     if change_request.kind == KIND_CHANGE_SET:
-        return _drifted_users(change_request.content_import_id, NAMED_CONFLICTS)
+        return drift.drifted_users(_change_set(change_request), NAMED_CONFLICTS)
     user_ids = [change["user_id"] for change in change_request.changes]
-    states = _states(change_request.campaign_id, user_ids, lock=lock)
+    states = drift.entry_states(change_request.campaign_id, user_ids, lock=lock)
     return [
         change["user_id"]
         for change in change_request.changes
-        if _version(states.get(change["user_id"])) != change["base_version"]
+        if drift.version_of(states.get(change["user_id"])) != change["base_version"]
     ]
 
 
-def _version(state: Any) -> int:
-    return 0 if state is None else state.version
-
-
-def _drifted_query(import_id: int | None):
-    content_import = db.session.get(ContentImport, import_id) if import_id else None
-    if content_import is None:
+def _change_set(change_request: ChangeRequest) -> ContentImport:
+    if change_request.content_import is None:
         raise ApprovalError("The change set of this request was discarded.")
-    joined = row_table.outerjoin(
-        ContentEntry.__table__,
-        and_(
-            entry_columns.campaign_id == content_import.campaign_id,
-            entry_columns.user_id == row_table.c.user_id,
-        ),
-    )
-    moved = func.coalesce(entry_columns.version, 0) != func.coalesce(row_table.c.before_version, 0)
-    return joined, and_(
-        row_table.c.import_id == content_import.id,
-        row_table.c.outcome != OUTCOME_INVALID,
-        moved,
-    )
-
-
-def _drifted_users(import_id: int | None, limit: int) -> list[str]:
-    joined, condition = _drifted_query(import_id)
-    rows = db.session.execute(
-        select(row_table.c.user_id).select_from(joined).where(condition).limit(limit)
-    )
-    return [row.user_id for row in rows]
+    return change_request.content_import
 
 
 def _check_decider(change_request: ChangeRequest, decider: str) -> None:
@@ -533,7 +445,7 @@ def refresh(change_request: ChangeRequest, actor: str) -> None:
 
 def _rebased(change_request: ChangeRequest) -> list[dict[str, Any]]:
     user_ids = [change["user_id"] for change in change_request.changes]
-    states = _states(change_request.campaign_id, user_ids)
+    states = drift.entry_states(change_request.campaign_id, user_ids)
     rebased = []
     for change in change_request.changes:
         state = states.get(change["user_id"])
@@ -554,33 +466,11 @@ def _rebased(change_request: ChangeRequest) -> list[dict[str, Any]]:
 
 
 def _refresh_change_set(change_request: ChangeRequest) -> None:
-    content_import = change_request.content_import
-    _recheck_drifted(content_import)
+    content_import = _change_set(change_request)
+    drift.recheck_drifted(content_import)
     details = change_request.details
     run_at = datetime.fromisoformat(details["run_at"]) if details.get("run_at") else None
-    change_request.details = _change_set_details(content_import, details["mode"], run_at)
-
-
-def _recheck_drifted(content_import: ContentImport) -> None:
-    """Outcomes and states before, again, of rows whose entry moved since they were staged."""
-    joined, condition = _drifted_query(content_import.id)
-    while True:
-        drifted = db.session.execute(
-            select(
-                row_table.c.line,
-                row_table.c.user_id,
-                row_table.c.delete,
-                row_table.c.expect_version,
-            )
-            .select_from(joined)
-            .where(condition)
-            .order_by(row_table.c.line)
-            .limit(REFRESH_BATCH)
-        ).all()
-        if not drifted:
-            break
-        staging.update_rows(content_import.id, recheck(content_import, drifted))
-    staging.apply_counts(content_import, staging.count_outcomes(content_import.id))
+    change_request.details = drift.change_set_summary(content_import, details["mode"], run_at)
 
 
 def add_comment(change_request: ChangeRequest, author: str, body: str) -> ChangeRequestComment:
