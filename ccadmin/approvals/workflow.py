@@ -140,14 +140,11 @@ def open_entries(
     changes: list[EntryChange],
     actor: str,
     via: str = "admin",
-    title: str | None = None,
 ) -> ChangeRequest:
     """A request to write these entry changes (create, update, delete, restore)."""
     states = drift.entry_states(campaign.id, [change.user_id for change in changes])
     recorded = [_recorded(change, states.get(change.user_id)) for change in changes]
-    return _open(
-        campaign, KIND_ENTRIES, title or _title(changes), actor, via, changes=recorded, details={}
-    )
+    return _open(campaign, KIND_ENTRIES, _title(changes), actor, via, changes=recorded, details={})
 
 
 def same_open_request(
