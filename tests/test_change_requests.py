@@ -7,6 +7,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import redis
 from common.import_support import (
     IMPORTS,
     apply,
@@ -16,9 +17,12 @@ from common.import_support import (
 )
 from common.publishing_support import make_campaign, save_fields
 from common.security_support import audit_events
-from common.support import FRESH_REQUEST_STATE, csrf_token, login, post_confirmed
+from common.support import FRESH_REQUEST_STATE, csrf_token, free_port, login, post_confirmed
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from sqlalchemy import select
 
+from ccadmin.approvals import workflow
 from ccadmin.extensions import db
 from ccadmin.models import (
     ChangeRequest,
@@ -362,3 +366,28 @@ def test_the_audit_log_names_each_step_and_who_took_it(ann, bob):
         if event.target_type == "change_request"
     ]
     assert steps == [("request", "ann@example.com"), ("approve", "bob@example.com")]
+
+
+def test_an_approval_whose_change_cannot_be_queued_stays_open(ann, campaign):
+    staged = upload_and_stage(ann, campaign.id, "spring.csv", CSV)
+    apply(ann, staged.id)
+    run_at = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    tools = f"/admin/campaign-tools/{campaign.id}/"
+    ann.post(
+        f"{tools}schedule",
+        data={
+            "user_id": "42",
+            "field_message": "Later",
+            "run_at": run_at,
+            "csrf_token": csrf_token(ann, tools),
+        },
+    )
+    # The job queue is down (nothing listens there): nothing is applied, nothing is lost.
+    unreachable = redis.Redis(host="127.0.0.1", port=free_port(), retry=Retry(NoBackoff(), 0))
+    for request_id in (1, 2):
+        with pytest.raises(workflow.ApprovalError, match="The request stays open"):
+            workflow.approve(the_request(request_id), "bob@example.com", unreachable)
+        reopened = the_request(request_id)
+        assert (reopened.status, reopened.decided_by, reopened.result) == ("open", None, None)
+    assert latest_import().status == "ready"
+    assert db.session.scalars(select(ScheduledChange)).first() is None
