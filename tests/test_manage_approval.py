@@ -11,8 +11,10 @@ from sqlalchemy import select
 
 from ccadmin.approvals import workflow
 from ccadmin.extensions import db
+from ccadmin.imports import uploads
 from ccadmin.models import ChangeRequest, ContentEntry
 from ccadmin.redis_client import get_redis
+from workers.sweeper import open_missing_requests
 
 BASE = "/manage/v1/campaigns/spring"
 
@@ -161,3 +163,22 @@ def test_another_campaigns_request_is_not_found(client, token, campaign):
     other = make_token("autumn-only", campaigns=["autumn"])
     response = client.get("/manage/v1/change-requests/1", headers=bearer(other))
     assert response.status_code == 404 and response.json["error"] == "change_request_not_found"
+
+
+def test_the_sweeper_opens_the_request_of_an_import_whose_worker_stopped(client, token):
+    created = client.post(
+        f"{BASE}/imports",
+        data="user_id,message\n7,New\n",
+        headers=bearer(token, **{"Content-Type": "text/csv"}),
+    ).json
+    # The worker staged it and stopped before opening its request.
+    uploads.stage_upload(created["id"])
+    assert requests_made() == []
+    assert open_missing_requests(older_than=0) == [created["id"]]
+    [asked] = requests_made()
+    assert (asked.content_import_id, asked.via) == (created["id"], "api:crm-sync")
+    assert open_missing_requests(older_than=0) == []
+    # A decided request is not opened again.
+    workflow.reject(asked, "reviewer@example.com", "Not this week.")
+    db.session.commit()
+    assert open_missing_requests(older_than=0) == [] and len(requests_made()) == 1

@@ -10,7 +10,8 @@ keys.SWEEPER_LOCK) starts a full rebuild when the ready marker is gone
 again, a stalled rebuild is resumed from its plan), forgets set-aside
 entry versions that a later one replaced, re-enqueues the staging of
 stored import bodies whose job was lost or died with its worker (staging
-is idempotent), deletes import bodies
+is idempotent), opens the change request of an API import staged for
+approval whose worker stopped first, deletes import bodies
 that never arrived whole (uploads.ABANDONED_AFTER), drops `Idempotency-Key`
 answers older than a day, and runs reconcile every
 RECONCILE_INTERVAL and right after Redis restarted (a new INFO run_id: an
@@ -27,6 +28,7 @@ import socket
 import threading
 import time
 import uuid
+from datetime import timedelta
 
 import redis
 from flask import Flask
@@ -38,6 +40,7 @@ from rq.worker import BaseWorker
 from sqlalchemy import delete, inspect, select
 
 from ccadmin import keys
+from ccadmin.approvals import workflow
 from ccadmin.extensions import db
 from ccadmin.imports import uploads
 from ccadmin.models import ContentEntry, OutboxEvent, PublishFailure
@@ -164,6 +167,17 @@ def requeue_ingests(connection: redis.Redis, older_than: float = STALE_AFTER) ->
     if due:
         log.info("re-enqueued the staging of imports %s", due)
     return due
+
+
+def open_missing_requests(older_than: float = STALE_AFTER) -> list[int]:
+    """Open the change request of API imports staged for approval whose worker stopped
+    before opening it; the ids of the imports."""
+    waiting = workflow.staged_without_request(timedelta(seconds=older_than), SWEEP_BATCH)
+    db.session.rollback()
+    opened = [item.id for item in waiting if workflow.ask_for_staged(item) is not None]
+    if opened:
+        log.info("opened the change requests of staged imports %s", opened)
+    return opened
 
 
 def drop_abandoned_uploads(older_than: float = uploads.ABANDONED_AFTER) -> list[int]:
@@ -298,6 +312,7 @@ class Sweeper(threading.Thread):
         ensure_ready(connection)
         clear_superseded_failures()
         requeue_ingests(queue_connection())
+        open_missing_requests()
         drop_abandoned_uploads()
         if time.monotonic() >= self.next_forget:
             forget_expired()

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import redis
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ccadmin import publishing
@@ -230,7 +230,17 @@ def ask_for_staged(content_import: ContentImport) -> ChangeRequest | None:
     One that cannot be applied as asked (all or nothing, with invalid rows)
     is marked invalid with the reason, as its apply would have failed.
     """
-    if content_import.status != STATUS_READY or pending_for_change_set(content_import.id):
+    # The import's row locked first: the worker that staged it and the sweeper
+    # may both get here, and only one opens the request.
+    held = db.session.execute(
+        update(ContentImport)
+        .where(ContentImport.id == content_import.id, ContentImport.status == STATUS_READY)
+        .values(approval_via=ContentImport.approval_via)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    asked = select(ChangeRequest.id).where(ChangeRequest.content_import_id == content_import.id)
+    if not held or db.session.scalar(asked.limit(1)) is not None:
+        db.session.rollback()
         return None
     try:
         change_request = open_change_set(
@@ -246,6 +256,25 @@ def ask_for_staged(content_import: ContentImport) -> ChangeRequest | None:
         change_request = None
     db.session.commit()
     return change_request
+
+
+def staged_without_request(older_than: timedelta, limit: int) -> list[ContentImport]:
+    """Imports the ingest API staged for approval whose request was never opened (their
+    worker stopped in between); a request decided since counts as opened."""
+    asked = select(ChangeRequest.id).where(ChangeRequest.content_import_id == ContentImport.id)
+    return list(
+        db.session.scalars(
+            select(ContentImport)
+            .where(
+                ContentImport.approval_via.is_not(None),
+                ContentImport.status == STATUS_READY,
+                ContentImport.received_at <= utcnow() - older_than,
+                ~asked.exists(),
+            )
+            .order_by(ContentImport.id)
+            .limit(limit)
+        )
+    )
 
 
 def check_change_set(content_import: ContentImport, mode: str) -> None:
