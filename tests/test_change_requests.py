@@ -89,7 +89,7 @@ def the_request(request_id: int = 1) -> ChangeRequest:
     return db.session.get(ChangeRequest, request_id)
 
 
-def flashed(client, request_id: int) -> str:
+def request_page(client, request_id: int) -> str:
     return client.get(f"/admin/change-requests/details/?id={request_id}").get_data(as_text=True)
 
 
@@ -98,7 +98,7 @@ def test_an_edit_becomes_a_request_that_someone_else_approves(ann, bob, redis_cl
     assert response.status_code == 302
     assert response.headers["Location"].endswith("/admin/change-requests/details/?id=1")
     assert (entry().version, entry().fields["message"]) == (1, "Hello")  # not live yet
-    page = flashed(ann, 1)
+    page = request_page(ann, 1)
     assert "change request #1" in page and "<ins>Hello again</ins>" in page
     assert 'id="approve"' not in page and 'id="own-request"' in page
     assert audit_events("request")[-1].actor == "ann@example.com"
@@ -106,7 +106,7 @@ def test_an_edit_becomes_a_request_that_someone_else_approves(ann, bob, redis_cl
     # The author cannot approve it, even by posting the form.
     post(ann, 1, "approve")
     assert the_request().status == "open" and entry().version == 1
-    assert "Nobody approves or rejects their own request" in flashed(ann, 1)
+    assert "Nobody approves or rejects their own request" in request_page(ann, 1)
 
     assert post(bob, 1, "approve").status_code == 302
     saved = entry()
@@ -151,17 +151,17 @@ def test_a_stale_request_must_be_refreshed_before_approval(ann, bob, campaign):
     edit(ann, message="Hello again", cta="Go")
     # The entry moves after the request was made (another approved change, an import...).
     save_fields(campaign, "42", {"message": "Changed meanwhile", "cta": "Shop"})
-    page = flashed(bob, 1)
+    page = request_page(bob, 1)
     assert 'id="request-conflict"' in page and "users 42" in page
     post(bob, 1, "approve")
-    assert "Refresh the request" in flashed(bob, 1)
+    assert "Refresh the request" in request_page(bob, 1)
     assert the_request().status == "open" and entry().fields["message"] == "Changed meanwhile"
 
     post(bob, 1, "refresh")
     refreshed = the_request()
     assert refreshed.changes[0]["base_version"] == 2
     assert refreshed.changes[0]["before"] == {"message": "Changed meanwhile", "cta": "Shop"}
-    page = flashed(bob, 1)
+    page = request_page(bob, 1)
     assert "<del>Changed meanwhile</del>" in page and 'id="request-conflict"' not in page
     post(bob, 1, "approve")
     assert entry().fields == {"message": "Hello again", "cta": "Go"} and entry().version == 3
@@ -177,7 +177,7 @@ def test_a_rejection_needs_a_reason_and_applies_nothing(ann, bob):
     assert [comment.body for comment in rejected.comments] == ["The message has a typo."]
     assert entry().version == 1
     assert audit_events("reject")[-1].after["reason"] == "The message has a typo."
-    assert "The message has a typo." in flashed(ann, 1)
+    assert "The message has a typo." in request_page(ann, 1)
 
 
 def test_only_the_author_withdraws_and_anyone_with_the_role_comments(ann, bob):
@@ -186,7 +186,7 @@ def test_only_the_author_withdraws_and_anyone_with_the_role_comments(ann, bob):
     post(bob, 1, "withdraw")
     assert the_request().status == "open"
     post(ann, 1, "comment", body="Yes <b>it is</b>")
-    page = flashed(bob, 1)
+    page = request_page(bob, 1)
     assert "Yes &lt;b&gt;it is&lt;/b&gt;" in page  # escaped
     post(ann, 1, "withdraw")
     assert the_request().status == "withdrawn" and entry().version == 1
@@ -226,7 +226,7 @@ def test_create_delete_and_restore_become_requests_too(ann, bob, campaign):
     assert entry("7").fields == {"message": "New"}
     post(bob, 3, "approve")
     assert entry().fields == {"message": "Hello", "cta": "Go"} and entry().version == 3
-    assert "Entries changed since" in flashed(bob, 2)  # the delete saw version 1
+    assert "Entries changed since" in request_page(bob, 2)  # the delete saw version 1
     post(bob, 2, "refresh")
     post(bob, 2, "approve")
     assert entry().deleted and entry().version == 4
@@ -278,7 +278,7 @@ def test_an_import_waits_for_approval_and_applies_through_the_worker_path(ann, b
         "invalid": 0,
     }
     assert [row["user_id"] for row in asked.details["sample"]] == ["42", "7"]
-    assert "<ins>Imported</ins>" in flashed(bob, 1)
+    assert "<ins>Imported</ins>" in request_page(bob, 1)
     assert latest_import().status == "ready" and entry("7") is None
     detail = ann.get(f"{IMPORTS}{staged.id}/").get_data(as_text=True)
     assert 'id="pending-request"' in detail and 'id="apply-form"' not in detail
@@ -301,7 +301,7 @@ def test_an_import_whose_entries_moved_is_refreshed_before_it_applies(ann, bob, 
     apply(ann, staged.id)
     save_fields(campaign, "7", {"message": "Created meanwhile", "cta": "Go"})
     post(bob, 1, "approve")
-    assert "users 7" in flashed(bob, 1) and latest_import().status == "ready"
+    assert "users 7" in request_page(bob, 1) and latest_import().status == "ready"
     post(bob, 1, "refresh")
     assert the_request().details["counts"]["changed"] == 2
     assert the_request().details["counts"]["new"] == 0
@@ -348,7 +348,7 @@ def test_a_scheduled_change_is_created_only_on_approval(ann, bob, campaign):
     )
     assert response.headers["Location"].endswith("/admin/change-requests/details/?id=1")
     assert db.session.scalars(select(ScheduledChange)).first() is None
-    assert "Tomorrow" in flashed(bob, 1)
+    assert "Tomorrow" in request_page(bob, 1)
     post(bob, 1, "approve")
     scheduled = db.session.scalars(select(ScheduledChange)).one()
     assert (scheduled.fields, scheduled.created_by) == ({"message": "Tomorrow"}, "ann@example.com")
