@@ -102,8 +102,9 @@ def client() -> Any:
         (current.oidc_issuer or "", current.oidc_client_id or "", current.oidc_scopes)
     )
     name = "oidc_" + hashlib.sha256(identity.encode()).hexdigest()[:16]
-    if name not in oauth._registry:
-        oauth.register(
+    registered = oauth.create_client(name)
+    if registered is None:
+        registered = oauth.register(
             name,
             client_id=current.oidc_client_id,
             client_secret=current.oidc_client_secret,
@@ -114,7 +115,7 @@ def client() -> Any:
                 "default_timeout": PROVIDER_TIMEOUT,
             },
         )
-    return oauth.create_client(name)
+    return registered
 
 
 def start(next_url: str | None) -> Response:
