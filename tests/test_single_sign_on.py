@@ -149,6 +149,17 @@ def test_a_wrong_state_is_refused(client, provider):
     assert come_back(client, callback).status_code == 400
 
 
+def test_a_sign_in_the_provider_refused_says_so(client, provider):
+    start = client.get("/login/sso").headers["Location"]
+    state = parse_qs(urlsplit(start).query)["state"][0]
+    query = urlencode({"error": "access_denied", "error_description": "<b>No</b>", "state": state})
+    response = client.get(f"/login/sso/callback?{query}")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 403 and "did not sign you in (&lt;b&gt;No&lt;/b&gt;)" in page
+    assert audit_events("login_failed")[-1].after["reason"] == "sso_denied"
+    assert signed_in_as(client) is None
+
+
 @pytest.mark.parametrize(
     "overrides",
     [

@@ -148,6 +148,17 @@ def finish() -> tuple[AdminUser, str | None]:
         abort(404)
     next_url = session.pop(_NEXT, None)
     provider = client()
+    denied = request.args.get("error")
+    if denied:
+        # The person cancelled, or the provider would not sign them in here.
+        _forget_pending(provider.name)
+        reason = request.args.get("error_description") or denied
+        raise SignInRefused(
+            "sso_denied",
+            f"{settings().oidc_name} did not sign you in ({reason[:200]}). Start again, or ask "
+            "your administrator.",
+            403,
+        )
     try:
         token = provider.authorize_access_token()
         metadata = provider.load_server_metadata()
