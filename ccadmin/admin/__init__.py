@@ -12,7 +12,12 @@ from ccadmin.admin.audit import AuditView
 from ccadmin.admin.base import format_list_time
 from ccadmin.admin.campaign_tools import CampaignToolsView
 from ccadmin.admin.campaigns import CampaignView
-from ccadmin.admin.change_requests import ChangeRequestView, ReviewMenu
+from ccadmin.admin.change_requests import (
+    ChangeRequestView,
+    RequestOpened,
+    ReviewMenu,
+    to_request,
+)
 from ccadmin.admin.content import ContentView
 from ccadmin.admin.home import HomeView
 from ccadmin.admin.imports import ImportView
@@ -76,6 +81,7 @@ def init_app(app: Flask) -> Admin:
         )
     )
     live_metrics.init_app(app, admin)
+    app.register_error_handler(RequestOpened, lambda opened: to_request(opened.change_request))
     return admin
 
 

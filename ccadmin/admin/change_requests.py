@@ -21,7 +21,6 @@ from werkzeug.wrappers import Response
 from ccadmin.admin.base import ProtectedModelView, actor
 from ccadmin.admin.content_list import CampaignOptions
 from ccadmin.approvals import workflow
-from ccadmin.content.schema import REQUIRED_FIELD
 from ccadmin.extensions import db
 from ccadmin.imports.staging import field_changes
 from ccadmin.models import ChangeRequest
@@ -37,10 +36,13 @@ _STATUS_BADGES = {
 }
 
 
+def status_badge(change_request: ChangeRequest) -> str:
+    """The Bootstrap badge class of a request's status, in the list and on its page."""
+    return _STATUS_BADGES.get(change_request.status, "badge-secondary")
+
+
 def _format_status(view: Any, context: Any, model: ChangeRequest, name: str) -> Markup:
-    return Markup('<span class="badge {}">{}</span>').format(
-        _STATUS_BADGES.get(model.status, "badge-secondary"), model.status
-    )
+    return Markup('<span class="badge {}">{}</span>').format(status_badge(model), model.status)
 
 
 def _format_campaign(view: Any, context: Any, model: ChangeRequest, name: str) -> str:
@@ -125,7 +127,6 @@ class ChangeRequestView(ProtectedModelView):
         FilterEqual(ChangeRequest.requested_by, "Asked by"),
         FilterEqual(ChangeRequest.decided_by, "Decided by"),
     )
-    action_disallowed_list = ("delete",)
 
     def render(self, template: str, **kwargs: Any) -> str:
         if template == self.details_template and kwargs.get("model") is not None:
@@ -135,7 +136,7 @@ class ChangeRequestView(ProtectedModelView):
             kwargs["conflicts"] = self._conflicts(change_request)
             kwargs["own"] = change_request.requested_by == actor()
             kwargs["can_decide"] = self.user_can_write() and not kwargs["own"]
-            kwargs["required_field"] = REQUIRED_FIELD
+            kwargs["status_badge"] = status_badge(change_request)
         return super().render(template, **kwargs)
 
     @staticmethod
@@ -161,14 +162,11 @@ class ChangeRequestView(ProtectedModelView):
         """Apply the request now, unless its entries moved (then it must be refreshed)."""
         change_request = self._load(request_id)
         connection = get_redis(current_app.config["CCADMIN_SETTINGS"])
-        try:
-            workflow.approve(change_request, actor(), connection)
-        except workflow.ApprovalError as error:
-            db.session.rollback()
-            flash(str(error), "error")
-            return self._back(change_request)
-        flash(f"Change request #{request_id} approved and applied.", "success")
-        return self._back(change_request)
+        return self._decide(
+            change_request,
+            lambda: workflow.approve(change_request, actor(), connection),
+            f"Change request #{request_id} approved and applied.",
+        )
 
     @expose("/<int:request_id>/reject", methods=("POST",))
     def reject_view(self, request_id: int) -> Response:
@@ -216,6 +214,15 @@ class ChangeRequestView(ProtectedModelView):
         else:
             flash(done, "success")
         return self._back(change_request)
+
+
+class RequestOpened(Exception):
+    """A change that became a change request: raised from deep in a save, answered by
+    sending its author to the request (registered in admin/__init__.py)."""
+
+    def __init__(self, change_request: ChangeRequest) -> None:
+        super().__init__(change_request.id)
+        self.change_request = change_request
 
 
 def to_request(change_request: ChangeRequest) -> Response:

@@ -27,7 +27,7 @@ from wtforms.validators import ValidationError
 from ccadmin import keys
 from ccadmin.admin.base import AdminForm, actor
 from ccadmin.admin.campaign_tools import run_preview
-from ccadmin.admin.change_requests import to_request
+from ccadmin.admin.change_requests import RequestOpened
 from ccadmin.admin.content_list import CampaignOptions, PublishStatusFilter, search_condition
 from ccadmin.admin.keyset import KeysetModelView
 from ccadmin.approvals import workflow
@@ -35,7 +35,7 @@ from ccadmin.content import history
 from ccadmin.content.preview import CALLER_BODY_LIMIT
 from ccadmin.content.schema import REQUIRED_FIELD, printable, user_id_error, validate_fields
 from ccadmin.extensions import db
-from ccadmin.models import Campaign, ChangeRequest, ContentEntry, OutboxEvent
+from ccadmin.models import Campaign, ContentEntry, OutboxEvent
 from ccadmin.models.content import USER_ID_MAX_LENGTH
 from ccadmin.models.users import ROLE_EDITOR
 from ccadmin.publishing import entry_writes
@@ -66,14 +66,6 @@ _STATUS_BADGES = {
     STATUS_UNKNOWN: "badge-secondary",
     STATUS_FAILING: "badge-danger",
 }
-
-
-class RequestOpened(Exception):
-    """A change to a campaign that needs approval became a change request instead."""
-
-    def __init__(self, change_request: ChangeRequest) -> None:
-        super().__init__(change_request.id)
-        self.change_request = change_request
 
 
 class EntryForm(AdminForm):
@@ -420,34 +412,14 @@ class ContentView(KeysetModelView):
         campaign: Campaign, user_id: str, action: str, fields: dict[str, Any]
     ) -> None:
         """On a campaign whose changes need approval, open a change request instead
-        (committed) and raise RequestOpened; otherwise do nothing."""
+        (committed) and raise RequestOpened, which sends the author to it; otherwise
+        do nothing."""
         if not workflow.needs_approval(campaign):
             return
         change = workflow.EntryChange(user_id, action, fields)
         change_request = workflow.open_entries(campaign, [change], actor())
         db.session.commit()
         raise RequestOpened(change_request)
-
-    @expose("/new/", methods=("GET", "POST"))
-    def create_view(self) -> Any:
-        try:
-            return super().create_view()
-        except RequestOpened as opened:
-            return to_request(opened.change_request)
-
-    @expose("/edit/", methods=("GET", "POST"))
-    def edit_view(self) -> Any:
-        try:
-            return super().edit_view()
-        except RequestOpened as opened:
-            return to_request(opened.change_request)
-
-    @expose("/delete/", methods=("POST",))
-    def delete_view(self) -> Any:
-        try:
-            return super().delete_view()
-        except RequestOpened as opened:
-            return to_request(opened.change_request)
 
     def handle_action(self, return_view: str | None = None) -> Any:
         """A bulk delete touching a campaign whose changes need approval is refused whole."""
@@ -506,10 +478,7 @@ class ContentView(KeysetModelView):
                 "error",
             )
             return redirect(here)
-        try:
-            self.ask_if_needed(entry.campaign, entry.user_id, "restore", clean)
-        except RequestOpened as opened:
-            return to_request(opened.change_request)
+        self.ask_if_needed(entry.campaign, entry.user_id, "restore", clean)
         if not self.commit_or_report(lambda: self.write_version(entry, clean, "restore")):
             return redirect(here)
         flash(f"Version {number} restored as version {entry.version}.", "success")

@@ -128,6 +128,27 @@ def checked_fields(campaign: Campaign, values: dict[str, Any]) -> dict[str, str]
     return clean
 
 
+def save_change(
+    campaign: Campaign,
+    user_id: str,
+    fields: dict[str, Any],
+    action: str,
+    before: StoredEntry | None,
+) -> StoredEntry:
+    """Write the change (entry, outbox, audit) and commit: every single write's last step.
+
+    Where the change needs approval, it becomes a change request (202)
+    instead. A concurrent create raises IntegrityError.
+    """
+    if approval.needed(campaign):
+        approval.ask(campaign, [workflow.EntryChange(user_id, action, fields)])
+    saved = entry_writes.write_entry(
+        campaign.id, user_id, fields, token_auth.actor(), action, before
+    )
+    db.session.commit()
+    return saved
+
+
 def commit_change(
     campaign: Campaign,
     user_id: str,
@@ -135,23 +156,14 @@ def commit_change(
     action: str,
     before: StoredEntry | None,
 ) -> StoredEntry:
-    """Write the change (entry, outbox, audit) and commit; a concurrent create is a 409.
-
-    Where the change needs approval, it becomes a change request (202) instead.
-    """
-    if approval.needed(campaign):
-        approval.ask(campaign, [workflow.EntryChange(user_id, action, fields)])
+    """save_change, with a concurrent create answered 409."""
     try:
-        saved = entry_writes.write_entry(
-            campaign.id, user_id, fields, token_auth.actor(), action, before
-        )
-        db.session.commit()
+        return save_change(campaign, user_id, fields, action, before)
     except IntegrityError:
         db.session.rollback()
         raise ApiError(
             409, "conflict", "Another request created this entry at the same moment; retry."
         ) from None
-    return saved
 
 
 def superseded(campaign: Campaign, slug: str, user_id: str) -> Response | None:

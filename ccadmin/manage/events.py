@@ -38,7 +38,7 @@ from werkzeug.wrappers import Response
 from ccadmin.content.schema import user_id_error, validate_fields
 from ccadmin.extensions import db
 from ccadmin.imports.parsing import USER_ID_COLUMN
-from ccadmin.manage import approval, ordering, schemas, token_auth
+from ccadmin.manage import entries, ordering, schemas, token_auth
 from ccadmin.manage.batch import MAX_BATCH_BYTES, refuse_too_many, write_rows
 from ccadmin.manage.campaigns import campaign_for, connection_test
 from ccadmin.manage.errors import ApiError
@@ -279,10 +279,7 @@ def _write_one(campaign: Campaign, row: dict[str, Any]) -> dict[str, Any]:
         db.session.commit()
         return {"status": "unchanged", "version": live.version}
     action = "update" if live is not None else "create"
-    saved = entry_writes.write_entry(
-        campaign.id, user_id, clean, token_auth.actor(), action, stored
-    )
-    db.session.commit()
+    saved = entries.save_change(campaign, user_id, clean, action, stored)
     return {"status": "created" if live is None else "updated", "version": saved.version}
 
 
@@ -292,8 +289,7 @@ def apply_events(campaign: Campaign, events: list[Any]) -> dict[str, Any]:
     parsed = [read_event(event, paths, tracked) for event in events]
     rows, row_of, late = fold(campaign, parsed)
     import_id = None
-    # A change that needs approval takes the batch's path, which opens the request.
-    if len(rows) == 1 and not approval.needed(campaign):
+    if len(rows) == 1:
         row_results = [write_one(campaign, rows[0])]
     elif rows:
         written = write_rows(campaign, rows, True, None)

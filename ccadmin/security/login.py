@@ -209,7 +209,7 @@ def sso_start() -> Response | tuple[str, int]:
     try:
         return single_sign_on.start(safe_next_url(request.args.get("next")))
     except single_sign_on.SignInRefused as refusal:
-        return single_sign_on.refuse(refusal)
+        return _refuse_sign_in(refusal)
 
 
 @bp.route("/login/sso/callback")
@@ -218,12 +218,19 @@ def sso_callback() -> Response | tuple[str, int]:
     try:
         user, next_url = single_sign_on.finish()
     except single_sign_on.SignInRefused as refusal:
-        return single_sign_on.refuse(refusal)
+        return _refuse_sign_in(refusal)
     log.info("admin login: user %s from %s (single sign-on)", user.id, request.remote_addr)
     return redirect(next_url or url_for("admin.index"))
 
 
-def _audit_failure(email: str, user: AdminUser | None, reason: str) -> None:
+def _refuse_sign_in(refusal: single_sign_on.SignInRefused) -> tuple[str, int]:
+    # Nothing a refused sign-in began (a user linked or created) is kept.
+    db.session.rollback()
+    _audit_failure(refusal.email, None, refusal.reason)
+    return single_sign_on.refused_page(refusal)
+
+
+def _audit_failure(email: str | None, user: AdminUser | None, reason: str) -> None:
     publishing.record_audit(
         ANONYMOUS,
         "login_failed",

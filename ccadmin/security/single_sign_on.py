@@ -68,7 +68,6 @@ class Identity:
     subject: str
     email: str
     role: str
-    groups: tuple[str, ...]
 
 
 def init_app(app: Flask) -> None:
@@ -219,23 +218,18 @@ def identity_from(claims: dict[str, Any], current: Settings) -> Identity:
             "Your email address is not verified at the identity provider.",
             email=email,
         )
-    groups = _claim_values(claims.get(current.oidc_role_claim))
-    role = role_for(groups, current)
-    identity = Identity(
-        issuer=current.oidc_issuer or "",
-        subject=str(claims["sub"]),
-        email=email.strip().lower(),
-        role=role or "",
-        groups=groups,
-    )
+    email = email.strip().lower()
+    role = role_for(_claim_values(claims.get(current.oidc_role_claim)), current)
     if role is None:
         raise SignInRefused(
             "sso_unmapped_group",
             "Your account is not in a group that may use ccadmin. Ask your administrator to "
             "add you to the group for admins, editors or viewers.",
-            email=identity.email,
+            email=email,
         )
-    return identity
+    return Identity(
+        issuer=current.oidc_issuer or "", subject=str(claims["sub"]), email=email, role=role
+    )
 
 
 def _claim_values(value: Any) -> tuple[str, ...]:
@@ -339,17 +333,8 @@ def _link_or_create(identity: Identity) -> AdminUser:
     return user
 
 
-def refuse(refusal: SignInRefused) -> tuple[str, int]:
-    """The page a refused sign-in sees; the refusal is audited."""
-    db.session.rollback()
-    publishing.record_audit(
-        "anonymous",
-        "login_failed",
-        "admin_user",
-        None,
-        after={"email": refusal.email, "reason": refusal.reason},
-    )
-    db.session.commit()
+def refused_page(refusal: SignInRefused) -> tuple[str, int]:
+    """The page a refused sign-in sees."""
     page = render_template(
         "auth/sso_refused.html", message=refusal.message, provider=settings().oidc_name
     )
