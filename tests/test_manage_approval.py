@@ -136,10 +136,11 @@ def test_a_token_without_the_flag_writes_directly(client, campaign):
     assert requests_made() == []
 
 
-def test_an_import_is_staged_then_waits_as_a_request(client, token, app):
+def test_an_import_is_staged_then_waits_as_a_request(client, token, app, campaign):
+    save_fields(campaign, "43", {"message": "Same"})
     created = client.post(
         f"{BASE}/imports",
-        data="user_id,message\n42,Imported\n7,New\n",
+        data="user_id,message\n42,Imported\n7,New\n43,Same\n",
         headers=bearer(token, **{"Content-Type": "text/csv"}),
     )
     assert created.status_code == 202
@@ -154,6 +155,8 @@ def test_an_import_is_staged_then_waits_as_a_request(client, token, app):
     }
     [asked] = requests_made()
     assert asked.details["counts"]["new"] == 1 and asked.via == "api:crm-sync"
+    polled = client.get(state["change_request"]["url"], headers=bearer(token)).json
+    assert (polled["kind"], polled["entries"]) == ("change_set", 2)
     assert entry("7") is None
 
 

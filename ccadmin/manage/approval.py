@@ -56,8 +56,7 @@ def document(change_request: ChangeRequest) -> dict[str, Any]:
         "kind": change_request.kind,
         "title": change_request.title,
         "status": change_request.status,
-        "entries": len(change_request.changes or [])
-        or sum((change_request.details or {}).get("counts", {}).values()),
+        "entries": change_request.entry_count,
         "requested_by": change_request.requested_by,
         "requested_at": change_request.requested_at.isoformat(),
         "decided_by": change_request.decided_by,

@@ -77,6 +77,14 @@ class ChangeRequest(db.Model):
     def is_open(self) -> bool:
         return self.status == STATUS_OPEN
 
+    @property
+    def entry_count(self) -> int:
+        """Entries the request changes (a change set's: new, changed and deleted rows)."""
+        if self.kind != KIND_CHANGE_SET:
+            return len(self.changes or [])
+        counts = (self.details or {}).get("counts", {})
+        return sum(counts.get(outcome, 0) for outcome in ("new", "changed", "deleted"))
+
 
 class ChangeRequestComment(db.Model):
     """A comment on a change request (the reason of a rejection is one too)."""
