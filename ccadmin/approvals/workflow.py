@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import redis
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from ccadmin import publishing
@@ -232,12 +232,7 @@ def ask_for_staged(content_import: ContentImport) -> ChangeRequest | None:
     """
     # The import's row locked first: the worker that staged it and the sweeper
     # may both get here, and only one opens the request.
-    held = db.session.execute(
-        update(ContentImport)
-        .where(ContentImport.id == content_import.id, ContentImport.status == STATUS_READY)
-        .values(approval_via=ContentImport.approval_via)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    held = changesets.hold(content_import.id, (STATUS_READY,))
     asked = select(ChangeRequest.id).where(ChangeRequest.content_import_id == content_import.id)
     if not held or db.session.scalar(asked.limit(1)) is not None:
         db.session.rollback()

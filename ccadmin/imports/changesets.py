@@ -13,7 +13,7 @@ import redis
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
-from sqlalchemy import case, func, insert, literal, or_, select
+from sqlalchemy import case, func, insert, literal, or_, select, update
 
 from ccadmin import keys
 from ccadmin.extensions import db
@@ -57,6 +57,22 @@ class ChangeSetError(ValueError):
 def import_queue(connection: redis.Redis) -> Queue:
     """The RQ queue of bulk jobs."""
     return Queue(keys.IMPORT_QUEUE, connection=connection)
+
+
+def hold(import_id: int, statuses: tuple[str, ...]) -> bool:
+    """Lock a change set's row until the caller's commit, if its status is one of
+    `statuses`; False (nothing locked) otherwise.
+
+    An update rather than SELECT ... FOR UPDATE, so SQLite takes its write
+    lock too.
+    """
+    held = db.session.execute(
+        update(ContentImport)
+        .where(ContentImport.id == import_id, ContentImport.status.in_(statuses))
+        .values(status=ContentImport.status)
+        .execution_options(synchronize_session=False)
+    )
+    return held.rowcount == 1
 
 
 def new_import(

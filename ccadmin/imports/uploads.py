@@ -23,7 +23,7 @@ from typing import IO
 
 import redis
 from rq.exceptions import ShutDownImminentException
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import OperationalError
 
 from ccadmin import keys
@@ -237,18 +237,9 @@ def waiting_ingests(older_than: float, limit: int) -> list[ContentImport]:
 
 
 def hold_waiting(import_id: int) -> bool:
-    """Lock an import's row (until the caller's commit) if it still waits to be staged.
-
-    An update rather than SELECT ... FOR UPDATE, so SQLite takes its write
-    lock too; staging's own status change waits behind it.
-    """
-    held = db.session.execute(
-        update(ContentImport)
-        .where(ContentImport.id == import_id, ContentImport.status.in_(REDRIVEN))
-        .values(status=ContentImport.status)
-        .execution_options(synchronize_session=False)
-    )
-    return held.rowcount == 1
+    """Lock an import's row if it still waits to be staged; staging's own status
+    change waits behind it."""
+    return changesets.hold(import_id, REDRIVEN)
 
 
 def delete_abandoned(older_than: float = ABANDONED_AFTER, limit: int = 100) -> list[int]:
