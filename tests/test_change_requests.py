@@ -391,3 +391,7 @@ def test_an_approval_whose_change_cannot_be_queued_stays_open(ann, campaign):
         assert (reopened.status, reopened.decided_by, reopened.result) == ("open", None, None)
     assert latest_import().status == "ready"
     assert db.session.scalars(select(ScheduledChange)).first() is None
+    # The approvals that had committed say in the audit log that they were undone.
+    undone = audit_events("approval_undone")
+    assert [event.target_id for event in undone] == ["1", "2"]
+    assert "unreachable" in undone[0].after["reason"]

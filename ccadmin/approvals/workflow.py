@@ -336,6 +336,7 @@ def approve(change_request: ChangeRequest, decider: str, connection: redis.Redis
     change_request.status = STATUS_APPLIED
     change_request.decided_by = decider
     change_request.decided_at = utcnow()
+    _audit(change_request, decider, "approve")
     if change_request.kind == KIND_ENTRIES:
         try:
             change_request.result = {"versions": _write_entries(change_request)}
@@ -343,14 +344,11 @@ def approve(change_request: ChangeRequest, decider: str, connection: redis.Redis
             # Another write created one of the entries while this one was checked.
             db.session.rollback()
             raise Conflict(_conflict_message(conflicts(change_request))) from error
-        _audit(change_request, decider, "approve")
         db.session.commit()
     elif change_request.kind == KIND_SCHEDULE:
-        _audit(change_request, decider, "approve")
         change_request.result = {"scheduled_change_id": _schedule(change_request, connection)}
         db.session.commit()
     else:
-        _audit(change_request, decider, "approve")
         _start_change_set(change_request, connection)
 
 
@@ -395,26 +393,26 @@ def _schedule(change_request: ChangeRequest, connection: redis.Redis) -> int:
             connection,
         )
     except changesets.ChangeSetError as error:
-        _reopen(change_request)
+        _reopen(change_request, error)
         raise ApprovalError(f"{error} The request stays open.") from error
     return scheduled.id
 
 
-def _reopen(change_request: ChangeRequest) -> None:
-    """Undo an approval whose change failed to start (it may have committed the decision)."""
+def _reopen(change_request: ChangeRequest, error: Exception) -> None:
+    """Undo an approval whose change failed to start. Starting it may have committed the
+    decision and its audit row, so the audit log then says it was undone, and why."""
+    decider = change_request.decided_by
     db.session.rollback()
     reopened = db.session.get(ChangeRequest, change_request.id)
     if reopened.status != STATUS_OPEN:
         reopened.status, reopened.decided_by, reopened.decided_at = STATUS_OPEN, None, None
         reopened.result = None
+        _audit(reopened, decider, "approval_undone", reason=str(error)[:500])
         db.session.commit()
 
 
 def _start_change_set(change_request: ChangeRequest, connection: redis.Redis) -> None:
-    content_import = change_request.content_import
-    if content_import is None:
-        db.session.rollback()
-        raise ApprovalError("The change set of this request was discarded.")
+    content_import = _change_set(change_request)
     details = change_request.details
     run_at = datetime.fromisoformat(details["run_at"]) if details.get("run_at") else None
     change_request.result = {"content_import_id": content_import.id}
@@ -423,7 +421,7 @@ def _start_change_set(change_request: ChangeRequest, connection: redis.Redis) ->
             content_import, details["mode"], change_request.requested_by, connection, run_at
         )
     except changesets.ChangeSetError as error:
-        _reopen(change_request)
+        _reopen(change_request, error)
         raise ApprovalError(f"{error} The request stays open.") from error
 
 
